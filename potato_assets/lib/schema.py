@@ -1,0 +1,106 @@
+"""The study's file and column contract: names and types of the three landing CSVs.
+
+Plain data, no Dagster. Every layer refers to columns through these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WEIGHT_FILE = "Potato_tidy.csv"
+FIBER_FILE = "Potato_fiber_daily.csv"
+NUTRITION_FILE = "Potato_nutrition_rows.csv"
+
+# The 11 food categories of the nutrition file, in report order.
+FOOD_CATEGORIES: tuple[str, ...] = (
+    "potato",
+    "beans",
+    "vegetables",
+    "fruit",
+    "oats",
+    "rice",
+    "bread",
+    "nuts",
+    "egg",
+    "dairy",
+    "meat",
+)
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing CSV: its name and its columns with the study type of each.
+
+    Types: "int" (subject ids, weeks), "date" (ISO yyyy-mm-dd), "float", "str".
+    """
+
+    asset_name: str
+    file_name: str
+    columns: dict[str, str]
+    # Columns that must be present and non-empty on every row.
+    keys: tuple[str, ...]
+
+
+WEIGHT = LandingFile(
+    asset_name="weight",
+    file_name=WEIGHT_FILE,
+    columns={
+        "subject_id": "int",
+        "date": "date",
+        "week": "int",
+        "weight_kg": "float",
+        "energy_1_10": "float",
+        "mood_1_10": "float",
+    },
+    keys=("subject_id", "date", "week"),
+)
+
+FIBER = LandingFile(
+    asset_name="fiber",
+    file_name=FIBER_FILE,
+    columns={
+        "subject_id": "int",
+        "date": "date",
+        "week": "int",
+        "total_calories": "float",
+        "total_fiber_g": "float",
+    },
+    keys=("subject_id", "date", "week"),
+)
+
+NUTRITION = LandingFile(
+    asset_name="nutrition",
+    file_name=NUTRITION_FILE,
+    columns={
+        "subject_id": "int",
+        "date": "date",
+        "food_item": "str",
+        "category": "str",
+        "calories": "float",
+        "protein_g": "float",
+        "carbs_g": "float",
+        "fat_g": "float",
+        "fiber_g": "float",
+    },
+    keys=("subject_id", "date"),
+)
+
+LANDING_FILES: tuple[LandingFile, ...] = (NUTRITION, WEIGHT, FIBER)
+
+# Ingestion columns added by bronze to every row.
+SOURCE_FILE_COL = "source_file"
+SOURCE_LINE_COL = "source_line"
+INGESTED_AT_COL = "ingested_at"
+
+# The modelling contract (silver/modeling_dataset -> gold models).
+GROUP_COL = "subject_id"
+WEEK_COL = "week"
+OUTCOME = "delta_kg_next"
+PREDICTORS: tuple[str, ...] = ("fiber_g_week", "kcal_week_thousands", "beans_week", "potato_week")
+PREDICTOR_UNITS: dict[str, str] = {
+    "fiber_g_week": "g of fiber, summed over the study week's logged days",
+    "kcal_week_thousands": "thousands of kcal, summed over the study week's logged days",
+    "beans_week": "1 if any beans entry was logged that week, else 0",
+    "potato_week": "1 if any potato entry was logged that week, else 0",
+}
+FORMULA = f"{OUTCOME} ~ " + " + ".join(PREDICTORS)
