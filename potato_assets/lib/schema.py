@@ -5,7 +5,7 @@ Plain data, no Dagster. Every layer refers to columns through these names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 WEIGHT_FILE = "Potato_tidy.csv"
 FIBER_FILE = "Potato_fiber_daily.csv"
@@ -39,6 +39,13 @@ class LandingFile:
     columns: dict[str, str]
     # Columns that must be present and non-empty on every row.
     keys: tuple[str, ...]
+    # Plausible closed ranges; a value outside is a row defect (quarantined).
+    ranges: dict[str, tuple[float, float]]
+    # Column sets that identify one observation: exact duplicate rows are dropped once,
+    # rows that share a key but differ elsewhere conflict and are quarantined.
+    unique_keys: tuple[tuple[str, ...], ...] = ()
+    # Text columns restricted to a closed vocabulary.
+    allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 WEIGHT = LandingFile(
@@ -53,6 +60,14 @@ WEIGHT = LandingFile(
         "mood_1_10": "float",
     },
     keys=("subject_id", "date", "week"),
+    ranges={
+        "subject_id": (1, 10**9),
+        "week": (1, 104),
+        "weight_kg": (30.0, 300.0),
+        "energy_1_10": (1.0, 10.0),
+        "mood_1_10": (1.0, 10.0),
+    },
+    unique_keys=(("subject_id", "date"), ("subject_id", "week")),
 )
 
 FIBER = LandingFile(
@@ -66,6 +81,13 @@ FIBER = LandingFile(
         "total_fiber_g": "float",
     },
     keys=("subject_id", "date", "week"),
+    ranges={
+        "subject_id": (1, 10**9),
+        "week": (1, 104),
+        "total_calories": (0.0, 10_000.0),
+        "total_fiber_g": (0.0, 200.0),
+    },
+    unique_keys=(("subject_id", "date"),),
 )
 
 NUTRITION = LandingFile(
@@ -83,6 +105,15 @@ NUTRITION = LandingFile(
         "fiber_g": "float",
     },
     keys=("subject_id", "date"),
+    ranges={
+        "subject_id": (1, 10**9),
+        "calories": (0.0, 5_000.0),
+        "protein_g": (0.0, 500.0),
+        "carbs_g": (0.0, 1_000.0),
+        "fat_g": (0.0, 500.0),
+        "fiber_g": (0.0, 200.0),
+    },
+    allowed_values={"category": FOOD_CATEGORIES},
 )
 
 LANDING_FILES: tuple[LandingFile, ...] = (NUTRITION, WEIGHT, FIBER)

@@ -1,0 +1,119 @@
+"""Bronze: each landing CSV kept as-is (every column and value), typed, with ingestion columns.
+
+One step ingests the three files together so that a file-level defect in any of them fails the
+step before anything is written: the lake keeps the last good snapshot of all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.defs.common import CODE_VERSION, OWNERS
+from potato_assets.defs.resources import LandingZone
+from potato_assets.lib import storage
+from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
+from potato_assets.lib.schema import LANDING_FILES
+
+QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
+
+
+def landing_key(asset_name: str) -> dg.AssetKey:
+    return dg.AssetKey(["landing", asset_name])
+
+
+def bronze_key(asset_name: str) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", asset_name])
+
+
+landing_files = [
+    dg.AssetSpec(
+        landing_key(spec.asset_name),
+        description=f"`{spec.file_name}` as it arrives in the landing zone (POTATO_LANDING_URI).",
+        group_name="landing",
+        kinds={"csv"},
+        owners=OWNERS,
+        metadata={"file_name": spec.file_name},
+    )
+    for spec in LANDING_FILES
+]
+
+
+@dg.multi_asset(
+    name="ingest_landing",
+    specs=[
+        *(
+            dg.AssetSpec(
+                bronze_key(spec.asset_name),
+                deps=[landing_key(spec.asset_name)],
+                description=(
+                    f"`{spec.file_name}` ingested as-is: every column and value, parsed to the study "
+                    "types, plus source_file, source_line (header = line 1) and ingested_at. "
+                    "Rows with defects go to bronze/quarantine instead."
+                ),
+                group_name="bronze",
+                kinds={"pandas", "parquet"},
+                owners=OWNERS,
+                code_version=CODE_VERSION,
+            )
+            for spec in LANDING_FILES
+        ),
+        dg.AssetSpec(
+            QUARANTINE_KEY,
+            deps=[landing_key(spec.asset_name) for spec in LANDING_FILES],
+            description=(
+                "Row-level defects of the landing files, one record per offending cell: "
+                "source_file, line (header = line 1), column, value, reason."
+            ),
+            group_name="bronze",
+            kinds={"pandas", "parquet"},
+            owners=OWNERS,
+            code_version=CODE_VERSION,
+        ),
+    ],
+)
+def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
+    ingested_at = pd.Timestamp.now(tz="UTC")
+    results: dict[str, tuple[IngestResult, str]] = {}
+    # Parse everything before yielding anything: one bad file writes nothing at all.
+    for spec in LANDING_FILES:
+        raw = landing.read_bytes(spec.file_name)
+        try:
+            result = parse_landing_csv(raw, spec, source_file=spec.file_name, ingested_at=ingested_at)
+        except FileDefect as exc:
+            raise dg.Failure(description=str(exc)) from None
+        results[spec.asset_name] = (result, storage.sha256_hex(raw))
+
+    for spec in LANDING_FILES:
+        result, digest = results[spec.asset_name]
+        context.log.info(
+            f"{spec.file_name}: {result.rows_read} rows read, {len(result.rows)} kept, "
+            f"{result.rows_quarantined} quarantined, {result.exact_duplicates_dropped} exact duplicates dropped"
+        )
+        yield dg.Output(
+            result.rows,
+            output_name=bronze_key(spec.asset_name).to_python_identifier(),
+            data_version=dg.DataVersion(digest[:16]),
+            metadata={
+                "source_uri": landing.uri(spec.file_name),
+                "source_sha256": digest,
+                "encoding": result.encoding,
+                "rows_read": result.rows_read,
+                "rows_quarantined": result.rows_quarantined,
+                "quarantine_share": float(result.quarantine_share),
+                "exact_duplicates_dropped": result.exact_duplicates_dropped,
+            },
+        )
+    quarantine = pd.concat([r.quarantine for r, _ in results.values()], ignore_index=True)
+    yield dg.Output(
+        quarantine,
+        output_name=QUARANTINE_KEY.to_python_identifier(),
+        data_version=dg.DataVersion(
+            storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]
+        ),
+        metadata={
+            f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()
+        },
+    )

@@ -1,0 +1,97 @@
+"""Resources built from settings: the lake IO manager, lake files, and the landing zone."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.lib import storage
+from potato_assets.settings import load_settings
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+
+def column_schema(df: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
+    )
+
+
+class LakeParquetIOManager(dg.UPathIOManager):
+    """Asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written atomically (see lib/storage.py)."""
+
+    extension = ".parquet"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()} must return a pandas DataFrame, got {type(obj).__name__}")
+        storage.write_bytes_atomic(path, storage.parquet_bytes(obj))
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        return storage.read_parquet(path)
+
+    def make_directory(self, path: UPath) -> None:
+        # Object stores have no directories; local ones are made by the atomic write.
+        return None
+
+    def get_metadata(self, context: dg.OutputContext, obj: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "dagster/row_count": dg.MetadataValue.int(len(obj)),
+            "dagster/column_schema": column_schema(obj),
+        }
+
+
+class LakeIOManager(dg.ConfigurableIOManagerFactory):
+    """Parquet IO manager on the lake root: a local folder (file://) or s3://bucket/prefix."""
+
+    lake_uri: str
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> LakeParquetIOManager:
+        return LakeParquetIOManager(base_path=storage.to_upath(self.lake_uri))
+
+
+class LakeFiles(dg.ConfigurableResource):
+    """Non-table lake objects (reports, figures) under the same lake root."""
+
+    lake_uri: str
+
+    def uri(self, relative: str) -> str:
+        return storage.join(self.lake_uri, relative)
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        target = self.uri(relative)
+        storage.write_bytes_atomic(storage.to_upath(target), data)
+        return target
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Where the study's CSV exports arrive: a local folder or an s3:// prefix."""
+
+    landing_uri: str
+
+    def uri(self, file_name: str) -> str:
+        return storage.join(self.landing_uri, file_name)
+
+    def read_bytes(self, file_name: str) -> bytes:
+        uri = self.uri(file_name)
+        try:
+            return storage.to_upath(uri).read_bytes()
+        except FileNotFoundError:
+            raise dg.Failure(
+                description=f"{file_name} was not found in the landing zone ({uri})."
+            ) from None
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = load_settings()
+    return dg.Definitions(
+        resources={
+            "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
+            "lake": LakeFiles(lake_uri=settings.lake_uri),
+            "landing": LandingZone(landing_uri=settings.landing_uri),
+        }
+    )

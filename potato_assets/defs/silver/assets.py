@@ -1,0 +1,101 @@
+"""Silver: the study calendar, subject trajectories, weekly features and the modelling table."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.defs.common import CODE_VERSION, OWNERS, SCIENCE_OWNERS
+from potato_assets.lib import calendar, features
+from potato_assets.lib.schema import PREDICTOR_UNITS
+
+SILVER = dict(group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION)
+
+
+@dg.asset(
+    key=["silver", "study_calendar"],
+    ins={
+        "weight": dg.AssetIn(["bronze", "weight"]),
+        "fiber": dg.AssetIn(["bronze", "fiber"]),
+    },
+    description=(
+        "Each subject's study calendar: the date its week 1 starts (weeks of 7 days), derived "
+        "from the week labels of the weigh-in and daily-log files."
+    ),
+    owners=OWNERS,
+    **SILVER,
+)
+def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> pd.DataFrame:
+    try:
+        return calendar.subject_calendars(weight, fiber)
+    except calendar.CalendarError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+@dg.asset(
+    key=["silver", "subject_trajectories"],
+    ins={
+        "weight": dg.AssetIn(["bronze", "weight"]),
+        "calendars": dg.AssetIn(["silver", "study_calendar"]),
+    },
+    description=(
+        "Per subject and study week: weight (kg), change from the previous week, change from "
+        "baseline (first non-missing weight), percent change, and the subject's OLS slope (kg/week)."
+    ),
+    owners=SCIENCE_OWNERS,
+    **SILVER,
+)
+def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.DataFrame:
+    return features.subject_trajectories(weight, calendars)
+
+
+@dg.asset(
+    key=["silver", "weekly_features"],
+    ins={
+        "fiber": dg.AssetIn(["bronze", "fiber"]),
+        "nutrition": dg.AssetIn(["bronze", "nutrition"]),
+        "weight": dg.AssetIn(["bronze", "weight"]),
+        "calendars": dg.AssetIn(["silver", "study_calendar"]),
+    },
+    description=(
+        "Per subject and study week: kcal and fiber (sum, mean, days logged), fiber per 1000 kcal "
+        "(over days with both logged), and for each of the 11 food categories whether it was "
+        "eaten and how many entries. Missing stays missing."
+    ),
+    owners=SCIENCE_OWNERS,
+    **SILVER,
+)
+def weekly_features(
+    context: dg.AssetExecutionContext,
+    fiber: pd.DataFrame,
+    nutrition: pd.DataFrame,
+    weight: pd.DataFrame,
+    calendars: pd.DataFrame,
+) -> pd.DataFrame:
+    weeks = features.study_weeks(weight, calendars)
+    table, left_out = features.weekly_features(fiber, nutrition, weeks, calendars)
+    context.add_output_metadata(dict(left_out))
+    return table
+
+
+@dg.asset(
+    key=["silver", "modeling_dataset"],
+    ins={
+        "trajectories": dg.AssetIn(["silver", "subject_trajectories"]),
+        "weekly": dg.AssetIn(["silver", "weekly_features"]),
+    },
+    description=(
+        "The modelling table (complete cases): outcome delta_kg_next (kg, next study week's weight "
+        "minus this week's, consecutive weeks only) and predictors "
+        + "; ".join(f"`{k}` = {v}" for k, v in PREDICTOR_UNITS.items())
+        + "."
+    ),
+    owners=SCIENCE_OWNERS,
+    **SILVER,
+)
+def modeling_dataset(
+    context: dg.AssetExecutionContext, trajectories: pd.DataFrame, weekly: pd.DataFrame
+) -> pd.DataFrame:
+    table, counts = features.modeling_dataset(trajectories, weekly)
+    context.add_output_metadata({**counts, "subjects": int(table["subject_id"].nunique())})
+    return table

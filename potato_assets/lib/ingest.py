@@ -1,0 +1,252 @@
+"""Bronze ingestion: decode a landing CSV, parse it to the study's types, quarantine bad rows.
+
+File-level defects (empty file, undecodable text, missing column, wrong delimiter, a row with the
+wrong number of fields) raise FileDefect: the whole file is rejected and nothing is written.
+Row-level defects (unparseable or implausible value, missing key, impossible date, conflicting
+duplicates) send the row to quarantine, one record per offending cell, and the rest flows on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from potato_assets.lib.schema import (
+    INGESTED_AT_COL,
+    SOURCE_FILE_COL,
+    SOURCE_LINE_COL,
+    LandingFile,
+)
+
+QUARANTINE_COLUMNS = ["source_file", "line", "column", "value", "reason"]
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+
+
+class FileDefect(ValueError):
+    """The file as a whole cannot be ingested; the message is one sentence naming it."""
+
+
+@dataclass
+class IngestResult:
+    rows: pd.DataFrame
+    quarantine: pd.DataFrame
+    encoding: str
+    rows_read: int
+    exact_duplicates_dropped: int
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return int(self.quarantine["line"].nunique()) if len(self.quarantine) else 0
+
+    @property
+    def quarantine_share(self) -> float:
+        return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+
+
+def decode(raw: bytes, file_name: str) -> tuple[str, str]:
+    """UTF-8 (with or without BOM), else Windows-1252 — the encodings spreadsheets save."""
+    if b"\x00" in raw:
+        raise FileDefect(
+            f"{file_name} contains NUL bytes: it is not a text CSV (UTF-16 or binary?)."
+        )
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding == "utf-8-sig" and not raw.startswith(b"\xef\xbb\xbf"):
+            encoding = "utf-8"
+        return text, encoding
+    raise FileDefect(f"{file_name} is neither UTF-8 nor Windows-1252 text and cannot be decoded.")
+
+
+def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, records and the physical line (header = line 1) where each record starts."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None or not any(h.strip() for h in header):
+            raise FileDefect(f"{file_name} is empty: it has no header line.")
+        header = [h.strip() for h in header]
+        records: list[list[str]] = []
+        lines: list[int] = []
+        start = reader.line_num + 1
+        for record in reader:
+            if record and any(v.strip() for v in record):
+                if len(record) != len(header):
+                    raise FileDefect(
+                        f"{file_name} line {start} has {len(record)} fields but the header has "
+                        f"{len(header)}: the row breaks the CSV structure."
+                    )
+                records.append(record)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise FileDefect(
+            f"{file_name} line {reader.line_num} is not valid CSV ({exc})."
+        ) from None
+    return header, records, lines
+
+
+def _check_header(header: list[str], spec: LandingFile, file_name: str) -> None:
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise FileDefect(f"{file_name} has duplicated column(s) {', '.join(duplicated)} in its header.")
+    missing = [c for c in spec.columns if c not in header]
+    if not missing:
+        return
+    hint = ""
+    if len(header) == 1:
+        for sep in (";", "\t", "|"):
+            if sep in header[0]:
+                hint = f" (the header is one field {header[0]!r}: is the delimiter {sep!r}?)"
+                break
+    raise FileDefect(
+        f"{file_name} is missing required column(s) {', '.join(missing)}{hint}; "
+        f"found: {', '.join(header)}."
+    )
+
+
+def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
+    """Typed values and a per-row reason ('' where fine) for values that do not parse."""
+    stripped = raw.str.strip()
+    is_missing = stripped.str.lower().isin(MISSING_TOKENS)
+    reason = pd.Series("", index=raw.index, dtype=object)
+    if kind == "str":
+        return raw.where(~is_missing, None).astype("string"), reason
+    if kind == "date":
+        parsed = pd.to_datetime(stripped.where(~is_missing), format="%Y-%m-%d", errors="coerce")
+        bad = parsed.isna() & ~is_missing
+        looks_iso = stripped.str.fullmatch(r"\d{4}-\d{2}-\d{2}")
+        reason[bad & looks_iso] = "impossible date"
+        reason[bad & ~looks_iso] = "not an ISO date (yyyy-mm-dd)"
+        return parsed.astype("datetime64[ns]"), reason
+    numbers = pd.to_numeric(stripped.where(~is_missing), errors="coerce")
+    bad = numbers.isna() & ~is_missing
+    decimal_comma = stripped.str.fullmatch(r"[+-]?\d+,\d+")
+    reason[bad & decimal_comma] = "not a number (decimal comma?)"
+    reason[bad & ~decimal_comma] = "not a number"
+    numbers = numbers.astype("float64")
+    if kind == "int":
+        fractional = numbers.notna() & (np.floor(numbers) != numbers)
+        reason[fractional] = "not a whole number"
+        numbers = numbers.where(~fractional)
+        return numbers.round().astype("Int64"), reason
+    inf = np.isinf(numbers)
+    reason[inf] = "not a finite number"
+    return numbers.where(~inf), reason
+
+
+def parse_landing_csv(
+    raw: bytes, spec: LandingFile, *, source_file: str, ingested_at: pd.Timestamp
+) -> IngestResult:
+    """Parse one landing file into typed rows plus quarantine records."""
+    text, encoding = decode(raw, source_file)
+    header, records, lines = _records(text, source_file)
+    _check_header(header, spec, source_file)
+    if not records:
+        raise FileDefect(f"{source_file} is empty: it has a header but no data rows.")
+
+    table = pd.DataFrame(records, columns=header, dtype=object).astype("string[python]")
+    line = pd.Series(lines, dtype="int64")
+    problems: list[pd.DataFrame] = []
+
+    def flag(mask: pd.Series, column: str, reason: pd.Series | str) -> None:
+        if mask.any():
+            problems.append(
+                pd.DataFrame(
+                    {
+                        "source_file": source_file,
+                        "line": line[mask].to_numpy(),
+                        "column": column,
+                        "value": table[column][mask].fillna("").astype(str).to_numpy(),
+                        "reason": (reason[mask] if isinstance(reason, pd.Series) else reason),
+                    }
+                )
+            )
+
+    typed: dict[str, pd.Series] = {}
+    for column in header:
+        kind = spec.columns.get(column, "str")
+        values, reason = _parse_column(table[column], kind)
+        flag(reason != "", column, reason)
+        if column in spec.keys:
+            flag(values.isna() & (reason == ""), column, "missing key")
+        if column in spec.ranges:
+            lo, hi = spec.ranges[column]
+            outside = values.notna() & ((values < lo) | (values > hi))
+            flag(outside.fillna(False).astype(bool), column, f"outside plausible range [{lo:g}, {hi:g}]")
+        if column in spec.allowed_values:
+            unknown = values.notna() & ~values.isin(spec.allowed_values[column])
+            flag(unknown.fillna(False).astype(bool), column, "not one of: " + ", ".join(spec.allowed_values[column]))
+        typed[column] = values
+
+    rows = pd.DataFrame(typed)
+    rows[SOURCE_FILE_COL] = pd.Series(source_file, index=rows.index, dtype="string")
+    rows[SOURCE_LINE_COL] = line
+    rows[INGESTED_AT_COL] = ingested_at
+    bad_lines = set().union(*(set(p["line"]) for p in problems)) if problems else set()
+    rows = rows[~rows[SOURCE_LINE_COL].isin(bad_lines)]
+
+    rows, dropped, conflicts = _dedupe(rows, table, line, spec, source_file)
+    problems.extend(conflicts)
+    quarantine = (
+        pd.concat(problems, ignore_index=True)
+        if problems
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
+    )
+    quarantine = quarantine.astype(
+        {"source_file": "string", "line": "int64", "column": "string", "value": "string", "reason": "string"}
+    ).sort_values(["line", "column"], kind="stable", ignore_index=True)
+    return IngestResult(
+        rows=rows.reset_index(drop=True),
+        quarantine=quarantine,
+        encoding=encoding,
+        rows_read=len(records),
+        exact_duplicates_dropped=dropped,
+    )
+
+
+def _dedupe(
+    rows: pd.DataFrame,
+    raw: pd.DataFrame,
+    line: pd.Series,
+    spec: LandingFile,
+    source_file: str,
+) -> tuple[pd.DataFrame, int, list[pd.DataFrame]]:
+    """Drop exact duplicates once; quarantine rows sharing a key but differing elsewhere."""
+    if not spec.unique_keys or rows.empty:
+        return rows, 0, []
+    data_columns = list(raw.columns)
+    exact = rows.duplicated(subset=data_columns, keep="first")
+    dropped = int(exact.sum())
+    rows = rows[~exact]
+    conflicts: list[pd.DataFrame] = []
+    conflicting = pd.Series(False, index=rows.index)
+    for key in spec.unique_keys:
+        clash = rows.duplicated(subset=list(key), keep=False)
+        if not clash.any():
+            continue
+        conflicting |= clash
+        clashing = rows[clash]
+        lines_by_key = clashing.groupby(list(key), sort=False)[SOURCE_LINE_COL].transform(
+            lambda s: ", ".join(str(v) for v in sorted(s))
+        )
+        label = " and ".join(key)
+        conflicts.append(
+            pd.DataFrame(
+                {
+                    "source_file": source_file,
+                    "line": clashing[SOURCE_LINE_COL].to_numpy(),
+                    "column": ",".join(key),
+                    "value": clashing[list(key)].astype(str).agg("|".join, axis=1).to_numpy(),
+                    "reason": ("conflicting rows for the same " + label + " (lines " + lines_by_key + ")").to_numpy(),
+                }
+            )
+        )
+    return rows[~conflicting], dropped, conflicts

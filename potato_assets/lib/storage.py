@@ -1,0 +1,70 @@
+"""Reading and writing lake objects on local disk or S3 through universal-pathlib.
+
+Writes are atomic: a reader sees the previous complete object or the new complete object, never
+half of one. Locally that is a temporary sibling file, fsync, then os.replace; on S3 a PUT (or a
+completed multipart upload) is already all-or-nothing, so the object is written in one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+
+def to_upath(uri: str) -> UPath:
+    from upath import UPath
+
+    return UPath(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join a storage URI and relative parts with '/', whatever the backend."""
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_local(path: UPath) -> bool:
+    return path.protocol in ("", "file", "local")
+
+
+def write_bytes_atomic(path: UPath, data: bytes) -> None:
+    if is_local(path):
+        local = path.path
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, local)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    else:
+        path.write_bytes(data)
+
+
+def read_bytes(path: UPath) -> bytes:
+    return path.read_bytes()
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    df.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_parquet(path: UPath) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(path.read_bytes()))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from potato_assets.lib.calendar import CalendarError, assign_study_week, subject_calendars
+from potato_assets.lib.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
+from potato_assets.lib.schema import FOOD_CATEGORIES
+
+D = pd.Timestamp
+
+
+def weight_rows(rows):
+    return pd.DataFrame(rows, columns=["subject_id", "date", "week", "weight_kg"]).assign(
+        date=lambda d: pd.to_datetime(d["date"]), subject_id=lambda d: d["subject_id"].astype("Int64"),
+        week=lambda d: d["week"].astype("Int64"),
+    )
+
+
+def fiber_rows(rows):
+    return pd.DataFrame(rows, columns=["subject_id", "date", "week", "total_calories", "total_fiber_g"]).assign(
+        date=lambda d: pd.to_datetime(d["date"]), subject_id=lambda d: d["subject_id"].astype("Int64"),
+        week=lambda d: d["week"].astype("Int64"),
+    )
+
+
+def food_rows(rows):
+    return pd.DataFrame(rows, columns=["subject_id", "date", "category"]).assign(
+        date=lambda d: pd.to_datetime(d["date"]), subject_id=lambda d: d["subject_id"].astype("Int64")
+    )
+
+
+WEIGHT = weight_rows(
+    [
+        (1, "2024-01-03", 1, 80.0),
+        (1, "2024-01-10", 2, 79.0),
+        (1, "2024-01-17", 3, np.nan),
+        (1, "2024-01-24", 4, 77.5),
+        (2, "2024-01-05", 1, np.nan),
+        (2, "2024-01-12", 2, 90.0),
+        (2, "2024-01-19", 3, 89.0),
+    ]
+)
+FIBER = fiber_rows(
+    [
+        (1, "2024-01-01", 1, 2000.0, 30.0),
+        (1, "2024-01-02", 1, np.nan, 20.0),
+        (1, "2024-01-08", 2, 1500.0, 25.0),
+        (2, "2024-01-03", 1, 1800.0, 40.0),
+    ]
+)
+
+
+@pytest.fixture
+def calendars():
+    return subject_calendars(WEIGHT, FIBER)
+
+
+def test_calendar_week1_start_from_labels(calendars):
+    assert dict(zip(calendars["subject_id"], calendars["week1_start"], strict=True)) == {
+        1: D("2024-01-01"),
+        2: D("2024-01-03"),
+    }
+
+
+def test_contradictory_week_label_is_named():
+    bad = pd.concat([FIBER, fiber_rows([(1, "2024-01-20", 1, 1000.0, 10.0)])], ignore_index=True)
+    with pytest.raises(CalendarError, match="subject 1 2024-01-20 labelled week 1"):
+        subject_calendars(WEIGHT, bad)
+
+
+def test_food_entries_are_placed_in_the_calendar_week(calendars):
+    food = food_rows([(1, "2023-12-31", "oats"), (1, "2024-01-07", "oats"), (1, "2024-01-08", "oats"), (2, "2024-01-09", "beans"), (2, "2024-01-10", "beans"), (3, "2024-01-01", "rice")])
+    assert assign_study_week(food, calendars).tolist() == [0, 1, 2, 1, 2, pd.NA]
+
+
+def test_trajectories(calendars):
+    t = subject_trajectories(WEIGHT, calendars)
+    s1 = t[t.subject_id == 1].set_index("week")
+    assert s1["delta_kg_prev"].tolist()[1] == -1.0
+    assert np.isnan(s1.loc[4, "delta_kg_prev"])  # week 3 weight missing: no previous-week change
+    assert s1.loc[4, "delta_kg_from_baseline"] == -2.5
+    assert s1.loc[4, "pct_change_from_baseline"] == pytest.approx(-2.5 / 80 * 100)
+    # OLS slope of (1,80),(2,79),(4,77.5)
+    x, y = np.array([1, 2, 4.0]), np.array([80, 79, 77.5])
+    assert s1["slope_kg_per_week"].iloc[0] == pytest.approx(np.polyfit(x, y, 1)[0])
+    s2 = t[t.subject_id == 2].set_index("week")
+    assert s2.loc[2, "baseline_weight_kg"] == 90.0 and s2.loc[1, "baseline_week"] == 2
+    assert s2.loc[3, "delta_kg_from_baseline"] == -1.0
+
+
+def test_weekly_features_keep_missing_missing(calendars):
+    food = food_rows(
+        [
+            (1, "2024-01-01", "potato"),
+            (1, "2024-01-02", "potato"),
+            (1, "2024-01-03", "oats"),
+            (1, "2024-01-29", "beans"),  # week 5: outside the study's weeks
+            (2, "2024-01-10", "beans"),  # subject 2 week 2
+        ]
+    )
+    weeks = study_weeks(WEIGHT, calendars)
+    f, left_out = weekly_features(FIBER, food, weeks, calendars)
+    f = f.set_index(["subject_id", "week"])
+    w1 = f.loc[(1, 1)]
+    assert w1["kcal_sum"] == 2000.0 and w1["kcal_days"] == 1 and w1["kcal_mean"] == 2000.0
+    assert w1["fiber_g_sum"] == 50.0 and w1["fiber_days"] == 2 and w1["fiber_g_mean"] == 25.0
+    assert w1["fiber_g_per_1000kcal"] == pytest.approx(15.0)  # only the day with both logged
+    assert w1["potato_entries"] == 2 and w1["potato_eaten"] == 1 and w1["beans_eaten"] == 0
+    assert w1["food_entries"] == 3
+    w3 = f.loc[(1, 3)]  # nothing logged
+    assert pd.isna(w3["kcal_sum"]) and w3["kcal_days"] == 0 and pd.isna(w3["kcal_mean"])
+    assert pd.isna(w3["beans_eaten"]) and pd.isna(w3["food_entries"])
+    assert f.loc[(2, 2)]["beans_eaten"] == 1
+    assert left_out == {"daily_rows_outside_study_weeks": 0, "food_entries_outside_study_weeks": 1}
+    for cat in FOOD_CATEGORIES:
+        assert f"{cat}_eaten" in f.columns and f"{cat}_entries" in f.columns
+
+
+def test_modeling_dataset_consecutive_weeks_and_complete_cases(calendars):
+    food = food_rows([(1, "2024-01-01", "potato"), (1, "2024-01-08", "beans"), (2, "2024-01-10", "beans"), (2, "2024-01-04", "oats")])
+    t = subject_trajectories(WEIGHT, calendars)
+    f, _ = weekly_features(FIBER, food, study_weeks(WEIGHT, calendars), calendars)
+    m, counts = modeling_dataset(t, f)
+    # subject 1: weeks 1->2 complete (week 2 -> 3 has no next weight, 3 has no weight)
+    # subject 2: week 1 has no weight; week 2 -> 3 has no fiber log in week 2
+    assert m[["subject_id", "week"]].values.tolist() == [[1, 1]]
+    row = m.iloc[0]
+    assert row["delta_kg_next"] == -1.0 and row["fiber_g_week"] == 50.0
+    assert row["kcal_week_thousands"] == 2.0 and row["potato_week"] == 1.0 and row["beans_week"] == 0.0
+    assert counts == {"subject_weeks": 7, "dropped_no_outcome": 5, "dropped_missing_predictor": 1}
+
+
+def test_seed_study_features(seed_dir):
+    read = lambda n: pd.read_csv(seed_dir / n, parse_dates=["date"])  # noqa: E731
+    w, fb, n = read("Potato_tidy.csv"), read("Potato_fiber_daily.csv"), read("Potato_nutrition_rows.csv")
+    cal = subject_calendars(w, fb)
+    assert (cal["week1_start"] == D("2023-01-01")).all()
+    f, left_out = weekly_features(fb, n, study_weeks(w, cal), cal)
+    assert len(f) == 600
+    # Food entries start in week 2 of the study calendar and run one week past week 12.
+    assert f[f.week == 1]["food_entries"].isna().all()
+    assert left_out["food_entries_outside_study_weeks"] == int((n["date"] >= D("2023-03-26")).sum()) > 0
+    m, _ = modeling_dataset(subject_trajectories(w, cal), f)
+    assert m[["fiber_g_week", "kcal_week_thousands", "beans_week", "potato_week", "delta_kg_next"]].notna().all().all()
+    assert m.duplicated(["subject_id", "week"]).sum() == 0
