@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from potato_assets.lib import storage
-from potato_assets.settings import load_settings
+from potato_assets.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -85,13 +85,14 @@ class LandingZone(dg.ConfigurableResource):
             ) from None
 
 
+def build_resources(settings: Settings) -> dict[str, Any]:
+    return {
+        "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
+        "lake": LakeFiles(lake_uri=settings.lake_uri),
+        "landing": LandingZone(landing_uri=settings.landing_uri),
+    }
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
-    settings = load_settings()
-    return dg.Definitions(
-        resources={
-            "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
-            "lake": LakeFiles(lake_uri=settings.lake_uri),
-            "landing": LandingZone(landing_uri=settings.landing_uri),
-        }
-    )
+    return dg.Definitions(resources=build_resources(load_settings()))

@@ -63,7 +63,11 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def read_parquet(path: UPath) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(path.read_bytes()))
+    return read_parquet_bytes(path.read_bytes())
+
+
+def read_parquet_bytes(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data))
 
 
 def sha256_hex(data: bytes) -> str:

@@ -1,0 +1,40 @@
+"""Shared test helpers: load the project's definitions and materialise them with temp resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.defs.resources import build_resources
+from potato_assets.lib import storage
+from potato_assets.settings import Settings, normalize_uri
+
+
+def load_defs() -> dg.Definitions:
+    from potato_assets.definitions import defs
+
+    return defs()
+
+
+def settings_for(landing: str | Path, lake: str | Path) -> Settings:
+    return Settings(
+        lake_uri=normalize_uri(str(lake)), landing_uri=normalize_uri(str(landing)), max_quarantine_share=0.05
+    )
+
+
+def materialize_all(
+    landing: str | Path, lake: str | Path, *, instance: dg.DagsterInstance | None = None, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    defs = load_defs()
+    return dg.materialize(
+        [*defs.assets, *(defs.asset_checks or [])],
+        resources=build_resources(settings_for(landing, lake)),
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
+
+
+def read_table(lake_uri: str, key: str) -> pd.DataFrame:
+    return storage.read_parquet(storage.to_upath(storage.join(normalize_uri(lake_uri), key + ".parquet")))

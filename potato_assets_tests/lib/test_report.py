@@ -1,0 +1,438 @@
+"""Tests for potato_assets.lib.report: figures, Markdown/HTML report, escaping, lazy imports."""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from potato_assets.lib import report
+from potato_assets.lib.schema import FORMULA, PREDICTOR_UNITS, PREDICTORS
+
+MODELS = ("ols_cluster", "fixed_effects", "mixed_effects")
+FIG_PATHS = {
+    "fiber_vs_weight_change": "../figures/fiber_vs_weight_change.png",
+    "subject_trajectories": "../figures/subject_trajectories.png",
+}
+
+# --------------------------------------------------------------------------------------------
+# Synthetic inputs
+# --------------------------------------------------------------------------------------------
+
+
+def make_modeling(n_subjects: int = 12, n_weeks: int = 8, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(1, n_subjects + 1):
+        w = 90 + rng.normal(0, 8)
+        for wk in range(1, n_weeks + 1):
+            fiber = rng.uniform(80, 350)
+            kcal = rng.uniform(9, 18)
+            delta = -0.004 * (fiber - 200) + 0.05 * (kcal - 13) + rng.normal(0, 0.5)
+            rows.append(
+                {
+                    "subject_id": s,
+                    "week": wk,
+                    "weight_kg": w,
+                    "delta_kg_next": delta,
+                    "fiber_g_week": fiber,
+                    "kcal_week_thousands": kcal,
+                    "beans_week": int(rng.random() < 0.4),
+                    "potato_week": int(rng.random() < 0.8),
+                }
+            )
+            w += delta
+    return pd.DataFrame(rows)
+
+
+def make_trajectories(n_subjects: int = 12, n_weeks: int = 9, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(1, n_subjects + 1):
+        w = 90 + rng.normal(0, 8)
+        base = w
+        for wk in range(0, n_weeks):
+            w += rng.normal(-0.4, 0.5) if wk else 0.0
+            weight = np.nan if rng.random() < 0.15 and wk else w  # missed weigh-ins
+            rows.append(
+                {
+                    "subject_id": s,
+                    "week": wk,
+                    "weight_kg": weight,
+                    "delta_kg_prev": np.nan,
+                    "delta_kg_from_baseline": weight - base,
+                    "pct_change_from_baseline": 100 * (weight - base) / base,
+                    "slope_kg_per_week": -0.4,
+                }
+            )
+    df = pd.DataFrame(rows)
+    df["delta_kg_prev"] = df.groupby("subject_id")["weight_kg"].diff()
+    return df
+
+
+def _coef(terms: list[str], estimates: list[float], ses: list[float]) -> pd.DataFrame:
+    est, se = np.asarray(estimates, dtype=float), np.asarray(ses, dtype=float)
+    z = est / se
+    p = [math.erfc(abs(v) / math.sqrt(2)) for v in z]  # normal-approximation p-values
+    return pd.DataFrame(
+        {
+            "term": terms,
+            "estimate": est,
+            "std_error": se,
+            "statistic": z,
+            "p_value": p,
+            "conf_low": est - 1.96 * se,
+            "conf_high": est + 1.96 * se,
+        }
+    )
+
+
+def make_coefficients() -> dict[str, pd.DataFrame]:
+    with_int = ["Intercept", *PREDICTORS]
+    return {
+        "ols_cluster": _coef(
+            with_int,
+            [0.512, -0.00412, 0.0523, -0.0813, -0.2154],
+            [0.301, 0.00108, 0.0211, 0.0957, 0.1049],
+        ),
+        "fixed_effects": _coef(  # no Intercept
+            list(PREDICTORS),
+            [-0.00288, 0.0431, -0.0502, -0.1733],
+            [0.00121, 0.0254, 0.1011, 0.1210],
+        ),
+        "mixed_effects": _coef(
+            with_int,
+            [0.4983, -0.00351, 0.0477, -0.0664, -0.1950],
+            [0.3124, 0.00109, 0.0219, 0.0962, 0.1088],
+        ),
+    }
+
+
+def make_summary(
+    converged: tuple[bool, bool, bool] = (True, True, True), singular: bool | None = False
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "model": list(MODELS),
+            "nobs": [96, 96, 96],
+            "n_groups": [12, 12, 12],
+            "r2": [0.2345, 0.1234, np.nan],
+            "se_type": [
+                "cluster-robust by subject (CR1, G/(G-1) small-sample correction)",
+                "cluster-robust by subject (CR1)",
+                "model-based (REML)",
+            ],
+            "converged": list(converged),
+            "singular": [None, None, singular],
+            "group_var": [np.nan, np.nan, 0.04321],
+            "residual_var": [np.nan, np.nan, 0.2468],
+            "log_likelihood": [np.nan, np.nan, -123.456],
+        }
+    )
+
+
+def render(**overrides):
+    kwargs = dict(
+        coefficients=make_coefficients(),
+        summary=make_summary(),
+        modeling=make_modeling(),
+        trajectories=make_trajectories(),
+        figure_paths=FIG_PATHS,
+        generated_at="2025-01-02T03:04:05+00:00",
+        data_versions={"modeling_dataset": "abc123", "weight_trajectories": "def456"},
+    )
+    kwargs.update(overrides)
+    return report.render_report(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_good_png(png: bytes) -> None:
+    import matplotlib.image as mpimg
+
+    assert isinstance(png, bytes)
+    assert png.startswith(PNG_SIGNATURE)
+    img = mpimg.imread(io.BytesIO(png))
+    h, w = img.shape[:2]
+    assert 300 <= h <= 3000 and 400 <= w <= 4000, (h, w)
+    rgb = img[..., :3].reshape(-1, 3)
+    assert float(rgb.std()) > 0.02  # not a blank canvas
+    assert len(np.unique(np.round(rgb[::7], 2), axis=0)) > 20  # many colours: real content
+
+
+class StrictParser(HTMLParser):
+    """Tracks open/close tags and fails on mismatches; records every start tag."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.starts: list[tuple[str, dict[str, str | None]]] = []
+        self.errors: list[str] = []
+        self.doctype: str | None = None
+        self.text: list[str] = []
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl
+
+    def handle_starttag(self, tag, attrs):
+        self.starts.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.starts.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(doc: str) -> StrictParser:
+    p = StrictParser()
+    p.feed(doc)
+    p.close()
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def test_fiber_figure_is_a_real_png():
+    assert_good_png(report.fiber_vs_weight_change_png(make_modeling(), make_coefficients()))
+
+
+def test_trajectories_figure_is_a_real_png():
+    assert_good_png(report.trajectories_png(make_trajectories()))
+
+
+def test_figures_cope_with_nan_and_missing_intercept():
+    traj = make_trajectories()
+    assert traj["weight_kg"].isna().any()
+    # A subject with a single weigh-in and one with none at all.
+    traj.loc[traj["subject_id"] == 1, ["weight_kg", "delta_kg_from_baseline"]] = np.nan
+    traj.loc[(traj["subject_id"] == 2) & (traj["week"] > 0), "delta_kg_from_baseline"] = np.nan
+    assert_good_png(report.trajectories_png(traj))
+
+    # Without the delta column, change from baseline is derived from weight_kg.
+    assert_good_png(report.trajectories_png(traj.drop(columns=["delta_kg_from_baseline"])))
+
+    modeling = make_modeling()
+    modeling.loc[::5, "delta_kg_next"] = np.nan
+    modeling.loc[::7, "fiber_g_week"] = np.nan
+    fe_only = {"fixed_effects": make_coefficients()["fixed_effects"]}
+    assert "Intercept" not in set(fe_only["fixed_effects"]["term"])
+    assert_good_png(report.fiber_vs_weight_change_png(modeling, fe_only))
+    # No models at all, or a model without a fiber term, still draws the data.
+    no_fiber = {"m": _coef(["Intercept", "kcal_week_thousands"], [0.1, 0.2], [0.05, 0.1])}
+    assert_good_png(report.fiber_vs_weight_change_png(modeling, no_fiber))
+
+
+def test_figures_with_empty_data_still_render():
+    empty_mod = make_modeling().iloc[:0]
+    empty_traj = make_trajectories().iloc[:0]
+    assert report.fiber_vs_weight_change_png(empty_mod, {}).startswith(PNG_SIGNATURE)
+    assert report.trajectories_png(empty_traj).startswith(PNG_SIGNATURE)
+
+
+def test_png_markdown_embed_round_trips():
+    import base64
+
+    png = report.trajectories_png(make_trajectories(n_subjects=3))
+    md = report.png_markdown_embed(png, "Weight [kg] trajectories")
+    prefix = "![Weight \\[kg\\] trajectories](data:image/png;base64,"
+    assert md.startswith(prefix) and md.endswith(")")
+    assert base64.b64decode(md[len(prefix) : -1]) == png
+
+
+# --------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "expected"),
+    [
+        (-0.0123456, "-0.01235"),
+        (1.0, "1"),
+        (123.456, "123.5"),
+        (-123456.7, "-123457"),
+        (0.000012345, "1.234e-05"),
+        (np.nan, ""),
+        (None, ""),
+        (np.int64(96), "96"),
+    ],
+)
+def test_format_number(x, expected):
+    assert report.format_number(x) == expected
+
+
+@pytest.mark.parametrize(
+    ("p", "text", "stars"),
+    [
+        (0.0004, "<0.001", "***"),
+        (0.0123, "0.012", "*"),
+        (0.0049, "0.005", "**"),
+        (0.5, "0.500", ""),
+    ],
+)
+def test_format_p_and_stars(p, text, stars):
+    assert report.format_p(p) == text
+    assert report.significance_stars(p) == stars
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+
+def test_markdown_contains_models_terms_and_numbers():
+    coefs = make_coefficients()
+    md, _ = render(coefficients=coefs)
+    for m in MODELS:
+        assert f"`{m}`" in md
+    for term in ["Intercept", *PREDICTORS]:
+        assert f"`{term}`" in md
+    for m, df in coefs.items():
+        for _, r in df.iterrows():
+            est = report.format_number(r["estimate"])
+            se = report.format_number(r["std_error"])
+            assert f"{est} ({se})" in md, (m, r["term"])
+            assert report.format_ci(r["conf_low"], r["conf_high"]) in md
+            pv = report.format_p(r["p_value"])
+            assert (f"p {pv}" if pv.startswith("<") else f"p = {pv}") in md
+    # Spot-check one cell fully formatted by hand: estimate, SE and stars.
+    r = coefs["ols_cluster"].iloc[1]
+    assert r["term"] == "fiber_g_week" and r["p_value"] < 0.001
+    assert f"{r['estimate']:.4g} ({r['std_error']:.4g}) \\*\\*\\*" in md
+    assert "p <0.001" in md
+    # Fixed effects has no intercept: the cell says why.
+    assert "absorbed by subject effects" in md
+
+
+def test_markdown_has_formula_units_summary_and_data_section():
+    md, _ = render()
+    assert FORMULA in md
+    for unit in PREDICTOR_UNITS.values():
+        assert unit in md
+    assert "0.1234 (within)" in md  # FE R² is labelled as within
+    assert "0.04321" in md and "0.2468" in md and "-123.5" in md  # variance comps, loglik
+    assert "96 subject-weeks from 12 subjects" in md
+    assert "abc123" in md and "def456" in md
+    assert "2025-01-02T03:04:05+00:00" in md
+    assert "How to read this" in md
+    assert "not causal" in md
+    assert "![" in md and "(../figures/fiber_vs_weight_change.png)" in md
+    assert "(../figures/subject_trajectories.png)" in md
+    assert "Warning" not in md  # everything converged, nothing singular
+
+
+def test_markdown_table_rows_have_consistent_columns():
+    md, _ = render()
+    lines = md.splitlines()
+    header_idx = next(i for i, ln in enumerate(lines) if ln.startswith("| Term |"))
+    block = []
+    for ln in lines[header_idx:]:
+        if not ln.startswith("|"):
+            break
+        block.append(ln)
+    # Count unescaped pipes.
+    counts = {ln.replace("\\|", "").count("|") for ln in block}
+    assert counts == {len(MODELS) + 2}
+    assert len(block) == 2 + 2 * 5  # header, separator, 2 rows per term
+
+
+def test_html_is_well_formed_with_tables_and_images():
+    _, doc = render()
+    assert doc.lstrip().lower().startswith("<!doctype html>")
+    assert '<meta charset="utf-8">' in doc
+    p = parse_html(doc)
+    assert p.errors == []
+    assert p.stack == []
+    tags = [t for t, _ in p.starts]
+    assert tags.count("table") >= 3
+    srcs = {a.get("src") for t, a in p.starts if t == "img"}
+    assert set(FIG_PATHS.values()) <= srcs
+    # No external assets besides the figures.
+    assert not [t for t in tags if t in {"script", "link"}]
+    assert "http://" not in doc and "https://" not in doc
+
+
+@pytest.mark.parametrize(
+    ("summary", "needle"),
+    [
+        (make_summary(converged=(True, False, True)), "did not converge"),
+        (make_summary(singular=True), "fit is singular"),
+    ],
+)
+def test_warnings_for_nonconvergence_and_singular_fit(summary, needle):
+    md, doc = render(summary=summary)
+    assert needle in md
+    assert "Warning" in md
+    assert needle in doc
+    assert 'class="warning"' in doc
+    # The warning comes before the coefficient table, so it is seen first.
+    assert md.index(needle) < md.index("## Coefficients")
+
+
+def test_text_from_data_is_escaped_in_html():
+    evil = "<script>alert('x')</script>"
+    coefs = make_coefficients()
+    coefs[evil] = _coef(["Intercept", evil], [0.1, 0.2], [0.05, 0.1])
+    summary = make_summary()
+    summary.loc[0, "se_type"] = evil
+    md, doc = render(
+        coefficients=coefs,
+        summary=summary,
+        generated_at=evil,
+        data_versions={evil: evil},
+        figure_paths={**FIG_PATHS, "extra": 'x" onerror="alert(1)'},
+    )
+    p = parse_html(doc)
+    assert p.errors == [] and p.stack == []
+    assert "script" not in {t for t, _ in p.starts}
+    assert "<script" not in doc.lower()
+    assert "&lt;script&gt;" in doc
+    assert evil in "".join(p.text)  # shown to the reader as text
+    # The attribute injection via a figure path is neutralised.
+    assert all("onerror" not in a for _, a in p.starts)
+    # Markdown: the data either sits in a code span or has its "<" escaped.
+    assert "\\<script>" in md or f"`{evil}`" in md
+    assert "\n<script" not in md and " <script" not in md
+
+
+def test_import_does_not_load_matplotlib_or_markdown():
+    code = (
+        "import sys, potato_assets.lib.report as r; "
+        "bad = [m for m in ('matplotlib', 'markdown', 'scipy') if m in sys.modules]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_t_quantile_matches_tables():
+    q = report._t_quantile_975(np.array([0, 1, 4, 10, 31, 60, 1000]))
+    assert np.isnan(q[0])
+    np.testing.assert_allclose(q[1:], [12.706, 2.776, 2.228, 2.040, 2.000, 1.962], atol=2e-3)

@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+
+from potato_assets.settings import DEFAULT_DATA_DIR, SAMPLE_DATA_DIR, load_settings, normalize_uri
+
+
+def test_defaults_are_local_lake_and_bundled_sample():
+    s = load_settings({})
+    assert s.lake_uri == (DEFAULT_DATA_DIR / "lake").as_uri()
+    assert s.landing_uri == SAMPLE_DATA_DIR.as_uri()
+    assert s.max_quarantine_share == 0.05
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("s3://bucket/prefix/", "s3://bucket/prefix"),
+        ("s3://bucket", "s3://bucket"),
+        ("file:///tmp/lake/", "file:///tmp/lake"),
+        ("/tmp/lake", "file:///tmp/lake"),
+    ],
+)
+def test_uri_forms(value, expected):
+    assert normalize_uri(value) == expected
+
+
+def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert normalize_uri("lake") == (Path(tmp_path) / "lake").as_uri()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"POTATO_LAKE_URI": "gs://x"}, "only plain paths, file:// and s3://"),
+        ({"POTATO_LANDING_URI": "s3://"}, "names no bucket"),
+        ({"POTATO_MAX_QUARANTINE_SHARE": "lots"}, "is not a number"),
+        ({"POTATO_MAX_QUARANTINE_SHARE": "1.5"}, "between 0 and 1"),
+    ],
+)
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        load_settings(env)

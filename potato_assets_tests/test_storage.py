@@ -1,0 +1,77 @@
+"""The lake IO manager on local disk and on S3 (moto's server over HTTP)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from potato_assets.defs.resources import LakeFiles, LakeIOManager, LandingZone
+from potato_assets.lib import storage
+
+FRAME = pd.DataFrame({"subject_id": pd.array([1, 2], dtype="Int64"), "x": [1.5, float("nan")], "s": ["a", None]})
+
+
+@dg.asset(key=["bronze", "thing"])
+def thing() -> pd.DataFrame:
+    return FRAME
+
+
+@dg.asset(key=["silver", "copy"], ins={"upstream": dg.AssetIn(["bronze", "thing"])})
+def copy(upstream: pd.DataFrame) -> pd.DataFrame:
+    return upstream.assign(y=upstream["x"] * 2)
+
+
+def roundtrip(lake_uri: str) -> dg.ExecuteInProcessResult:
+    result = dg.materialize([thing, copy], resources={"io_manager": LakeIOManager(lake_uri=lake_uri)})
+    assert result.success
+    return result
+
+
+def test_local_lake_layout_roundtrip_and_metadata(tmp_path):
+    lake = tmp_path / "lake"
+    result = roundtrip(lake.as_uri())
+    written = pd.read_parquet(lake / "bronze" / "thing.parquet")
+    pd.testing.assert_frame_equal(written, FRAME, check_dtype=False)
+    assert (lake / "silver" / "copy.parquet").exists()
+    mat = result.asset_materializations_for_node("silver__copy")[0]
+    assert mat.metadata["dagster/row_count"].value == 2
+    assert [c.name for c in mat.metadata["dagster/column_schema"].schema.columns] == ["subject_id", "x", "s", "y"]
+    # Atomic write leaves no temporary files behind.
+    assert sorted(p.name for p in lake.rglob("*") if p.is_file()) == ["copy.parquet", "thing.parquet"]
+
+
+def test_failed_write_keeps_previous_object(tmp_path):
+    target = storage.to_upath((tmp_path / "a.parquet").as_uri())
+    storage.write_bytes_atomic(target, b"good")
+
+    with pytest.raises(TypeError):
+        storage.write_bytes_atomic(target, object())  # type: ignore[arg-type]
+    assert (tmp_path / "a.parquet").read_bytes() == b"good"
+    assert os.listdir(tmp_path) == ["a.parquet"]
+
+
+def test_s3_lake_roundtrip(moto_s3):
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    moto_s3.create_bucket(Bucket=bucket)
+    roundtrip(f"s3://{bucket}/prefix")
+    keys = sorted(o["Key"] for o in moto_s3.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["prefix/bronze/thing.parquet", "prefix/silver/copy.parquet"]
+    body = moto_s3.get_object(Bucket=bucket, Key="prefix/silver/copy.parquet")["Body"].read()
+    assert storage.read_parquet_bytes(body)["y"].tolist()[0] == 3.0
+
+
+def test_lake_files_and_landing_on_s3(moto_s3):
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    moto_s3.create_bucket(Bucket=bucket)
+    moto_s3.put_object(Bucket=bucket, Key="in/Potato_tidy.csv", Body=b"a,b\n")
+    landing = LandingZone(landing_uri=f"s3://{bucket}/in")
+    assert landing.read_bytes("Potato_tidy.csv") == b"a,b\n"
+    with pytest.raises(dg.Failure, match="Potato_fiber_daily.csv was not found in the landing zone"):
+        landing.read_bytes("Potato_fiber_daily.csv")
+    files = LakeFiles(lake_uri=f"s3://{bucket}/lake")
+    assert files.write_bytes("gold/reports/r.md", b"# hi") == f"s3://{bucket}/lake/gold/reports/r.md"
+    assert moto_s3.get_object(Bucket=bucket, Key="lake/gold/reports/r.md")["Body"].read() == b"# hi"
