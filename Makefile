@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run dev test test-quick lint sample-data clean-lake
+.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-quick  the suite without the slow end-to-end tests (-m 'not e2e')"
 	@echo "make dev         open the Dagster UI (dagster dev) on this project"
 	@echo "make lint        ruff + mypy"
+	@echo "make infra-plan  terraform init + plan for terraform/envs/dev (needs backend.hcl, AWS credentials)"
 
 $(UV):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -59,3 +60,15 @@ sample-data: setup
 
 clean-lake:
 	rm -rf data/lake
+
+TF_DIR := terraform/envs/dev
+
+infra-tools:
+	bash tools/infra/install.sh
+
+infra-plan:
+	terraform -chdir=$(TF_DIR) init -input=false -backend-config=backend.hcl
+	terraform -chdir=$(TF_DIR) plan -input=false -out=tfplan
+
+infra-apply:
+	terraform -chdir=$(TF_DIR) apply -input=false tfplan

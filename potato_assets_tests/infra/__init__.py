@@ -1,0 +1,1 @@
+"""Checks of the infrastructure code: terraform/ and .github/workflows/."""

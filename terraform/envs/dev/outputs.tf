@@ -1,0 +1,50 @@
+output "lake_bucket" {
+  description = "Data lake bucket (landing/, bronze/, silver/, gold/)."
+  value       = module.lake.bucket_id
+}
+
+output "lake_replica_bucket" {
+  description = "DR replica of the data lake in the replica region."
+  value       = module.lake_replica.bucket_id
+}
+
+output "mlflow_artifacts_bucket" {
+  description = "MLflow artifact bucket (the tracking server's --default-artifact-root)."
+  value       = module.mlflow_artifacts.bucket_id
+}
+
+output "mlflow_artifacts_replica_bucket" {
+  description = "DR replica of the MLflow artifacts in the replica region."
+  value       = module.mlflow_artifacts_replica.bucket_id
+}
+
+output "pipeline_runtime_role_arn" {
+  description = "Role the pipeline runs as."
+  value       = module.pipeline_runtime.runtime_role_arn
+}
+
+output "pipeline_log_group" {
+  description = "CloudWatch log group of the pipeline."
+  value       = module.pipeline_runtime.log_group_name
+}
+
+output "github_plan_role_arn" {
+  description = "Set as repository variable AWS_PLAN_ROLE_ARN."
+  value       = module.github_oidc.plan_role_arn
+}
+
+output "github_apply_role_arn" {
+  description = "Set as variable AWS_APPLY_ROLE_ARN of the GitHub environment."
+  value       = module.github_oidc.apply_role_arn
+}
+
+output "pipeline_environment" {
+  description = "Environment variables for the pipeline (MLFLOW_TRACKING_URI and OTEL_EXPORTER_OTLP_ENDPOINT come from services outside this stack)."
+  value = {
+    POTATO_LAKE_URI           = "s3://${local.active_lake.bucket_id}"
+    POTATO_LANDING_URI        = "s3://${local.active_lake.bucket_id}/landing"
+    POTATO_MLFLOW_INDEX_TABLE = module.pipeline_runtime.mlflow_index_table_name
+    MLFLOW_ARTIFACT_ROOT      = "s3://${local.active_mlflow.bucket_id}"
+    AWS_REGION                = var.serve_from_replica ? var.replica_region : var.region
+  }
+}

@@ -1,0 +1,11 @@
+terraform {
+  # >= 1.10: S3-native state locking (use_lockfile) in backend.tf.
+  required_version = ">= 1.10.0, < 2.0.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "5.100.0"
+    }
+  }
+}
