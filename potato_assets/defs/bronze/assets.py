@@ -4,7 +4,6 @@ One step ingests the three files together so that a file-level defect in any of 
 step before anything is written: the lake keeps the last good snapshot of all three.
 """
 
-from __future__ import annotations
 
 from collections.abc import Iterator
 
@@ -41,38 +40,41 @@ landing_files = [
 ]
 
 
+BRONZE = dict(group_name="bronze", kinds={"pandas", "parquet"}, owners=OWNERS, code_version=CODE_VERSION)
+
+
 @dg.multi_asset(
     name="ingest_landing",
-    specs=[
-        *(
-            dg.AssetSpec(
-                bronze_key(spec.asset_name),
-                deps=[landing_key(spec.asset_name)],
+    outs={
+        **{
+            bronze_key(spec.asset_name).to_python_identifier(): dg.AssetOut(
+                key=bronze_key(spec.asset_name),
                 description=(
                     f"`{spec.file_name}` ingested as-is: every column and value, parsed to the study "
                     "types, plus source_file, source_line (header = line 1) and ingested_at. "
                     "Rows with defects go to bronze/quarantine instead."
                 ),
-                group_name="bronze",
-                kinds={"pandas", "parquet"},
-                owners=OWNERS,
-                code_version=CODE_VERSION,
+                **BRONZE,
             )
             for spec in LANDING_FILES
-        ),
-        dg.AssetSpec(
-            QUARANTINE_KEY,
-            deps=[landing_key(spec.asset_name) for spec in LANDING_FILES],
+        },
+        QUARANTINE_KEY.to_python_identifier(): dg.AssetOut(
+            key=QUARANTINE_KEY,
             description=(
                 "Row-level defects of the landing files, one record per offending cell: "
                 "source_file, line (header = line 1), column, value, reason."
             ),
-            group_name="bronze",
-            kinds={"pandas", "parquet"},
-            owners=OWNERS,
-            code_version=CODE_VERSION,
+            **BRONZE,
         ),
-    ],
+    },
+    deps=[landing_key(spec.asset_name) for spec in LANDING_FILES],
+    internal_asset_deps={
+        **{
+            bronze_key(spec.asset_name).to_python_identifier(): {landing_key(spec.asset_name)}
+            for spec in LANDING_FILES
+        },
+        QUARANTINE_KEY.to_python_identifier(): {landing_key(spec.asset_name) for spec in LANDING_FILES},
+    },
 )
 def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
     ingested_at = pd.Timestamp.now(tz="UTC")

@@ -3,7 +3,6 @@
 The fits themselves are plain functions in lib/models.py; this module wires them to the lake.
 """
 
-from __future__ import annotations
 
 import json
 import math

@@ -1,6 +1,5 @@
 """Silver: the study calendar, subject trajectories, weekly features and the modelling table."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

@@ -1,0 +1,72 @@
+"""The definitions load fast, without heavy imports, and match the committed snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from potato_assets_tests.helpers import load_defs
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
+HEAVY = ("statsmodels", "linearmodels", "matplotlib", "great_expectations", "mlflow", "scipy")
+
+
+def describe_definitions() -> dict:
+    defs = load_defs()
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "materializable": node.is_materializable,
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "kinds": sorted(node.kinds),
+            "owners": sorted(node.owners),
+        }
+    checks = sorted(
+        f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys
+    )
+    return {
+        "assets": assets,
+        "checks": checks,
+        "jobs": sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")),
+        "schedules": sorted(s.name for s in defs.schedules or []),
+        "sensors": sorted(s.name for s in defs.sensors or []),
+        "resources": sorted(defs.resources or {}),
+    }
+
+
+def test_definitions_match_snapshot():
+    current = describe_definitions()
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    expected = json.loads(SNAPSHOT.read_text())
+    assert current == expected, "definitions changed: review, then rerun with UPDATE_SNAPSHOTS=1"
+
+
+def test_required_asset_keys_exist():
+    keys = set(describe_definitions()["assets"])
+    required = {
+        "bronze/nutrition", "bronze/weight", "bronze/fiber",
+        "silver/subject_trajectories", "silver/weekly_features", "silver/modeling_dataset",
+        "gold/models/ols_cluster", "gold/models/fixed_effects", "gold/models/mixed_effects",
+        "gold/models/model_summary",
+    }
+    assert required <= keys
+    assert any(k.startswith("gold/reports/") for k in keys)
+    assert any(k.startswith("gold/figures/") for k in keys)
+
+
+def test_loading_definitions_imports_no_statistics_stack():
+    code = (
+        "import sys\n"
+        "from potato_assets.definitions import defs\n"
+        "defs()\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
