@@ -27,7 +27,7 @@ $(UV):
 	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(BIN)/dagster: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 setup: $(BIN)/dagster $(DAGSTER_HOME)/dagster.yaml
