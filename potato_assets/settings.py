@@ -22,7 +22,19 @@ DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 class Settings:
     lake_uri: str
     landing_uri: str
-    max_quarantine_share: float
+    # Share of a landing file's rows that may be quarantined before the run is blocked (#3).
+    max_quarantine_share: float = 0.05
+    # Orchestration (#4): freshness window, the daily refresh schedule, alerting.
+    freshness_hours: float = 26.0
+    schedule_cron: str = "0 6 * * *"
+    schedule_timezone: str = "UTC"
+    alert_webhook_url: str | None = None
+    # Telemetry (#5): Prometheus Pushgateway for batch metrics (OTLP is configured by OTEL_*).
+    pushgateway_url: str | None = None
+    # Experiment tracking (#6): DynamoDB run index table, and whether tracking failures fail runs.
+    mlflow_tracking_uri: str = ""
+    mlflow_index_table: str | None = None
+    mlflow_required: bool = False
 
 
 def normalize_uri(value: str) -> str:
@@ -46,17 +58,45 @@ def normalize_uri(value: str) -> str:
     return Path(value).expanduser().resolve().as_uri()
 
 
+def _number(env: Mapping[str, str], name: str, default: str, lo: float, hi: float) -> float:
+    raw = env.get(name) or default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={raw!r} must lie between {lo:g} and {hi:g}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "false").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = (env.get(name) or "").strip()
+    return value or None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
-    share = env.get("POTATO_MAX_QUARANTINE_SHARE", "0.05")
-    try:
-        max_share = float(share)
-    except ValueError:
-        raise ValueError(f"POTATO_MAX_QUARANTINE_SHARE={share!r} is not a number") from None
-    if not 0.0 <= max_share <= 1.0:
-        raise ValueError(f"POTATO_MAX_QUARANTINE_SHARE={share!r} must lie between 0 and 1")
     return Settings(
         lake_uri=normalize_uri(env.get("POTATO_LAKE_URI") or str(DEFAULT_DATA_DIR / "lake")),
         landing_uri=normalize_uri(env.get("POTATO_LANDING_URI") or str(SAMPLE_DATA_DIR)),
-        max_quarantine_share=max_share,
+        max_quarantine_share=_number(env, "POTATO_MAX_QUARANTINE_SHARE", "0.05", 0.0, 1.0),
+        freshness_hours=_number(env, "POTATO_FRESHNESS_HOURS", "26", 0.01, 24 * 365),
+        schedule_cron=(env.get("POTATO_SCHEDULE_CRON") or "0 6 * * *").strip(),
+        schedule_timezone=(env.get("POTATO_SCHEDULE_TIMEZONE") or "UTC").strip(),
+        alert_webhook_url=_optional(env, "POTATO_ALERT_WEBHOOK_URL"),
+        pushgateway_url=_optional(env, "POTATO_PUSHGATEWAY_URL"),
+        # MLflow reads MLFLOW_TRACKING_URI itself; this is only the project's default for it.
+        mlflow_tracking_uri=_optional(env, "MLFLOW_TRACKING_URI")
+        or f"sqlite:///{DEFAULT_DATA_DIR / 'mlflow' / 'mlflow.db'}",
+        mlflow_index_table=_optional(env, "POTATO_MLFLOW_INDEX_TABLE"),
+        mlflow_required=_flag(env, "POTATO_MLFLOW_REQUIRED"),
     )

@@ -19,9 +19,7 @@ def load_defs() -> dg.Definitions:
 
 
 def settings_for(landing: str | Path, lake: str | Path) -> Settings:
-    return Settings(
-        lake_uri=normalize_uri(str(lake)), landing_uri=normalize_uri(str(landing)), max_quarantine_share=0.05
-    )
+    return Settings(lake_uri=normalize_uri(str(lake)), landing_uri=normalize_uri(str(landing)))
 
 
 def materialize_all(

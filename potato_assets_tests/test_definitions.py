@@ -26,6 +26,9 @@ def describe_definitions() -> dict:
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
             "kinds": sorted(node.kinds),
             "owners": sorted(node.owners),
+            "code_version": node.code_version,
+            "freshness_policy": type(node.freshness_policy).__name__ if node.freshness_policy else None,
+            "automation_condition": node.automation_condition.name if node.automation_condition else None,
         }
     checks = sorted(
         f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys

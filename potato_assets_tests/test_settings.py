@@ -10,6 +10,17 @@ def test_defaults_are_local_lake_and_bundled_sample():
     assert s.lake_uri == (DEFAULT_DATA_DIR / "lake").as_uri()
     assert s.landing_uri == SAMPLE_DATA_DIR.as_uri()
     assert s.max_quarantine_share == 0.05
+    assert s.freshness_hours == 26.0 and s.schedule_cron == "0 6 * * *" and s.schedule_timezone == "UTC"
+    assert s.alert_webhook_url is None and s.pushgateway_url is None and s.mlflow_index_table is None
+    assert s.mlflow_required is False
+    assert s.mlflow_tracking_uri == f"sqlite:///{DEFAULT_DATA_DIR / 'mlflow' / 'mlflow.db'}"
+
+
+def test_values_from_environment():
+    s = load_settings(
+        {"POTATO_FRESHNESS_HOURS": "2.5", "POTATO_MLFLOW_REQUIRED": "true", "POTATO_ALERT_WEBHOOK_URL": " http://x/hook "}
+    )
+    assert s.freshness_hours == 2.5 and s.mlflow_required is True and s.alert_webhook_url == "http://x/hook"
 
 
 @pytest.mark.parametrize(
@@ -37,6 +48,8 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
         ({"POTATO_LANDING_URI": "s3://"}, "names no bucket"),
         ({"POTATO_MAX_QUARANTINE_SHARE": "lots"}, "is not a number"),
         ({"POTATO_MAX_QUARANTINE_SHARE": "1.5"}, "between 0 and 1"),
+        ({"POTATO_MLFLOW_REQUIRED": "maybe"}, "is not a boolean"),
+        ({"POTATO_FRESHNESS_HOURS": "0"}, "must lie between"),
     ],
 )
 def test_bad_settings_are_named(env, message):

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 
 from potato_assets.lib import storage
-from potato_assets.settings import Settings, load_settings
+from potato_assets.settings import Settings
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -95,4 +95,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources(load_settings()))
+    from potato_assets.defs.common import SETTINGS
+
+    return dg.Definitions(resources=build_resources(SETTINGS))

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, OWNERS
+from potato_assets.defs.common import CODE_VERSION, FRESHNESS, OWNERS
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import storage
 from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
@@ -40,7 +40,9 @@ landing_files = [
 ]
 
 
-BRONZE = dict(group_name="bronze", kinds={"pandas", "parquet"}, owners=OWNERS, code_version=CODE_VERSION)
+BRONZE = dict(
+    group_name="bronze", kinds={"pandas", "parquet"}, owners=OWNERS, code_version=CODE_VERSION, freshness_policy=FRESHNESS
+)
 
 
 @dg.multi_asset(

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, SCIENCE_OWNERS
+from potato_assets.defs.common import CODE_VERSION, DOWNSTREAM_AUTOMATION, FRESHNESS, SCIENCE_OWNERS
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.lib import models, report
 from potato_assets.lib.schema import FORMULA
@@ -28,7 +28,13 @@ MODEL_DESCRIPTIONS = {
     "fixed_effects": "Within-subject (entity) fixed effects, standard errors clustered by subject.",
     "mixed_effects": "Random-intercept linear mixed model by REML (best of several optimisers, checked against the profiled REML optimum).",
 }
-GOLD = dict(group_name="gold", owners=SCIENCE_OWNERS, code_version=CODE_VERSION)
+GOLD = dict(
+    group_name="gold",
+    owners=SCIENCE_OWNERS,
+    code_version=CODE_VERSION,
+    automation_condition=DOWNSTREAM_AUTOMATION,
+    freshness_policy=FRESHNESS,
+)
 
 
 def model_key(name: str) -> dg.AssetKey:

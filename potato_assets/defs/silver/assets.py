@@ -4,11 +4,13 @@
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, OWNERS, SCIENCE_OWNERS
+from potato_assets.defs.common import CODE_VERSION, DOWNSTREAM_AUTOMATION, OWNERS, SCIENCE_OWNERS
 from potato_assets.lib import calendar, features
 from potato_assets.lib.schema import PREDICTOR_UNITS
 
-SILVER = dict(group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION)
+SILVER = dict(
+    group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION, automation_condition=DOWNSTREAM_AUTOMATION
+)
 
 
 @dg.asset(
