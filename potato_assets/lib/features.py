@@ -22,11 +22,18 @@ def study_weeks(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.DataFrame:
     return weeks
 
 
-def _ols_slope(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2 or np.ptp(x) == 0:
-        return float("nan")
-    xc = x - x.mean()
-    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
+def _ols_slopes(observed: pd.DataFrame) -> pd.Series:
+    """Per subject, the least-squares slope of weight on week (NaN with fewer than 2 weeks)."""
+    x = observed[WEEK_COL].astype("float64")
+    y = observed["weight_kg"].astype("float64")
+    g = observed[GROUP_COL]
+    n = x.groupby(g).count()
+    # Centre within subject first: the textbook sums formula loses digits on kg-scale weights.
+    xc = x - x.groupby(g).transform("mean")
+    yc = y - y.groupby(g).transform("mean")
+    sxx = (xc * xc).groupby(g).sum()
+    sxy = (xc * yc).groupby(g).sum()
+    return (sxy / sxx.where((n >= 2) & (sxx > 0))).astype("float64")
 
 
 def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.DataFrame:
@@ -46,10 +53,7 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.Da
     baseline = observed.groupby(GROUP_COL).agg(
         baseline_week=(WEEK_COL, "first"), baseline_weight_kg=("weight_kg", "first")
     )
-    slopes = observed.groupby(GROUP_COL).apply(
-        lambda s: _ols_slope(s[WEEK_COL].to_numpy(float), s["weight_kg"].to_numpy(float)),
-        include_groups=False,
-    )
+    slopes = _ols_slopes(observed)
     t = t.merge(baseline, on=GROUP_COL, how="left")
     t["delta_kg_from_baseline"] = t["weight_kg"] - t["baseline_weight_kg"]
     t["pct_change_from_baseline"] = 100.0 * t["delta_kg_from_baseline"] / t["baseline_weight_kg"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from potato_assets.lib.schema import (
 
 QUARANTINE_COLUMNS = ["source_file", "line", "column", "value", "reason"]
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none"})
+# Arrow-backed strings: the .str methods below run vectorised in pyarrow.
+STRING = pd.StringDtype("pyarrow")
 
 
 class FileDefect(ValueError):
@@ -66,7 +69,9 @@ def decode(raw: bytes, file_name: str) -> tuple[str, str]:
 
 
 def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, records and the physical line (header = line 1) where each record starts."""
+    """Header, records and the physical line (header = line 1) where each record starts.
+
+    The exact path: Python's csv module, which tracks lines through quoted newlines."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
@@ -93,6 +98,50 @@ def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], lis
     return header, records, lines
 
 
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+
+
+def _table_fast(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """pyarrow's CSV reader, used when a record is exactly one physical line (no quotes, no
+    blank lines) so that line = row + 2. Returns None whenever the exact path is needed,
+    including any structural error, which the exact path then reports with its line."""
+    if '"' in text or _BLANK_LINE.search(text.rstrip("\r\n") + "\n"):
+        return None
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowKeyError):
+        return None
+    frame = table.to_pandas(types_mapper={pa.string(): STRING}.get)
+    return frame, np.arange(2, len(frame) + 2, dtype="int64")
+
+
+def _read_table(text: str, spec: LandingFile, file_name: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The records as a frame of strings (columns = header) and each record's physical line."""
+    first = text.split("\n", 1)[0]
+    header = [h.strip() for h in next(csv.reader([first]), [])] if first.strip() else []
+    if header and "\r" not in first.rstrip("\r"):
+        _check_header(header, spec, file_name)
+        fast = _table_fast(text, header)
+        if fast is not None:
+            return fast
+    header, records, lines = _records(text, file_name)
+    _check_header(header, spec, file_name)
+    frame = pd.DataFrame(records, columns=header, dtype=object).astype(STRING)
+    return frame, np.asarray(lines, dtype="int64")
+
+
 def _check_header(header: list[str], spec: LandingFile, file_name: str) -> None:
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
@@ -115,31 +164,47 @@ def _check_header(header: list[str], spec: LandingFile, file_name: str) -> None:
 def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
     """Typed values and a per-row reason ('' where fine) for values that do not parse."""
     stripped = raw.str.strip()
-    is_missing = stripped.str.lower().isin(MISSING_TOKENS)
-    reason = pd.Series("", index=raw.index, dtype=object)
+    is_missing = stripped.str.lower().isin(MISSING_TOKENS).to_numpy(dtype=bool)
+    reason = np.full(len(raw), "", dtype=object)
     if kind == "str":
-        return raw.where(~is_missing, None).astype("string"), reason
+        return raw.where(~is_missing, None).astype("string"), pd.Series(reason, index=raw.index)
+    present = stripped.where(~is_missing)
     if kind == "date":
-        parsed = pd.to_datetime(stripped.where(~is_missing), format="%Y-%m-%d", errors="coerce")
-        bad = parsed.isna() & ~is_missing
-        looks_iso = stripped.str.fullmatch(r"\d{4}-\d{2}-\d{2}")
-        reason[bad & looks_iso] = "impossible date"
-        reason[bad & ~looks_iso] = "not an ISO date (yyyy-mm-dd)"
-        return parsed.astype("datetime64[ns]"), reason
-    numbers = pd.to_numeric(stripped.where(~is_missing), errors="coerce")
-    bad = numbers.isna() & ~is_missing
-    decimal_comma = stripped.str.fullmatch(r"[+-]?\d+,\d+")
-    reason[bad & decimal_comma] = "not a number (decimal comma?)"
-    reason[bad & ~decimal_comma] = "not a number"
-    numbers = numbers.astype("float64")
+        parsed = pd.to_datetime(present, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+        bad = parsed.isna().to_numpy() & ~is_missing
+        if bad.any():
+            iso = stripped[bad].str.fullmatch(r"\d{4}-\d{2}-\d{2}").to_numpy(dtype=bool)
+            reason[np.flatnonzero(bad)] = np.where(iso, "impossible date", "not an ISO date (yyyy-mm-dd)")
+        return parsed, pd.Series(reason, index=raw.index)
+    numbers = _to_float(present)
+    bad = np.isnan(numbers) & ~is_missing
+    if bad.any():
+        comma = stripped[bad].str.fullmatch(r"[+-]?\d+,\d+").to_numpy(dtype=bool)
+        reason[np.flatnonzero(bad)] = np.where(comma, "not a number (decimal comma?)", "not a number")
     if kind == "int":
-        fractional = numbers.notna() & (np.floor(numbers) != numbers)
+        fractional = ~np.isnan(numbers) & (np.floor(numbers) != numbers)
         reason[fractional] = "not a whole number"
-        numbers = numbers.where(~fractional)
-        return numbers.round().astype("Int64"), reason
+        numbers[fractional] = np.nan
+        return pd.Series(numbers, index=raw.index).round().astype("Int64"), pd.Series(reason, index=raw.index)
     inf = np.isinf(numbers)
     reason[inf] = "not a finite number"
-    return numbers.where(~inf), reason
+    numbers[inf] = np.nan
+    return pd.Series(numbers, index=raw.index), pd.Series(reason, index=raw.index)
+
+
+def _to_float(values: pd.Series) -> np.ndarray:
+    """float64 array, NaN where a value is missing or not a number."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:  # the common case, every present value numeric: one vectorised cast
+        arr = pa.array(values.astype(STRING), type=pa.string())
+        floats = pc.cast(arr, pa.float64())
+        out = floats.to_numpy(zero_copy_only=False).astype("float64", copy=True)
+        # Arrow accepts 'nan'; a literal NaN in the file is a missing value, handled by the caller.
+        return out
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype="float64", copy=True)
 
 
 def parse_landing_csv(
@@ -147,12 +212,10 @@ def parse_landing_csv(
 ) -> IngestResult:
     """Parse one landing file into typed rows plus quarantine records."""
     text, encoding = decode(raw, source_file)
-    header, records, lines = _records(text, source_file)
-    _check_header(header, spec, source_file)
-    if not records:
+    table, lines = _read_table(text, spec, source_file)
+    if table.empty:
         raise FileDefect(f"{source_file} is empty: it has a header but no data rows.")
-
-    table = pd.DataFrame(records, columns=header, dtype=object).astype("string[python]")
+    header = list(table.columns)
     line = pd.Series(lines, dtype="int64")
     problems: list[pd.DataFrame] = []
 
@@ -207,7 +270,7 @@ def parse_landing_csv(
         rows=rows.reset_index(drop=True),
         quarantine=quarantine,
         encoding=encoding,
-        rows_read=len(records),
+        rows_read=len(table),
         exact_duplicates_dropped=dropped,
     )
 

@@ -155,3 +155,23 @@ def test_seed_files_ingest_without_defects(seed_dir):
         r = parse_landing_csv((seed_dir / spec.file_name).read_bytes(), spec, source_file=spec.file_name, ingested_at=NOW)
         assert r.quarantine.empty, r.quarantine.head()
         assert len(r.rows) == r.rows_read > 0
+
+
+def test_fast_and_exact_readers_agree(seed_dir):
+    """Quoting one field forces the csv-module path; the result must equal the pyarrow path."""
+    raw = (seed_dir / NUTRITION.file_name).read_bytes()
+    fast = parse_landing_csv(raw, NUTRITION, source_file="n.csv", ingested_at=NOW)
+    quoted = raw.replace(b",baked potato,", b',"baked potato",', 1)
+    assert quoted != raw
+    exact = parse_landing_csv(quoted, NUTRITION, source_file="n.csv", ingested_at=NOW)
+    pd.testing.assert_frame_equal(fast.rows, exact.rows)
+    pd.testing.assert_frame_equal(fast.quarantine, exact.quarantine)
+
+
+def test_blank_lines_keep_physical_line_numbers():
+    text = WEIGHT_CSV.replace("1,2024-01-09", "\n1,2024-01-09")
+    assert parse(text).rows["source_line"].tolist() == [2, 4, 5]
+
+
+def test_whitespace_only_last_line_is_not_a_record():
+    assert parse(WEIGHT_CSV + "  ").rows["source_line"].tolist() == [2, 3, 4]
