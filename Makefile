@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply
+.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
@@ -72,3 +72,6 @@ infra-plan:
 
 infra-apply:
 	terraform -chdir=$(TF_DIR) apply -input=false tfplan
+
+bench: setup
+	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000

@@ -1,0 +1,240 @@
+"""`make bench`: end-to-end cost of the asset graph by cohort size, on this machine.
+
+For each size (subjects × 12 weeks) it generates a synthetic cohort with the project's generator,
+materialises the whole graph (assets and checks) with `dagster asset materialize` in a fresh
+process against a fresh DAGSTER_HOME, and reports wall time, the child's peak RSS, and time per
+layer from Dagster's step stats. It also times `dagster definitions validate` for this project
+against a one-asset project. Results print as a Markdown table and land in bench_results/.
+
+Not a test: numbers depend on the machine. Usage:
+    python scripts/bench.py [--sizes 1000 10000 50000] [--weeks 12] [--out bench_results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ONE_ASSET = """import dagster as dg
+
+
+@dg.asset
+def one() -> int:
+    return 1
+
+
+defs = dg.Definitions(assets=[one])
+"""
+# The same asset as a dg project loaded like this one (load_from_defs_folder), so that the
+# comparison isolates what this project adds, not what the components loader costs.
+ONE_ASSET_PROJECT = {
+    "pyproject.toml": """[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "one_project"
+defs_module = "one_project.defs"
+""",
+    "one_project/__init__.py": "",
+    "one_project/definitions.py": """from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+""",
+    "one_project/defs/__init__.py": "",
+    "one_project/defs/assets.py": """import dagster as dg
+
+
+@dg.asset
+def one() -> int:
+    return 1
+""",
+}
+
+
+def layer_of(step_key: str) -> str:
+    if step_key.startswith(("ingest_landing", "bronze")):
+        return "bronze"
+    if step_key.startswith("silver"):
+        return "silver"
+    return "gold"
+
+
+def run_size(n_subjects: int, weeks: int, work: Path) -> dict:
+    import dagster as dg
+
+    from potato_assets.lib.synthetic import CohortSpec, write_cohort
+
+    landing, lake, home = work / "landing", work / "lake", work / "home"
+    for d in (landing, lake, home):
+        shutil.rmtree(d, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    t0 = time.perf_counter()
+    write_cohort(CohortSpec(n_subjects=n_subjects, n_weeks=weeks), landing)
+    generate_s = time.perf_counter() - t0
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POTATO_LANDING_URI": str(landing),
+        "POTATO_LAKE_URI": str(lake),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "potato_assets.definitions",
+            "--select",
+            "*",
+        ],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    wall_s = time.perf_counter() - t0
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"materialisation of {n_subjects} subjects failed:\n{proc.stderr[-4000:]}")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        run = instance.get_runs(limit=1)[0]
+        layers: dict[str, float] = {"bronze": 0.0, "silver": 0.0, "gold": 0.0}
+        steps = {}
+        for stat in instance.get_run_step_stats(run.run_id):
+            duration = (stat.end_time or 0) - (stat.start_time or 0)
+            layers[layer_of(stat.step_key)] += duration
+            steps[stat.step_key] = round(duration, 3)
+    finally:
+        instance.dispose()
+    # The mixed model alone, on the modelling table the run wrote, in this warm process.
+    import pandas as pd
+
+    from potato_assets.lib.models import fit_mixed_effects
+
+    modeling = pd.read_parquet(lake / "silver" / "modeling_dataset.parquet")
+    fit_mixed_effects(modeling.head(2000))  # warm imports
+    t0 = time.perf_counter()
+    mixed = fit_mixed_effects(modeling)
+    mixed_s = time.perf_counter() - t0
+    return {
+        "mixed_model_s": round(mixed_s, 2),
+        "mixed_converged": mixed.summary["converged"],
+        "modeling_rows": len(modeling),
+        "subjects": n_subjects,
+        "weeks": weeks,
+        "generate_s": round(generate_s, 2),
+        "wall_s": round(wall_s, 2),
+        # ru_maxrss of children is the largest child, and only grows: report it only if it grew.
+        "peak_rss_mb": round(peak_kib / 1024, 1) if peak_kib > before else None,
+        "layers_s": {k: round(v, 2) for k, v in layers.items()},
+        "steps_s": steps,
+        "landing_mb": round(sum(f.stat().st_size for f in landing.iterdir()) / 1e6, 1),
+    }
+
+
+def time_validate(args: list[str], cwd: Path, repeats: int = 5) -> float:
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(BIN / "dagster"), "definitions", "validate", *args],
+            cwd=cwd,
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times), 2)
+
+
+def machine() -> str:
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--weeks", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=REPO / "bench_results")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="potato-bench-") as tmp:
+        work = Path(tmp)
+        (work / "one_asset.py").write_text(ONE_ASSET)
+        for rel, text in ONE_ASSET_PROJECT.items():
+            (work / "one" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / "one" / rel).write_text(text)
+        home = work / "validate_home"
+        home.mkdir()
+        os.environ["DAGSTER_HOME"] = str(home)
+        validate_project = time_validate(["-m", "potato_assets.definitions"], REPO)
+        validate_one_project = time_validate(["-m", "one_project.definitions"], work / "one")
+        validate_one = time_validate(["-f", "one_asset.py"], work)
+        for size in args.sizes:
+            print(f"materialising {size} subjects × {args.weeks} weeks …", flush=True)
+            results.append(run_size(size, args.weeks, work / f"n{size}"))
+    report = {
+        "machine": machine(),
+        "definitions_validate_s": {
+            "potato_assets": validate_project,
+            "one_asset_dg_project": validate_one_project,
+            "one_asset_file": validate_one,
+        },
+        "sizes": results,
+    }
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"Machine: {report['machine']}",
+        "",
+        "| subjects × weeks | landing MB | end-to-end s | peak RSS MB | bronze s | silver s "
+        "| gold s | fit_models s | mixed model alone s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        layers = r["layers_s"]
+        lines.append(
+            f"| {r['subjects']:,} × {r['weeks']} | {r['landing_mb']} | {r['wall_s']} "
+            f"| {r['peak_rss_mb']} | {layers['bronze']} | {layers['silver']} | {layers['gold']} "
+            f"| {r['steps_s'].get('fit_models')} | {r['mixed_model_s']} |"
+        )
+    lines += [
+        "",
+        "Layer times are Dagster step durations (asset checks count with their asset's layer).",
+        f"`dagster definitions validate` (median of 5): potato_assets {validate_project} s; "
+        f"a one-asset project loaded the same way (load_from_defs_folder) {validate_one_project} s "
+        f"(difference {validate_project - validate_one_project:+.2f} s); a one-asset file with a "
+        f"plain Definitions {validate_one} s (difference {validate_project - validate_one:+.2f} s).",
+    ]
+    table = "\n".join(lines)
+    (args.out / "bench.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
