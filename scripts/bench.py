@@ -172,7 +172,8 @@ def time_validate(args: list[str], cwd: Path, repeats: int = 5) -> float:
 
 def machine() -> str:
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         f"`dagster definitions validate` (median of 5): potato_assets {validate_project} s; "
         f"a one-asset project loaded the same way (load_from_defs_folder) {validate_one_project} s "
         f"(difference {validate_project - validate_one_project:+.2f} s); a one-asset file with a "
-        f"plain Definitions {validate_one} s (difference {validate_project - validate_one:+.2f} s).",
+        f"plain Definitions {validate_one} s "
+        f"(difference {validate_project - validate_one:+.2f} s).",
     ]
     table = "\n".join(lines)
     (args.out / "bench.md").write_text(table + "\n")
