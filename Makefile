@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench
+.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
@@ -19,6 +19,8 @@ help:
 	@echo "make test-quick  the suite without the slow end-to-end tests (-m 'not e2e')"
 	@echo "make dev         open the Dagster UI (dagster dev) on this project"
 	@echo "make lint        ruff + mypy"
+	@echo "make bench       end-to-end cost by cohort size (1k, 10k, 50k subjects)"
+	@echo "make mlflow-ui   browse the MLflow runs of the model fits on http://127.0.0.1:5000"
 	@echo "make infra-plan  terraform init + plan for terraform/envs/dev (needs backend.hcl, AWS credentials)"
 
 $(UV):
@@ -75,3 +77,14 @@ infra-apply:
 
 bench: setup
 	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000
+
+# The local store that `make run` writes (another: make mlflow-ui MLFLOW_STORE=postgresql://...).
+MLFLOW_STORE ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db
+
+mlflow-ui: setup
+	mkdir -p data/mlflow
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) -h 127.0.0.1 -p 5000
+
+# The daemon alone (schedules, sensors, automation); `make dev` already runs one.
+daemon: setup
+	$(BIN)/dagster-daemon run -w workspace.yaml

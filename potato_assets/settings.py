@@ -28,13 +28,19 @@ class Settings:
     freshness_hours: float = 26.0
     schedule_cron: str = "0 6 * * *"
     schedule_timezone: str = "UTC"
+    # How often the landing sensor lists the landing zone (seconds).
+    landing_poll_seconds: int = 30
     alert_webhook_url: str | None = None
     # Telemetry (#5): Prometheus Pushgateway for batch metrics (OTLP is configured by OTEL_*).
     pushgateway_url: str | None = None
+    # text|json: json adds JSON log lines (run id, trace id) on stderr beside Dagster's console.
+    log_format: str = "text"
     # Experiment tracking (#6): DynamoDB run index table, and whether tracking failures fail runs.
     mlflow_tracking_uri: str = ""
     mlflow_index_table: str | None = None
     mlflow_required: bool = False
+    # Artifact root for new MLflow experiments (e.g. s3://bucket/mlflow); None: beside a local store.
+    mlflow_artifact_root: str | None = None
 
 
 def normalize_uri(value: str) -> str:
@@ -78,6 +84,13 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ValueError(f"{name}={raw!r} is not a boolean (true/false)")
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = (env.get(name) or "").strip()
     return value or None
@@ -92,11 +105,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         freshness_hours=_number(env, "POTATO_FRESHNESS_HOURS", "26", 0.01, 24 * 365),
         schedule_cron=(env.get("POTATO_SCHEDULE_CRON") or "0 6 * * *").strip(),
         schedule_timezone=(env.get("POTATO_SCHEDULE_TIMEZONE") or "UTC").strip(),
+        landing_poll_seconds=int(_number(env, "POTATO_LANDING_POLL_SECONDS", "30", 1, 3600)),
         alert_webhook_url=_optional(env, "POTATO_ALERT_WEBHOOK_URL"),
         pushgateway_url=_optional(env, "POTATO_PUSHGATEWAY_URL"),
+        log_format=_choice(env, "POTATO_LOG_FORMAT", "text", ("text", "json")),
         # MLflow reads MLFLOW_TRACKING_URI itself; this is only the project's default for it.
         mlflow_tracking_uri=_optional(env, "MLFLOW_TRACKING_URI")
         or f"sqlite:///{DEFAULT_DATA_DIR / 'mlflow' / 'mlflow.db'}",
         mlflow_index_table=_optional(env, "POTATO_MLFLOW_INDEX_TABLE"),
         mlflow_required=_flag(env, "POTATO_MLFLOW_REQUIRED"),
+        mlflow_artifact_root=_optional(env, "POTATO_MLFLOW_ARTIFACT_ROOT"),
     )

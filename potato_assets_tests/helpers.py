@@ -22,13 +22,29 @@ def settings_for(landing: str | Path, lake: str | Path) -> Settings:
     return Settings(lake_uri=normalize_uri(str(lake)), landing_uri=normalize_uri(str(landing)))
 
 
+def resources_for(landing: str | Path, lake: str | Path, overrides: dict | None = None) -> dict:
+    """The project's resources on temp locations; experiment tracking off unless overridden."""
+    from potato_assets.defs.tracking import ExperimentTracker
+
+    return {
+        **build_resources(settings_for(landing, lake)),
+        "experiment_tracker": ExperimentTracker(tracking_uri="", enabled=False),
+        **(overrides or {}),
+    }
+
+
 def materialize_all(
-    landing: str | Path, lake: str | Path, *, instance: dg.DagsterInstance | None = None, raise_on_error: bool = True
+    landing: str | Path,
+    lake: str | Path,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = True,
+    resources: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     defs = load_defs()
     return dg.materialize(
         [*defs.assets, *(defs.asset_checks or [])],
-        resources=build_resources(settings_for(landing, lake)),
+        resources=resources_for(landing, lake, resources),
         instance=instance,
         raise_on_error=raise_on_error,
     )

@@ -65,6 +65,8 @@ def test_cli_materialize_select_all(seed_dir, tmp_path):
         "DAGSTER_HOME": str(home),
         "POTATO_LANDING_URI": f"file://{seed_dir}",
         "POTATO_LAKE_URI": str(tmp_path / "lake"),
+        # The CLI tracks the fits too: keep its MLflow store out of the repository's data folder.
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}",
     }
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(

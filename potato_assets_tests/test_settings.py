@@ -11,8 +11,11 @@ def test_defaults_are_local_lake_and_bundled_sample():
     assert s.landing_uri == SAMPLE_DATA_DIR.as_uri()
     assert s.max_quarantine_share == 0.05
     assert s.freshness_hours == 26.0 and s.schedule_cron == "0 6 * * *" and s.schedule_timezone == "UTC"
+    assert s.landing_poll_seconds == 30
+    assert load_settings({"POTATO_LANDING_POLL_SECONDS": "5"}).landing_poll_seconds == 5
     assert s.alert_webhook_url is None and s.pushgateway_url is None and s.mlflow_index_table is None
-    assert s.mlflow_required is False
+    assert s.mlflow_required is False and s.mlflow_artifact_root is None
+    assert s.log_format == "text" and load_settings({"POTATO_LOG_FORMAT": "JSON"}).log_format == "json"
     assert s.mlflow_tracking_uri == f"sqlite:///{DEFAULT_DATA_DIR / 'mlflow' / 'mlflow.db'}"
 
 
@@ -21,6 +24,7 @@ def test_values_from_environment():
         {"POTATO_FRESHNESS_HOURS": "2.5", "POTATO_MLFLOW_REQUIRED": "true", "POTATO_ALERT_WEBHOOK_URL": " http://x/hook "}
     )
     assert s.freshness_hours == 2.5 and s.mlflow_required is True and s.alert_webhook_url == "http://x/hook"
+    assert load_settings({"POTATO_MLFLOW_ARTIFACT_ROOT": "s3://mlflow/a "}).mlflow_artifact_root == "s3://mlflow/a"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +54,8 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
         ({"POTATO_MAX_QUARANTINE_SHARE": "1.5"}, "between 0 and 1"),
         ({"POTATO_MLFLOW_REQUIRED": "maybe"}, "is not a boolean"),
         ({"POTATO_FRESHNESS_HOURS": "0"}, "must lie between"),
+        ({"POTATO_LANDING_POLL_SECONDS": "0"}, "must lie between"),
+        ({"POTATO_LOG_FORMAT": "xml"}, "must be one of text, json"),
     ],
 )
 def test_bad_settings_are_named(env, message):

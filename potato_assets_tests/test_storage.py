@@ -75,3 +75,17 @@ def test_lake_files_and_landing_on_s3(moto_s3):
     files = LakeFiles(lake_uri=f"s3://{bucket}/lake")
     assert files.write_bytes("gold/reports/r.md", b"# hi") == f"s3://{bucket}/lake/gold/reports/r.md"
     assert moto_s3.get_object(Bucket=bucket, Key="lake/gold/reports/r.md")["Body"].read() == b"# hi"
+
+
+def test_temporary_file_of_a_dead_writer_is_removed(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f".a.parquet.{dead.pid}.0123abcd.tmp"
+    orphan.write_bytes(b"half")
+    live = tmp_path / f".a.parquet.{os.getpid()}.4567ef.tmp"
+    live.write_bytes(b"in progress")
+    storage.write_bytes_atomic(storage.to_upath((tmp_path / "a.parquet").as_uri()), b"new")
+    assert not orphan.exists() and live.exists()
+    assert (tmp_path / "a.parquet").read_bytes() == b"new"

@@ -18,6 +18,11 @@ CODE_VERSION = "1"
 # plus slack); the daemon evaluates it and the UI shows it.
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=SETTINGS.freshness_hours))
 
+# Every step that writes the lake claims a slot in this Dagster concurrency pool; dagster.yaml
+# limits each pool to one slot, so two runs (queued, or in-process from the CLI) never write the
+# lake at the same time.
+LAKE_POOL = "lake"
+
 # Downstream layers follow a successful upstream refresh, but only once the upstream blocking
 # checks passed: bad bronze never propagates.
 DOWNSTREAM_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()

@@ -7,6 +7,7 @@ completed multipart upload) is already all-or-nothing, so the object is written 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -38,7 +39,10 @@ def write_bytes_atomic(path: UPath, data: bytes) -> None:
     if is_local(path):
         local = path.path
         os.makedirs(os.path.dirname(local), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{uuid.uuid4().hex}.tmp")
+        _remove_orphaned_temps(local)
+        tmp = os.path.join(
+            os.path.dirname(local), f".{os.path.basename(local)}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        )
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -50,6 +54,29 @@ def write_bytes_atomic(path: UPath, data: bytes) -> None:
                 os.unlink(tmp)
     else:
         path.write_bytes(data)
+
+
+def _remove_orphaned_temps(local: str) -> None:
+    """Delete temporary siblings left by a writer that was killed (its process is gone)."""
+    folder, name = os.path.dirname(local), os.path.basename(local)
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, entry))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_bytes(path: UPath) -> bytes:

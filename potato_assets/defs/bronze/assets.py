@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, FRESHNESS, OWNERS
+from potato_assets.defs.common import CODE_VERSION, FRESHNESS, LAKE_POOL, OWNERS
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import storage
 from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
@@ -27,17 +27,30 @@ def bronze_key(asset_name: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", asset_name])
 
 
-landing_files = [
-    dg.AssetSpec(
-        landing_key(spec.asset_name),
-        description=f"`{spec.file_name}` as it arrives in the landing zone (POTATO_LANDING_URI).",
-        group_name="landing",
-        kinds={"csv"},
-        owners=OWNERS,
-        metadata={"file_name": spec.file_name},
-    )
-    for spec in LANDING_FILES
-]
+@dg.multi_observable_source_asset(
+    name="observe_landing",
+    specs=[
+        dg.AssetSpec(
+            landing_key(spec.asset_name),
+            description=f"`{spec.file_name}` as it arrives in the landing zone (POTATO_LANDING_URI).",
+            group_name="landing",
+            kinds={"csv"},
+            owners=OWNERS,
+            metadata={"file_name": spec.file_name},
+        )
+        for spec in LANDING_FILES
+    ],
+)
+def observe_landing(landing: LandingZone) -> Iterator[dg.ObserveResult]:
+    """Data version of each landing file = its content hash, the same version its bronze table
+    carries: an unchanged file leaves everything downstream up to date."""
+    for spec in LANDING_FILES:
+        raw = landing.read_bytes(spec.file_name)
+        yield dg.ObserveResult(
+            asset_key=landing_key(spec.asset_name),
+            data_version=dg.DataVersion(storage.sha256_hex(raw)[:16]),
+            metadata={"uri": landing.uri(spec.file_name), "size_bytes": len(raw)},
+        )
 
 
 BRONZE = dict(
@@ -47,6 +60,7 @@ BRONZE = dict(
 
 @dg.multi_asset(
     name="ingest_landing",
+    pool=LAKE_POOL,
     outs={
         **{
             bronze_key(spec.asset_name).to_python_identifier(): dg.AssetOut(

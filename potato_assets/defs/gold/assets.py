@@ -12,8 +12,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, DOWNSTREAM_AUTOMATION, FRESHNESS, SCIENCE_OWNERS
+from potato_assets.defs.common import (
+    CODE_VERSION,
+    DOWNSTREAM_AUTOMATION,
+    FRESHNESS,
+    LAKE_POOL,
+    SCIENCE_OWNERS,
+)
 from potato_assets.defs.resources import LakeFiles
+from potato_assets.defs.tracking import ExperimentTracker
 from potato_assets.lib import models, report
 from potato_assets.lib.schema import FORMULA
 
@@ -55,6 +62,7 @@ def _json_safe(value: Any) -> Any:
 
 @dg.multi_asset(
     name="fit_models",
+    pool=LAKE_POOL,
     ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"])},
     outs={
         **{
@@ -75,7 +83,10 @@ def _json_safe(value: Any) -> Any:
     },
 )
 def fit_models(
-    context: dg.AssetExecutionContext, lake: LakeFiles, modeling: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    lake: LakeFiles,
+    experiment_tracker: ExperimentTracker,
+    modeling: pd.DataFrame,
 ) -> Iterator[dg.Output]:
     # All three models are fitted on the same snapshot, so the summary always describes them together.
     fitters = {
@@ -87,6 +98,8 @@ def fit_models(
     for name in models.MODEL_NAMES:
         fit = fitters[name](modeling)
         fits.append(fit)
+        # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/tracking.py).
+        tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, modeling)
         text_uri = lake.write_bytes(f"gold/models/{name}.txt", fit.text.encode("utf-8"))
         if fit.summary.get("singular"):
             context.log.warning(f"{name}: singular fit (random-intercept variance at its boundary)")
@@ -102,6 +115,7 @@ def fit_models(
                 "details": dg.MetadataValue.json(_json_safe(fit.details)),
                 "coefficients": dg.MetadataValue.md(fit.coefficients.to_markdown(index=False, floatfmt=".4g")),
                 "summary_text_uri": text_uri,
+                **tracking_metadata,
             },
         )
     summary = models.model_summary_table(fits)
@@ -120,6 +134,7 @@ MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in models.MODEL_NAMES}
     ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"]), **MODEL_INS},
     description=FIGURES["fiber_vs_weight_change"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
+    pool=LAKE_POOL,
     **GOLD,
 )
 def fiber_vs_weight_change_figure(
@@ -139,6 +154,7 @@ def fiber_vs_weight_change_figure(
     ins={"trajectories": dg.AssetIn(["silver", "subject_trajectories"])},
     description=FIGURES["subject_trajectories"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
+    pool=LAKE_POOL,
     **GOLD,
 )
 def subject_trajectories_figure(lake: LakeFiles, trajectories: pd.DataFrame) -> dg.MaterializeResult:
@@ -167,6 +183,7 @@ def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResu
     deps=[["gold", "figures", name] for name in FIGURES],
     description="The report a person reads: the three models side by side, the model summary and both figures, as Markdown and HTML under {lake}/gold/reports/.",
     kinds={"markdown", "html"},
+    pool=LAKE_POOL,
     **GOLD,
 )
 def model_report(

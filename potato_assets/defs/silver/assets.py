@@ -4,12 +4,18 @@
 import dagster as dg
 import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, DOWNSTREAM_AUTOMATION, OWNERS, SCIENCE_OWNERS
+from potato_assets.defs.common import (
+    CODE_VERSION,
+    DOWNSTREAM_AUTOMATION,
+    LAKE_POOL,
+    OWNERS,
+    SCIENCE_OWNERS,
+)
 from potato_assets.lib import calendar, features
 from potato_assets.lib.schema import PREDICTOR_UNITS
 
 SILVER = dict(
-    group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION, automation_condition=DOWNSTREAM_AUTOMATION
+    group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION, automation_condition=DOWNSTREAM_AUTOMATION, pool=LAKE_POOL
 )
 
 
@@ -79,6 +85,29 @@ def weekly_features(
     return table
 
 
+# Which input columns each modelling column comes from (OpenLineage columnLineage, the UI).
+_TRAJECTORIES = dg.AssetKey(["silver", "subject_trajectories"])
+_WEEKLY = dg.AssetKey(["silver", "weekly_features"])
+MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
+    {
+        out: [dg.TableColumnDep(asset_key=asset, column_name=col) for asset, col in deps]
+        for out, deps in {
+            "subject_id": [(_TRAJECTORIES, "subject_id"), (_WEEKLY, "subject_id")],
+            "week": [(_TRAJECTORIES, "week"), (_WEEKLY, "week")],
+            "weight_kg": [(_TRAJECTORIES, "weight_kg")],
+            "weight_kg_next": [(_TRAJECTORIES, "weight_kg")],
+            "delta_kg_next": [(_TRAJECTORIES, "weight_kg")],
+            "fiber_g_week": [(_WEEKLY, "fiber_g_sum")],
+            "kcal_week_thousands": [(_WEEKLY, "kcal_sum")],
+            "beans_week": [(_WEEKLY, "beans_eaten")],
+            "potato_week": [(_WEEKLY, "potato_eaten")],
+            "kcal_days": [(_WEEKLY, "kcal_days")],
+            "fiber_days": [(_WEEKLY, "fiber_days")],
+        }.items()
+    }
+)
+
+
 @dg.asset(
     key=["silver", "modeling_dataset"],
     ins={
@@ -92,6 +121,7 @@ def weekly_features(
         + "."
     ),
     owners=SCIENCE_OWNERS,
+    metadata={"dagster/column_lineage": MODELING_COLUMN_LINEAGE},
     **SILVER,
 )
 def modeling_dataset(

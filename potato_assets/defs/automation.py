@@ -1,0 +1,291 @@
+"""What runs the graph without a person: the daily refresh, the landing sensor, the automation
+sensor that propagates bronze refreshes downstream, and the sensors that report stale assets and
+failed runs (structured log event, metric, optional webhook).
+
+All of them run in the Dagster daemon (`make dev` starts one next to the UI; in production
+`dagster-daemon run`).
+"""
+
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+
+from potato_assets.defs.bronze.assets import bronze_key, ingest_landing
+from potato_assets.defs.common import SETTINGS
+from potato_assets.defs.resources import LandingZone
+from potato_assets.lib import alerts, landing_scan
+from potato_assets.lib.schema import LANDING_FILES
+from potato_assets.settings import Settings
+
+LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
+BRONZE_KEY_BY_FILE = {spec.file_name: bronze_key(spec.asset_name) for spec in LANDING_FILES}
+# A landing change refreshes bronze and everything that depends on it, in one run.
+LANDING_TARGET = dg.AssetSelection.assets(ingest_landing).downstream()
+FRESHNESS_INTERVAL_SECONDS = 300
+
+
+class AlertSink(dg.ConfigurableResource):
+    """Where alerts go besides the logs: a webhook (POTATO_ALERT_WEBHOOK_URL), if set."""
+
+    webhook_url: str | None = None
+    timeout_seconds: float = alerts.DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+
+    def report(
+        self,
+        event: dict[str, Any],
+        metric: tuple[str, float, dict[str, str]] | None,
+        log: alerts.LogSink | None = None,
+    ) -> alerts.Outcome:
+        return alerts.report(
+            event,
+            metric=metric,
+            webhook_url=self.webhook_url,
+            timeout=self.timeout_seconds,
+            log=log,
+        )
+
+
+# --- the daily refresh ------------------------------------------------------------------------
+
+
+def build_daily_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="daily_refresh",
+        cron_schedule=settings.schedule_cron,
+        execution_timezone=settings.schedule_timezone,
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            "Refreshes every materialisable asset (bronze -> silver -> gold) every day; "
+            "POTATO_SCHEDULE_CRON / POTATO_SCHEDULE_TIMEZONE set when."
+        ),
+    )
+
+
+# --- the landing sensor -----------------------------------------------------------------------
+
+
+def _bootstrap_from_lake(
+    context: dg.SensorEvaluationContext, landing: LandingZone, cursor: landing_scan.LandingCursor
+) -> None:
+    """Without a cursor (first start, reset), a file counts as ingested when bronze's last
+    materialisation recorded the same sha256: no redundant full refresh after `make run`."""
+    for file_name, key in BRONZE_KEY_BY_FILE.items():
+        if file_name in cursor.ingested or file_name not in cursor.seen:
+            continue
+        event = context.instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event else None
+        if materialization is None:
+            continue
+        recorded = materialization.metadata.get("source_sha256")
+        if recorded is None:
+            continue
+        try:
+            digest = landing_scan.content_sha256(landing.uri(file_name))
+        except FileNotFoundError:
+            continue
+        if getattr(recorded, "value", recorded) == digest:
+            cursor.ingested[file_name] = cursor.seen[file_name].fingerprint
+
+
+def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="landing_sensor",
+        target=LANDING_TARGET,
+        minimum_interval_seconds=settings.landing_poll_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Watches POTATO_LANDING_URI (folder or s3:// prefix). When a study CSV is new or "
+            "changed (sha256 on disk, ETag on S3) and its size held still since the last tick, "
+            "requests one run of ingest_landing and everything downstream."
+        ),
+    )
+    def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+        previous = landing_scan.LandingCursor.from_json(context.cursor)
+        observed, ignored = landing_scan.observe(landing.landing_uri, LANDING_FILE_NAMES, previous)
+        if not previous.ingested and not previous.seen:
+            # First look: remember what is there; the lake may already hold these very files.
+            first = landing_scan.LandingCursor(seen=dict(observed))
+            _bootstrap_from_lake(context, landing, first)
+            previous = landing_scan.LandingCursor(seen={}, ingested=first.ingested)
+        decision = landing_scan.decide(previous, observed, LANDING_FILE_NAMES, ignored)
+        context.update_cursor(decision.cursor.to_json())
+        if not decision.request:
+            return dg.SkipReason(decision.reason())
+        context.log.info(
+            json.dumps(
+                {
+                    "event": "landing_changed",
+                    "files": list(decision.changed),
+                    "run_key": decision.run_key,
+                }
+            )
+        )
+        return dg.RunRequest(
+            run_key=decision.run_key,
+            tags={"potato/trigger": "landing", "potato/changed_files": ",".join(decision.changed)},
+        )
+
+    return landing_sensor
+
+
+# --- freshness reporting ----------------------------------------------------------------------
+
+
+def _freshness_windows(repository_def: dg.RepositoryDefinition) -> dict[dg.AssetKey, float]:
+    """Assets with a time-window freshness policy -> their fail window in seconds."""
+    windows = {}
+    for assets_def in repository_def.assets_defs_by_key.values():
+        for spec in assets_def.specs:
+            fail_window = getattr(spec.freshness_policy, "fail_window", None)
+            if fail_window is not None:
+                windows[spec.key] = fail_window.to_timedelta().total_seconds()
+    return windows
+
+
+def freshness_state(last_materialized: float | None, window_seconds: float, now: float) -> str:
+    """The time-window policy: "fresh" within the window, "stale" past it, "unknown" if never."""
+    if last_materialized is None:
+        return "unknown"
+    return "fresh" if now - last_materialized < window_seconds else "stale"
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorDefinition:
+    """`clock` is the current time; tests pass a later one instead of waiting a day."""
+
+    @dg.sensor(
+        name="freshness_alerts",
+        minimum_interval_seconds=FRESHNESS_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Applies each asset's freshness policy (last materialised within "
+            "POTATO_FRESHNESS_HOURS) and reports every asset that turns stale or fresh again: "
+            "structured log event, potato_asset_stale metric, and a POST to "
+            "POTATO_ALERT_WEBHOOK_URL if set."
+        ),
+    )
+    def freshness_alerts(context: dg.SensorEvaluationContext, alerts_sink: AlertSink):
+        if context.repository_def is None:
+            return dg.SkipReason("no repository definition to read freshness policies from")
+        previous: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        now = clock()
+        current: dict[str, str] = {}
+        changes = []
+        for key, window in sorted(_freshness_windows(context.repository_def).items(), key=str):
+            latest = context.instance.get_latest_materialization_event(key)
+            last = latest.timestamp if latest else None
+            state = freshness_state(last, window, now)
+            name = key.to_user_string()
+            current[name] = state
+            before = previous.get(name, "unknown")
+            # Report a turn to stale (also on the first look), and recovery only from stale.
+            if state == "stale" and before != "stale" or state == "fresh" and before == "stale":
+                changes.append((name, before, state, window, last))
+        for name, before, state, window, last in changes:
+            hours = window / 3600
+            message = (
+                f"{name} is stale: last materialised more than {hours:g} h ago"
+                if state == "stale"
+                else f"{name} is fresh again"
+            )
+            alert = alerts.structured_event(
+                f"asset_{state}",
+                message,
+                asset_key=name,
+                previous_state=before,
+                state=state,
+                window_hours=hours,
+                last_materialized_at=_iso(last),
+            )
+            alerts_sink.report(
+                alert,
+                (alerts.ASSET_STALE, 1.0 if state == "stale" else 0.0, {"asset_key": name}),
+                log=context.log,
+            )
+        context.update_cursor(json.dumps(current, sort_keys=True))
+        if not changes:
+            stale = sorted(n for n, s in current.items() if s == "stale")
+            return dg.SkipReason(
+                f"no freshness changes ({len(stale)} stale: {', '.join(stale)})"
+                if stale
+                else "no freshness changes"
+            )
+        return dg.SkipReason(f"reported {len(changes)} freshness change(s)")
+
+    return freshness_alerts
+
+
+# --- failed runs ------------------------------------------------------------------------------
+
+
+def _root_cause(error: Any) -> str:
+    """The user's own exception, not Dagster's wrapper around it."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return str(error.message).strip()
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alerts",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reports each failed run: structured log event, potato_run_failures_total metric, webhook."
+    ),
+)
+def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
+    run = context.dagster_run
+    step_errors = [
+        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+        for e in context.get_step_failure_events()
+        if e.step_failure_data and e.step_failure_data.error
+    ]
+    detail = step_errors[0] if step_errors else (context.failure_event.message or "run failed")
+    event = alerts.structured_event(
+        "run_failed",
+        f"Run {run.run_id} of {run.job_name} failed: {detail[:500]}",
+        run_id=run.run_id,
+        job_name=run.job_name,
+        failed_steps=[e.step_key for e in context.get_step_failure_events()],
+        errors=[s[:1000] for s in step_errors[:5]],
+        tags={k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
+    )
+    alerts_sink.report(
+        event, (alerts.RUN_FAILURES, 1.0, {"job_name": run.job_name}), log=context.log
+    )
+
+
+# --- propagation ------------------------------------------------------------------------------
+
+# Silver and gold carry `eager() & all_deps_blocking_checks_passed()`: after bronze is refreshed
+# on its own (UI, CLI), they follow once bronze's blocking checks passed. Dagster's implicit
+# automation sensor starts stopped; this one runs by default.
+downstream_automation = dg.AutomationConditionSensorDefinition(
+    "downstream_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates the silver and gold automation conditions (eager after passing checks).",
+)
+
+
+daily_refresh = build_daily_refresh_schedule(SETTINGS)
+landing_sensor = build_landing_sensor(SETTINGS)
+freshness_alerts = build_freshness_sensor()
+
+
+@dg.definitions
+def automation() -> dg.Definitions:
+    return dg.Definitions(
+        schedules=[daily_refresh],
+        sensors=[landing_sensor, freshness_alerts, run_failure_alerts, downstream_automation],
+        resources={"alerts_sink": AlertSink(webhook_url=SETTINGS.alert_webhook_url)},
+    )

@@ -1,0 +1,111 @@
+"""Bronze checks: each file's data contract and its quarantine-share gate, both blocking.
+
+Both run on what ingest_landing wrote (the rows kept after quarantine), so a failure stops silver
+and gold in the same run and the automation condition keeps them from following later.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
+from potato_assets.defs.common import SETTINGS
+from potato_assets.defs.contract_checks import contract_check
+from potato_assets.lib.schema import LANDING_FILES, LandingFile
+
+EXAMPLE_RECORDS = 10
+
+contract_checks = [
+    contract_check(bronze_key(spec.asset_name), f"bronze_{spec.asset_name}", blocking=True)
+    for spec in LANDING_FILES
+]
+
+
+def _metadata_value(metadata: dict, key: str) -> int | None:
+    entry = metadata.get(key)
+    return None if entry is None else int(entry.value)
+
+
+def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
+    key = bronze_key(spec.asset_name)
+    limit = SETTINGS.max_quarantine_share
+
+    @dg.asset_check(
+        asset=key,
+        name="quarantine_share",
+        blocking=True,
+        additional_ins={"quarantine": dg.AssetIn(QUARANTINE_KEY)},
+        description=(
+            f"Blocks downstream when more than {limit:.0%} of {spec.file_name}'s rows were quarantined "
+            "(POTATO_MAX_QUARANTINE_SHARE): beyond that the export itself is suspect, not a few rows. "
+            "Metadata counts the rows read, kept, quarantined (by reason) and exact duplicates dropped."
+        ),
+    )
+    def _quarantine_share(
+        context: dg.AssetCheckExecutionContext, value: pd.DataFrame, quarantine: pd.DataFrame
+    ) -> dg.AssetCheckResult:
+        # The counts come from the materialisation that wrote the stored table; the identity
+        # kept = read - quarantined - duplicates proves they describe this very table.
+        event = context.instance.get_latest_materialization_event(key)
+        metadata = (
+            event.asset_materialization.metadata if event and event.asset_materialization else {}
+        )
+        rows_read = _metadata_value(metadata, "rows_read")
+        rows_quarantined = _metadata_value(metadata, "rows_quarantined")
+        duplicates = _metadata_value(metadata, "exact_duplicates_dropped") or 0
+        mine = quarantine[quarantine["source_file"] == spec.file_name]
+        reasons = (
+            mine["reason"]
+            .str.replace(r" \(lines [^)]*\)$", "", regex=True)
+            .value_counts()
+            .sort_index()
+        )
+        facts = {
+            "source_file": spec.file_name,
+            "rows_kept": len(value),
+            "max_quarantine_share": limit,
+            "quarantine_records": len(mine),
+            "quarantine_reasons": dg.MetadataValue.json(
+                {str(k): int(v) for k, v in reasons.items()}
+            ),
+            "quarantine_examples": dg.MetadataValue.md(
+                mine.head(EXAMPLE_RECORDS).to_markdown(index=False) if len(mine) else "(none)"
+            ),
+        }
+        if rows_read is None or rows_quarantined is None:
+            return dg.AssetCheckResult(
+                passed=False,
+                description=f"{spec.file_name}: the latest materialisation of {key.to_user_string()} records no row counts; rematerialise it.",
+                metadata=facts,
+            )
+        if rows_read - rows_quarantined - duplicates != len(value):
+            return dg.AssetCheckResult(
+                passed=False,
+                description=(
+                    f"{spec.file_name}: the stored table has {len(value)} rows but its latest materialisation "
+                    f"reports {rows_read} read, {rows_quarantined} quarantined and {duplicates} duplicates dropped; "
+                    "the lake and the event log disagree, rematerialise bronze."
+                ),
+                metadata={**facts, "rows_read": rows_read, "rows_quarantined": rows_quarantined},
+            )
+        share = rows_quarantined / rows_read if rows_read else 0.0
+        passed = share <= limit
+        return dg.AssetCheckResult(
+            passed=passed,
+            description=(
+                f"{spec.file_name}: {rows_quarantined} of {rows_read} rows quarantined ({share:.1%}), "
+                + ("within" if passed else "more than")
+                + f" the {limit:.0%} allowed."
+            ),
+            metadata={
+                **facts,
+                "rows_read": rows_read,
+                "rows_quarantined": rows_quarantined,
+                "exact_duplicates_dropped": duplicates,
+                "quarantine_share": float(share),
+            },
+        )
+
+    return _quarantine_share
+
+
+quarantine_checks = [quarantine_share_check(spec) for spec in LANDING_FILES]

@@ -1,0 +1,74 @@
+"""Run a data contract (lib/contracts.py) as a Dagster asset check and map its result to metadata.
+
+A broken hard rule ("critical") fails the check with severity ERROR, so a blocking check stops
+everything downstream in the run; broken soft rules only ("warning") fail it with severity WARN,
+which shows in the UI but lets the run go on.
+"""
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.lib import contracts
+
+
+def contract_check_result(result: contracts.ContractResult) -> dg.AssetCheckResult:
+    severity = dg.AssetCheckSeverity.ERROR if result.hard_failures else dg.AssetCheckSeverity.WARN
+    metadata: dict[str, Any] = {
+        "contract": f"potato_assets/contracts/{result.suite}.json",
+        "rows_checked": result.rows,
+        "expectations": len(result.outcomes),
+        "failed_hard": len(result.hard_failures),
+        "failed_soft": len(result.soft_failures),
+        "results": dg.MetadataValue.md(results_markdown(result)),
+    }
+    for outcome in result.outcomes:
+        metadata[f"rule/{outcome.rule}"] = dg.MetadataValue.json(outcome.as_dict())
+    return dg.AssetCheckResult(
+        passed=result.success, severity=severity, description=result.summary(), metadata=metadata
+    )
+
+
+def results_markdown(result: contracts.ContractResult) -> str:
+    lines = [
+        "| rule | severity | passed | observed | unexpected | examples |",
+        "|---|---|---|---|---|---|",
+    ]
+    for o in result.outcomes:
+        observed = o.error or ("" if o.observed_value is None else str(o.observed_value))
+        examples = ", ".join(str(e) for e in o.unexpected_examples[:3])
+        lines.append(
+            f"| {o.rule} | {o.severity} | {'yes' if o.success else '**no**'} | {_cell(observed)} | "
+            f"{'' if o.unexpected_count is None else o.unexpected_count} | {_cell(examples)} |"
+        )
+    return "\n".join(lines)
+
+
+def _cell(text: str, limit: int = 120) -> str:
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def contract_check(
+    asset_key: dg.AssetKey, suite_name: str, *, blocking: bool
+) -> dg.AssetChecksDefinition:
+    """An asset check named `contract` that validates the stored asset against its suite file."""
+    suite = contracts.load_suite(suite_name)  # fail at load time on a malformed contract file
+    hard = sum(1 for e in suite["expectations"] if e.get("severity", "critical") == "critical")
+    soft = len(suite["expectations"]) - hard
+
+    @dg.asset_check(
+        asset=asset_key,
+        name="contract",
+        blocking=blocking,
+        description=(
+            f"Data contract potato_assets/contracts/{suite_name}.json (Great Expectations): "
+            f"{hard} hard rules (ERROR{', blocks downstream' if blocking else ''}), {soft} soft rules (WARN). "
+            + str(suite.get("notes", ""))
+        ),
+    )
+    def _contract(value: pd.DataFrame) -> dg.AssetCheckResult:
+        return contract_check_result(contracts.run_contract(suite_name, value))
+
+    return _contract

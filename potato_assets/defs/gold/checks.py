@@ -1,0 +1,99 @@
+"""Gold validation checks on the three fitted models (rules in lib/model_validation.py).
+
+Not blocking: the report still renders and shows the models as they are, while a failed check
+(ERROR: not converged, non-finite numbers, too few clusters; WARN: singular mixed fit, fiber
+estimates that disagree) is visible in the UI and the run's check results.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from potato_assets.defs.gold.assets import SUMMARY_NAME, model_key
+from potato_assets.lib import model_validation as mv
+from potato_assets.lib.models import MODEL_NAMES
+
+SUMMARY_KEY = model_key(SUMMARY_NAME)
+ERROR = dg.AssetCheckSeverity.ERROR
+WARN = dg.AssetCheckSeverity.WARN
+
+
+def _result(verdict: mv.Verdict, severity: dg.AssetCheckSeverity) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=severity,
+        description=verdict.description,
+        metadata={
+            k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
+            for k, v in verdict.facts.items()
+        },
+    )
+
+
+@dg.asset_check(
+    asset=SUMMARY_KEY,
+    name="all_models_converged",
+    description="ERROR when any of the three models did not converge (the mixed model must also reach the profiled REML optimum).",
+)
+def all_models_converged(summary: pd.DataFrame) -> dg.AssetCheckResult:
+    return _result(mv.all_converged(summary), ERROR)
+
+
+@dg.asset_check(
+    asset=SUMMARY_KEY,
+    name="fiber_estimates_agree",
+    additional_ins={name: dg.AssetIn(model_key(name)) for name in MODEL_NAMES},
+    description=(
+        "WARN when two models' fiber_g_week estimates differ by more than "
+        f"{mv.AGREEMENT_Z} x sqrt(se_a^2 + se_b^2): a conservative 95% sampling band for the same "
+        "slope. Disagreement points to between-subject confounding (pooled OLS vs fixed effects)."
+    ),
+)
+def fiber_estimates_agree(
+    summary: pd.DataFrame,
+    ols_cluster: pd.DataFrame,
+    fixed_effects: pd.DataFrame,
+    mixed_effects: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    verdict = mv.fiber_estimates_agree(
+        {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
+    )
+    return _result(verdict, WARN)
+
+
+def finite_estimates_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=model_key(name),
+        name="finite_estimates",
+        description="ERROR when any estimate or standard error is non-finite, or a standard error is not positive.",
+    )
+    def _finite(value: pd.DataFrame) -> dg.AssetCheckResult:
+        return _result(mv.finite_estimates(name, value), ERROR)
+
+    return _finite
+
+
+def enough_clusters_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=model_key(name),
+        name="enough_clusters",
+        additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
+        description=f"ERROR when the cluster-robust standard errors come from fewer than {mv.MIN_CLUSTERS} subjects.",
+    )
+    def _clusters(value: pd.DataFrame, summary: pd.DataFrame) -> dg.AssetCheckResult:
+        return _result(mv.enough_clusters(summary, name), ERROR)
+
+    return _clusters
+
+
+@dg.asset_check(
+    asset=model_key("mixed_effects"),
+    name="not_singular",
+    additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
+    description="WARN when the random-intercept variance is at its boundary (lme4's isSingular rule).",
+)
+def mixed_effects_not_singular(value: pd.DataFrame, summary: pd.DataFrame) -> dg.AssetCheckResult:
+    return _result(mv.mixed_not_singular(summary), WARN)
+
+
+finite_estimates_checks = [finite_estimates_check(name) for name in MODEL_NAMES]
+enough_clusters_checks = [enough_clusters_check(name) for name in mv.CLUSTERED_MODELS]

@@ -1,0 +1,334 @@
+"""Data contracts: Great Expectations (GX Core 1.x) suites kept as JSON files, run on DataFrames.
+
+One suite per bronze and silver asset lives in ``potato_assets/contracts/<name>.json``. Every
+expectation carries a ``severity`` ("critical" = hard rule, "warning" = soft rule, "info" =
+reported only) and ``meta.rule`` (a short unique name) and ``meta.why`` (the reason, for review).
+Suite ``meta.example_columns`` names the columns shown beside unexpected values (e.g.
+``source_line`` so a reviewer can find the line in the landing CSV).
+
+GX is imported on first use only (it takes seconds), with its analytics and progress bars off.
+One ephemeral context per process; a suite's GX objects are built once and reused.
+No Dagster here: results are plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+SEVERITIES = ("critical", "warning", "info")
+EXAMPLE_COUNT = 5
+
+
+class ContractError(ValueError):
+    """A suite file is missing or malformed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    """One expectation's result, in plain JSON-able values."""
+
+    rule: str
+    expectation: str
+    kwargs: dict[str, Any]
+    severity: str
+    success: bool
+    why: str = ""
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    unexpected_examples: list[Any] = field(default_factory=list)
+    details: dict[str, Any] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "expectation": self.expectation,
+            "kwargs": self.kwargs,
+            "severity": self.severity,
+            "success": self.success,
+            "observed_value": self.observed_value,
+            "unexpected_count": self.unexpected_count,
+            "unexpected_percent": self.unexpected_percent,
+            "unexpected_examples": self.unexpected_examples,
+            "details": self.details,
+            "error": self.error,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    suite: str
+    outcomes: tuple[ExpectationOutcome, ...]
+    rows: int
+
+    @property
+    def hard_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "critical"]
+
+    @property
+    def soft_failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success and o.severity == "warning"]
+
+    @property
+    def success(self) -> bool:
+        """No hard and no soft rule broken ('info' failures are reported, never fail)."""
+        return not self.hard_failures and not self.soft_failures
+
+    def summary(self) -> str:
+        """One sentence: what passed or which rules failed, with a few unexpected values."""
+        failed = self.hard_failures + self.soft_failures
+        if not failed:
+            return (
+                f"{self.suite}: all {len(self.outcomes)} expectations passed on {self.rows} rows."
+            )
+        parts = []
+        for o in failed:
+            if o.error:
+                detail = o.error
+            elif o.unexpected_count:
+                detail = f"{o.unexpected_count} unexpected, e.g. {o.unexpected_examples[:3]}"
+            elif o.details and o.details.get("mismatched"):
+                detail = "; ".join(f"{k}: {v}" for k, v in o.details["mismatched"].items())
+            else:
+                detail = f"observed {o.observed_value!r}"
+            parts.append(f"{o.rule} [{o.severity}] ({detail})")
+        return (
+            f"{self.suite}: {len(failed)} of {len(self.outcomes)} expectations failed on {self.rows} rows: "
+            + "; ".join(parts)
+            + "."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Suite files
+# ----------------------------------------------------------------------------------------------
+
+
+def suite_path(name: str) -> Path:
+    return CONTRACTS_DIR / f"{name}.json"
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in CONTRACTS_DIR.glob("*.json"))
+
+
+def load_suite(name_or_path: str | Path) -> dict[str, Any]:
+    """Read and check a suite file; returns its JSON as a dict."""
+    path = (
+        Path(name_or_path) if str(name_or_path).endswith(".json") else suite_path(str(name_or_path))
+    )
+    try:
+        suite = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ContractError(f"contract {path.name} does not exist in {path.parent}.") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError(f"contract {path.name} is not valid JSON ({exc}).") from None
+    if not isinstance(suite, dict) or suite.get("name") != path.stem:
+        raise ContractError(
+            f"contract {path.name} must be a JSON object whose name is {path.stem!r}."
+        )
+    expectations = suite.get("expectations")
+    if not isinstance(expectations, list) or not expectations:
+        raise ContractError(f"contract {path.name} has no expectations.")
+    rules: set[str] = set()
+    for i, exp in enumerate(expectations, start=1):
+        where = f"contract {path.name}, expectation {i}"
+        if not isinstance(exp, dict) or not str(exp.get("type", "")).startswith("expect_"):
+            raise ContractError(f"{where} has no expectation type.")
+        if exp.get("severity", "critical") not in SEVERITIES:
+            raise ContractError(
+                f"{where} has severity {exp.get('severity')!r}; use one of {', '.join(SEVERITIES)}."
+            )
+        rule = (exp.get("meta") or {}).get("rule")
+        if not rule or not isinstance(rule, str):
+            raise ContractError(f"{where} ({exp['type']}) needs meta.rule, a short unique name.")
+        if rule in rules:
+            raise ContractError(f"{where}: meta.rule {rule!r} is used twice.")
+        rules.add(rule)
+    return suite
+
+
+# ----------------------------------------------------------------------------------------------
+# Running a suite with GX
+# ----------------------------------------------------------------------------------------------
+
+
+class _GxRunner:
+    """One ephemeral GX context per process; GX objects for each suite built once."""
+
+    def __init__(self) -> None:
+        os.environ["GX_ANALYTICS_ENABLED"] = "false"
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(
+            globally=False, metric_calculations=False
+        )
+        self.datasource = self.context.data_sources.add_pandas(name="contracts")
+        self._prepared: dict[str, tuple[Any, Any, str]] = {}
+        self.lock = threading.Lock()
+
+    def prepared(self, suite: dict[str, Any]) -> tuple[Any, Any]:
+        """Batch definition and GX suite for a suite dict, rebuilt only if the file changed."""
+        name = suite["name"]
+        fingerprint = json.dumps(suite, sort_keys=True)
+        cached = self._prepared.get(name)
+        if cached is not None and cached[2] == fingerprint:
+            return cached[0], cached[1]
+        if cached is None:
+            asset = self.datasource.add_dataframe_asset(name=name)
+            batch_definition = asset.add_batch_definition_whole_dataframe(f"{name}_whole")
+        else:
+            batch_definition = cached[0]
+        gx_suite = self.gx.ExpectationSuite(
+            name=name,
+            expectations=[
+                {k: v for k, v in exp.items() if k in ("type", "kwargs", "meta", "severity")}
+                for exp in suite["expectations"]
+            ],
+            meta=suite.get("meta"),
+        )
+        self._prepared[name] = (batch_definition, gx_suite, fingerprint)
+        return batch_definition, gx_suite
+
+
+_RUNNER: _GxRunner | None = None
+_RUNNER_LOCK = threading.Lock()
+
+
+def _runner() -> _GxRunner:
+    global _RUNNER
+    with _RUNNER_LOCK:
+        if _RUNNER is None:
+            _RUNNER = _GxRunner()
+        return _RUNNER
+
+
+def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResult:
+    """Validate ``df`` against a suite (its name, or a suite dict as returned by load_suite)."""
+    if isinstance(suite, str):
+        suite = load_suite(suite)
+    example_columns = [
+        c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns
+    ]
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": EXAMPLE_COUNT,
+    }
+    if example_columns:
+        result_format["unexpected_index_column_names"] = example_columns
+    runner = _runner()
+    with runner.lock:
+        batch_definition, gx_suite = runner.prepared(suite)
+        # GX's pandas engine handles a plain RangeIndex best (examples carry index positions).
+        batch = batch_definition.get_batch(
+            batch_parameters={"dataframe": df.reset_index(drop=True)}
+        )
+        validation = batch.validate(gx_suite, result_format=result_format)
+    by_rule = {r.expectation_config.meta.get("rule"): r for r in validation.results}
+    outcomes = []
+    for exp in suite["expectations"]:
+        rule = exp["meta"]["rule"]
+        r = by_rule.get(rule)
+        if r is None:
+            outcomes.append(
+                ExpectationOutcome(
+                    rule,
+                    exp["type"],
+                    exp.get("kwargs", {}),
+                    exp.get("severity", "critical"),
+                    False,
+                    why=exp["meta"].get("why", ""),
+                    error="GX returned no result for this expectation",
+                )
+            )
+            continue
+        outcomes.append(_outcome(exp, r, example_columns, set(df.columns)))
+    return ContractResult(suite=suite["name"], outcomes=tuple(outcomes), rows=len(df))
+
+
+def _outcome(
+    exp: dict[str, Any], r: Any, example_columns: list[str], columns: set[str]
+) -> ExpectationOutcome:
+    res = r.result or {}
+    column = exp.get("kwargs", {}).get("column")
+    # GX's own message for an absent column varies by expectation (even "list index out of range").
+    error = (
+        f"column {column!r} does not exist"
+        if column is not None and column not in columns
+        else None
+    )
+    examples: list[Any] = []
+    if res.get("partial_unexpected_index_list") and example_columns:
+        examples = [_plain(e) for e in res["partial_unexpected_index_list"][:EXAMPLE_COUNT]]
+    elif res.get("partial_unexpected_list"):
+        examples = [_plain(e) for e in res["partial_unexpected_list"][:EXAMPLE_COUNT]]
+    return ExpectationOutcome(
+        rule=exp["meta"]["rule"],
+        expectation=exp["type"],
+        kwargs=_plain(exp.get("kwargs", {})),
+        severity=exp.get("severity", "critical"),
+        success=bool(r.success),
+        why=exp["meta"].get("why", ""),
+        observed_value=_plain(res.get("observed_value")),
+        unexpected_count=None
+        if res.get("unexpected_count") is None
+        else int(res["unexpected_count"]),
+        unexpected_percent=None
+        if res.get("unexpected_percent") is None
+        else round(float(res["unexpected_percent"]), 4),
+        unexpected_examples=examples,
+        details=_plain(res["details"]) if isinstance(res.get("details"), dict) else None,
+        error=error or _error(r.exception_info),
+    )
+
+
+def _error(info: Any) -> str | None:
+    """GX reports exceptions either flat or keyed by metric; return one message or None."""
+    if not info:
+        return None
+    if "raised_exception" in info:
+        infos = [info]
+    else:
+        infos = [v for v in info.values() if isinstance(v, dict)]
+    for item in infos:
+        if item.get("raised_exception"):
+            message = str(item.get("exception_message") or "the expectation raised an error")
+            return message.replace("Error: ", "").replace(" in BatchData", "").strip()
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, timestamps to ISO text, NA/NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (pd.Timestamp,)):
+        return None if pd.isna(value) else value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, AttributeError):
+            pass
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

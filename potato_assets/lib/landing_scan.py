@@ -1,0 +1,221 @@
+"""What arrived in the landing zone since the last look: list, fingerprint, and decide.
+
+Plain functions, no Dagster: the landing sensor (defs/automation.py) calls `scan` once per tick
+and stores `LandingCursor.to_json()` as its cursor.
+
+A file's fingerprint is its S3 ETag, or the sha256 of a local file's bytes (recomputed only when
+its size or modification time moved). A file counts as settled once two consecutive looks saw
+the same size and fingerprint: a file still being copied waits for the next tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from potato_assets.lib import storage
+
+CURSOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LandingObject:
+    """One file as listed: name inside the landing zone, size in bytes, and what identifies it."""
+
+    name: str
+    uri: str
+    size: int
+    modified: float | None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    size: int
+    modified: float | None
+    fingerprint: str
+
+    def same_content_as(self, other: Seen | None) -> bool:
+        return other is not None and (self.size, self.fingerprint) == (
+            other.size,
+            other.fingerprint,
+        )
+
+
+@dataclass
+class LandingCursor:
+    # What the previous tick saw, per file name.
+    seen: dict[str, Seen] = field(default_factory=dict)
+    # The fingerprints the last requested run ingested, per file name.
+    ingested: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "v": CURSOR_VERSION,
+                "seen": {
+                    n: [s.size, s.modified, s.fingerprint] for n, s in sorted(self.seen.items())
+                },
+                "ingested": dict(sorted(self.ingested.items())),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> LandingCursor:
+        """An empty or unreadable cursor (first tick, reset, older format) starts from nothing."""
+        if not raw:
+            return cls()
+        try:
+            data = json.loads(raw)
+            if data.get("v") != CURSOR_VERSION:
+                return cls()
+            seen = {n: Seen(int(v[0]), v[1], str(v[2])) for n, v in data["seen"].items()}
+            return cls(seen=seen, ingested={n: str(f) for n, f in data["ingested"].items()})
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return cls()
+
+
+@dataclass(frozen=True)
+class ScanDecision:
+    request: bool
+    # Required files whose settled fingerprint differs from what was last ingested.
+    changed: tuple[str, ...]
+    # Required files still changing between two looks (or seen for the first time).
+    waiting: tuple[str, ...]
+    missing: tuple[str, ...]
+    # CSVs in the landing zone that are not study files.
+    ignored: tuple[str, ...]
+    cursor: LandingCursor
+    run_key: str | None = None
+
+    def reason(self) -> str:
+        """Why this tick requests nothing, in one sentence."""
+        parts = []
+        if self.missing:
+            parts.append(
+                "waiting for " + ", ".join(self.missing) + " (not in the landing zone yet)"
+            )
+        if self.waiting:
+            parts.append(
+                ", ".join(self.waiting) + " changed since the last look; waiting until it settles"
+            )
+        if not parts:
+            parts.append("no new or changed landing files")
+        if self.ignored:
+            parts.append("ignored (not study files): " + ", ".join(self.ignored))
+        return "; ".join(parts)
+
+
+def list_landing_files(landing_uri: str, suffix: str = ".csv") -> list[LandingObject]:
+    """Files directly under the landing folder or S3 prefix whose name ends with `suffix`."""
+    root = storage.to_upath(landing_uri)
+    fs = root.fs
+    base = root.path
+    # s3fs caches listings per prefix; a sensor must see new objects.
+    fs.invalidate_cache(base)
+    try:
+        entries = fs.ls(base, detail=True)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.get("type") != "file":
+            continue
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if not name.lower().endswith(suffix) or name.startswith("."):
+            continue
+        etag = entry.get("ETag") or entry.get("etag")
+        modified = entry.get("mtime")
+        if modified is None and entry.get("LastModified") is not None:
+            modified = entry["LastModified"].timestamp()
+        found.append(
+            LandingObject(
+                name=name,
+                uri=storage.join(landing_uri, name),
+                size=int(entry["size"]),
+                modified=float(modified) if modified is not None else None,
+                etag=str(etag).strip('"') if etag else None,
+            )
+        )
+    return sorted(found, key=lambda o: o.name)
+
+
+def content_sha256(uri: str) -> str:
+    return storage.sha256_hex(storage.to_upath(uri).read_bytes())
+
+
+def fingerprint(obj: LandingObject, previous: Seen | None) -> str:
+    """ETag on object stores; on disk the sha256, reused while size and mtime are unchanged."""
+    if obj.etag:
+        return "etag:" + obj.etag
+    if previous is not None and (previous.size, previous.modified) == (obj.size, obj.modified):
+        return previous.fingerprint
+    return "sha256:" + content_sha256(obj.uri)
+
+
+def observe(
+    landing_uri: str, names: Sequence[str], previous: LandingCursor
+) -> tuple[dict[str, Seen], tuple[str, ...]]:
+    """Fingerprint the study files present; also return the other CSVs' names (ignored)."""
+    wanted = set(names)
+    observed: dict[str, Seen] = {}
+    ignored = []
+    for obj in list_landing_files(landing_uri):
+        if obj.name not in wanted:
+            ignored.append(obj.name)
+            continue
+        try:
+            fp = fingerprint(obj, previous.seen.get(obj.name))
+        except FileNotFoundError:
+            continue  # removed between listing and reading: treat as missing this tick
+        observed[obj.name] = Seen(obj.size, obj.modified, fp)
+    return observed, tuple(ignored)
+
+
+def run_key_for(previous: LandingCursor, fingerprints: Mapping[str, str]) -> str:
+    """Same tick evaluated twice -> same key (Dagster drops the duplicate); a later return to
+    older contents -> a new key, since the previous cursor (sizes, times) differs."""
+    joined = (
+        previous.to_json() + "\n" + "\n".join(f"{n}={f}" for n, f in sorted(fingerprints.items()))
+    )
+    return "landing-" + hashlib.sha256(joined.encode()).hexdigest()[:24]
+
+
+def decide(
+    previous: LandingCursor,
+    observed: Mapping[str, Seen],
+    required: Sequence[str],
+    ignored: Sequence[str] = (),
+) -> ScanDecision:
+    """One run when every required file is present and settled and at least one is new."""
+    missing = tuple(n for n in required if n not in observed)
+    waiting = tuple(
+        n
+        for n in required
+        if n in observed and not observed[n].same_content_as(previous.seen.get(n))
+    )
+    next_cursor = LandingCursor(seen=dict(observed), ingested=dict(previous.ingested))
+    changed = tuple(
+        n for n in required if n in observed and previous.ingested.get(n) != observed[n].fingerprint
+    )
+    # The run reads all files together, so it waits until all are present and settled.
+    if missing or waiting or not changed:
+        return ScanDecision(False, changed, waiting, missing, tuple(ignored), next_cursor)
+    next_cursor.ingested = {n: observed[n].fingerprint for n in required}
+    return ScanDecision(
+        True,
+        changed,
+        (),
+        (),
+        tuple(ignored),
+        next_cursor,
+        run_key=run_key_for(previous, next_cursor.ingested),
+    )
+
+
+def scan(landing_uri: str, required: Sequence[str], previous: LandingCursor) -> ScanDecision:
+    observed, ignored = observe(landing_uri, required, previous)
+    return decide(previous, observed, required, ignored)

@@ -1,0 +1,214 @@
+"""The contract files and the GX runner (lib/contracts.py), on ingested sample data and broken frames."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from potato_assets.lib import calendar, contracts, features
+from potato_assets.lib.ingest import parse_landing_csv
+from potato_assets.lib.schema import LANDING_FILES
+
+BRONZE = {spec.asset_name: spec for spec in LANDING_FILES}
+SILVER = ("study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset")
+
+
+@pytest.fixture(scope="module")
+def bronze(sample_dir) -> dict[str, pd.DataFrame]:
+    now = pd.Timestamp("2024-06-01", tz="UTC")
+    return {
+        name: parse_landing_csv(
+            (sample_dir / spec.file_name).read_bytes(),
+            spec,
+            source_file=spec.file_name,
+            ingested_at=now,
+        ).rows
+        for name, spec in BRONZE.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def silver(bronze) -> dict[str, pd.DataFrame]:
+    calendars = calendar.subject_calendars(bronze["weight"], bronze["fiber"])
+    trajectories = features.subject_trajectories(bronze["weight"], calendars)
+    weeks = features.study_weeks(bronze["weight"], calendars)
+    weekly, _ = features.weekly_features(bronze["fiber"], bronze["nutrition"], weeks, calendars)
+    modeling, _ = features.modeling_dataset(trajectories, weekly)
+    return {
+        "study_calendar": calendars,
+        "subject_trajectories": trajectories,
+        "weekly_features": weekly,
+        "modeling_dataset": modeling,
+    }
+
+
+def outcome(result: contracts.ContractResult, rule: str) -> contracts.ExpectationOutcome:
+    return next(o for o in result.outcomes if o.rule == rule)
+
+
+def test_one_contract_file_per_bronze_and_silver_asset():
+    expected = {f"bronze_{n}" for n in BRONZE} | {f"silver_{n}" for n in SILVER}
+    assert set(contracts.available_suites()) == expected
+    for name in expected:
+        suite = contracts.load_suite(name)
+        layer, _, asset = name.partition("_")
+        assert suite["meta"]["asset"] == f"{layer}/{asset}"
+        assert all(e.get("meta", {}).get("why") for e in suite["expectations"]), name
+
+
+@pytest.mark.parametrize("name", sorted(BRONZE))
+def test_bronze_contract_passes_on_ingested_sample_data(bronze, name):
+    result = contracts.run_contract(f"bronze_{name}", bronze[name])
+    assert result.success, result.summary()
+    assert result.rows == len(bronze[name])
+    assert all(o.error is None for o in result.outcomes)
+
+
+@pytest.mark.parametrize("name", SILVER)
+def test_silver_contract_passes_on_sample_silver(silver, name):
+    result = contracts.run_contract(f"silver_{name}", silver[name])
+    assert result.success, result.summary()
+
+
+def test_out_of_range_weight_fails_hard_with_count_and_source_lines(bronze):
+    weight = bronze["weight"].copy()
+    weight.loc[[3, 10], "weight_kg"] = [500.0, 12.0]
+    result = contracts.run_contract("bronze_weight", weight)
+    assert not result.success
+    assert [o.rule for o in result.hard_failures] == ["weight_kg_range"]
+    broken = outcome(result, "weight_kg_range")
+    assert broken.unexpected_count == 2
+    lines = sorted(e["source_line"] for e in broken.unexpected_examples)
+    assert lines == sorted(weight.loc[[3, 10], "source_line"].tolist())
+    assert "weight_kg_range [critical]" in result.summary()
+
+
+def test_missing_column_is_named(bronze):
+    result = contracts.run_contract("bronze_fiber", bronze["fiber"].drop(columns=["total_fiber_g"]))
+    assert {o.rule for o in result.hard_failures} == {
+        "required_columns",
+        "total_fiber_g_numeric",
+        "total_fiber_g_range",
+    }
+    assert outcome(result, "required_columns").details["mismatched"]["missing"] == ["total_fiber_g"]
+    assert "missing: ['total_fiber_g']" in result.summary()
+    # expectations on the absent column report it instead of crashing the run
+    for rule in ("total_fiber_g_numeric", "total_fiber_g_range"):
+        assert outcome(result, rule).error == "column 'total_fiber_g' does not exist"
+
+
+def test_two_rows_for_one_subject_day_break_the_daily_log_contract(bronze):
+    fiber = bronze["fiber"]
+    doubled = pd.concat([fiber, fiber.iloc[[5]]], ignore_index=True)
+    result = contracts.run_contract("bronze_fiber", doubled)
+    assert [o.rule for o in result.hard_failures] == ["one_row_per_subject_day"]
+    assert outcome(result, "one_row_per_subject_day").unexpected_count == 2
+
+
+def test_text_in_a_numeric_column_fails_the_type_rule(bronze):
+    weight = bronze["weight"].astype({"weight_kg": "string"})
+    result = contracts.run_contract("bronze_weight", weight)
+    assert "weight_kg_numeric" in {o.rule for o in result.hard_failures}
+
+
+def test_soft_rule_alone_warns_without_hard_failures(bronze):
+    weight = bronze["weight"].copy()
+    weight.loc[weight.index[: len(weight) // 2], "weight_kg"] = float("nan")
+    result = contracts.run_contract("bronze_weight", weight)
+    assert not result.success
+    assert result.hard_failures == []
+    assert [o.rule for o in result.soft_failures] == ["weight_kg_present"]
+
+
+def test_modelling_table_needs_enough_subjects_and_no_missing_predictors(silver):
+    modeling = silver["modeling_dataset"]
+    few = modeling[modeling["subject_id"].isin(modeling["subject_id"].unique()[:3])].copy()
+    few.loc[few.index[0], "fiber_g_week"] = float("nan")
+    result = contracts.run_contract("silver_modeling_dataset", few)
+    hard = {o.rule for o in result.hard_failures}
+    assert {"enough_subjects_to_fit", "fiber_g_week_present"} <= hard
+    assert outcome(result, "enough_subjects_to_fit").observed_value == 3
+    assert "subjects_for_clustered_se" in {o.rule for o in result.soft_failures}
+
+
+def test_weekly_features_reject_negative_sums_and_duplicate_weeks(silver):
+    weekly = silver["weekly_features"].copy()
+    weekly.loc[weekly.index[0], "kcal_sum"] = -1.0
+    weekly = pd.concat([weekly, weekly.iloc[[1]]], ignore_index=True)
+    result = contracts.run_contract("silver_weekly_features", weekly)
+    assert {"kcal_sum_non_negative", "one_row_per_subject_week"} <= {
+        o.rule for o in result.hard_failures
+    }
+
+
+def test_one_gx_context_per_process_and_suites_prepared_once(bronze):
+    runner = contracts._runner()
+    contracts.run_contract("bronze_weight", bronze["weight"])
+    prepared = runner._prepared["bronze_weight"][0]
+    contracts.run_contract("bronze_weight", bronze["weight"].head(10))
+    assert contracts._runner() is runner
+    assert runner._prepared["bronze_weight"][0] is prepared
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"name": "other", "expectations": []}', "whose name is"),
+        ('{"name": "broken", "expectations": []}', "has no expectations"),
+        (
+            '{"name": "broken", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}]}',
+            "meta.rule",
+        ),
+        (
+            '{"name": "broken", "expectations": [{"type": "expect_column_to_exist", "severity": "fatal", "kwargs": {}, "meta": {"rule": "a"}}]}',
+            "severity",
+        ),
+        (
+            '{"name": "broken", "expectations": ['
+            '{"type": "expect_column_to_exist", "kwargs": {"column": "a"}, "meta": {"rule": "a"}},'
+            '{"type": "expect_column_to_exist", "kwargs": {"column": "b"}, "meta": {"rule": "a"}}]}',
+            "used twice",
+        ),
+    ],
+)
+def test_malformed_contract_files_are_rejected_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "broken.json"
+    path.write_text(text)
+    with pytest.raises(contracts.ContractError, match=message) as err:
+        contracts.load_suite(path)
+    assert "broken.json" in str(err.value)
+
+
+def test_a_suite_dict_from_any_file_runs(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "meta": {"example_columns": ["line"]},
+                "expectations": [
+                    {
+                        "type": "expect_column_values_to_be_between",
+                        "kwargs": {"column": "x", "min_value": 0, "max_value": 1},
+                        "meta": {"rule": "x_unit", "why": "test"},
+                    },
+                    {
+                        "type": "expect_column_values_to_not_be_null",
+                        "kwargs": {"column": "x"},
+                        "severity": "info",
+                        "meta": {"rule": "x_present", "why": "test"},
+                    },
+                ],
+            }
+        )
+    )
+    frame = pd.DataFrame({"x": [0.5, 2.0, None], "line": [2, 3, 4]})
+    result = contracts.run_contract(contracts.load_suite(path), frame)
+    assert [o.rule for o in result.hard_failures] == ["x_unit"]
+    assert outcome(result, "x_unit").unexpected_examples == [{"x": 2.0, "line": 3}]
+    # an 'info' rule is reported but never fails the contract
+    assert not outcome(result, "x_present").success
+    assert result.soft_failures == []

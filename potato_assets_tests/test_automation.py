@@ -1,0 +1,557 @@
+"""The schedule and the sensors, evaluated against ephemeral instances; alerts against a real
+loopback webhook; the lake pool against two real concurrent CLI runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from potato_assets.defs import automation
+from potato_assets.defs.bronze.assets import ingest_landing
+from potato_assets.defs.resources import build_resources
+from potato_assets.lib import alerts, landing_scan
+from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.settings import Settings
+from potato_assets_tests.helpers import load_defs, settings_for
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
+
+
+# --- a real webhook on loopback ---------------------------------------------------------------
+
+
+class Webhook:
+    def __init__(self, status: int = 200, delay: float = 0.0):
+        self.status, self.delay = status, delay
+        self.posts: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append(json.loads(body))
+                time.sleep(hook.delay)
+                self.send_response(hook.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def instance():
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+# --- the schedule -----------------------------------------------------------------------------
+
+
+def test_daily_schedule_refreshes_every_asset_at_the_configured_time(instance):
+    repo = load_defs().get_repository_def()
+    schedule = repo.get_schedule_def("daily_refresh")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job_keys = set(repo.get_job(schedule.job_name).asset_layer.selected_asset_keys)
+    materializable = {k for k, a in repo.assets_defs_by_key.items() if a.is_materializable}
+    assert job_keys == materializable
+    assert dg.AssetKey(["gold", "reports", "model_report"]) in job_keys
+
+    custom = automation.build_daily_refresh_schedule(
+        Settings(
+            lake_uri="file:///l",
+            landing_uri="file:///x",
+            schedule_cron="30 4 * * 1",
+            schedule_timezone="Europe/Berlin",
+        )
+    )
+    assert (custom.cron_schedule, custom.execution_timezone) == ("30 4 * * 1", "Europe/Berlin")
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=datetime(2026, 3, 2, 3, 30, tzinfo=UTC)
+    )
+    requests = custom.evaluate_tick(context).run_requests
+    assert requests is not None and len(requests) == 1
+
+
+# --- the landing sensor -----------------------------------------------------------------------
+
+
+def tick(sensor, instance, cursor, landing_uri):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"landing": automation.LandingZone(landing_uri=landing_uri)},
+    )
+    result = sensor.evaluate_tick(context)
+    return result, result.cursor
+
+
+def copy_landing(src: Path, dst: Path, names=ALL_FILES) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(src / name, dst / name)
+
+
+@pytest.fixture
+def landing_sensor():
+    return automation.build_landing_sensor(
+        Settings(lake_uri="file:///unused", landing_uri="file:///unused")
+    )
+
+
+def test_landing_sensor_waits_for_all_files_then_requests_one_run(
+    landing_sensor, instance, sample_dir, tmp_path
+):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    uri = landing.as_uri()
+    result, cursor = tick(landing_sensor, instance, None, uri)
+    assert not result.run_requests and "not in the landing zone yet" in result.skip_message
+    assert all(name in result.skip_message for name in ALL_FILES)
+
+    copy_landing(sample_dir, landing, ALL_FILES[:2])
+    (landing / "notes.csv").write_text("a,b\n1,2\n")
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert not result.run_requests and f"waiting for {FIBER_FILE}" in result.skip_message
+    assert "ignored (not study files): notes.csv" in result.skip_message
+
+    copy_landing(sample_dir, landing, ALL_FILES[2:])
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert (
+        not result.run_requests
+        and f"{FIBER_FILE} changed since the last look" in result.skip_message
+    )
+
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(
+        ALL_FILES
+    )
+    assert json.loads(cursor)["ingested"].keys() == set(ALL_FILES)
+
+    # The same files dropped again (fresh mtimes, same bytes): nothing, tick after tick.
+    copy_landing(sample_dir, landing)
+    for _ in range(2):
+        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        assert not result.run_requests and result.skip_message.startswith(
+            "no new or changed landing files"
+        )
+
+
+def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sample_dir, tmp_path):
+    landing = tmp_path / "landing"
+    copy_landing(sample_dir, landing)
+    uri = landing.as_uri()
+    _, cursor = tick(landing_sensor, instance, None, uri)
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert len(result.run_requests) == 1
+    first_key = result.run_requests[0].run_key
+
+    # A new weigh-in export arrives in two writes, one tick apart.
+    rows = (sample_dir / WEIGHT_FILE).read_text().splitlines(keepends=True)
+    changed = rows[:-1]
+    with open(landing / WEIGHT_FILE, "w") as fh:
+        fh.writelines(changed[: len(changed) // 2])
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert (
+        not result.run_requests
+        and f"{WEIGHT_FILE} changed since the last look" in result.skip_message
+    )
+    with open(landing / WEIGHT_FILE, "a") as fh:
+        fh.writelines(changed[len(changed) // 2 :])
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert not result.run_requests and "waiting until it settles" in result.skip_message
+
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert len(result.run_requests) == 1
+    assert result.run_requests[0].tags["potato/changed_files"] == WEIGHT_FILE
+
+    # Back to the original bytes: a change again, under a run key not used before.
+    shutil.copy(sample_dir / WEIGHT_FILE, landing / WEIGHT_FILE)
+    _, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert len(result.run_requests) == 1 and result.run_requests[0].run_key != first_key
+
+
+def test_landing_sensor_trusts_what_bronze_already_ingested(
+    landing_sensor, instance, sample_dir, tmp_path
+):
+    landing = tmp_path / "landing"
+    copy_landing(sample_dir, landing)
+    resources = build_resources(settings_for(landing, tmp_path / "lake"))
+    assert dg.materialize([ingest_landing], resources=resources, instance=instance).success
+
+    _, cursor = tick(landing_sensor, instance, None, landing.as_uri())
+    result, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
+    assert not result.run_requests, "files bronze already holds must not trigger a refresh"
+
+    with open(landing / FIBER_FILE, "a") as fh:
+        fh.write((sample_dir / FIBER_FILE).read_text().splitlines()[1] + "\n")
+    _, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
+    result, _ = tick(landing_sensor, instance, cursor, landing.as_uri())
+    assert [r.tags["potato/changed_files"] for r in result.run_requests] == [FIBER_FILE]
+
+
+def test_landing_sensor_on_an_s3_prefix(landing_sensor, instance, moto_s3, sample_dir):
+    bucket = f"landing-{uuid.uuid4().hex[:8]}"
+    moto_s3.create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/incoming"
+
+    def upload(name, body=None):
+        data = body if body is not None else (sample_dir / name).read_bytes()
+        moto_s3.put_object(Bucket=bucket, Key=f"incoming/{name}", Body=data)
+
+    for name in ALL_FILES:
+        upload(name)
+    moto_s3.put_object(Bucket=bucket, Key="elsewhere/Potato_tidy.csv", Body=b"not under the prefix")
+    result, cursor = tick(landing_sensor, instance, None, uri)
+    assert not result.run_requests
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert len(result.run_requests) == 1
+    assert all(fp.startswith("etag:") for fp in json.loads(cursor)["ingested"].values())
+
+    upload(WEIGHT_FILE)  # same bytes, same ETag
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert not result.run_requests and result.skip_message.startswith("no new or changed")
+
+    upload(NUTRITION_FILE, (sample_dir / NUTRITION_FILE).read_bytes().replace(b"\n", b"\r\n"))
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert not result.run_requests and NUTRITION_FILE in result.skip_message
+    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    assert [r.tags["potato/changed_files"] for r in result.run_requests] == [NUTRITION_FILE]
+
+
+def test_cursor_survives_garbage():
+    assert landing_scan.LandingCursor.from_json("{not json") == landing_scan.LandingCursor()
+    assert landing_scan.LandingCursor.from_json('{"v": 99}') == landing_scan.LandingCursor()
+    c = landing_scan.LandingCursor(
+        seen={"a.csv": landing_scan.Seen(3, 1.5, "sha256:x")}, ingested={"a.csv": "sha256:x"}
+    )
+    assert landing_scan.LandingCursor.from_json(c.to_json()) == c
+
+
+# --- automation conditions --------------------------------------------------------------------
+
+
+def test_a_bronze_refresh_propagates_to_silver_only(instance, sample_dir, tmp_path):
+    defs = load_defs()
+    bronze_checks = [
+        c
+        for c in defs.asset_checks or []
+        if all(k.asset_key.path[0] == "bronze" for k in c.check_keys)
+    ]
+    # The first evaluation only sets the baseline (as the daemon's first tick does).
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert before.total_requested == 0
+    resources = build_resources(settings_for(sample_dir, tmp_path / "lake"))
+    assert dg.materialize(
+        [ingest_landing, *bronze_checks], resources=resources, instance=instance
+    ).success
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
+    repo = defs.get_repository_def()
+    requested = {
+        k.to_user_string()
+        for k, a in repo.assets_defs_by_key.items()
+        if a.is_executable and result.get_num_requested(k) > 0
+    }
+    assert "silver/study_calendar" in requested
+    assert not any(k.startswith(("gold/", "bronze/")) for k in requested), requested
+
+
+# --- freshness and run-failure reporting -------------------------------------------------------
+
+
+def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
+    repo = load_defs().get_repository_def()
+    offset = [0.0]
+    sensor = automation.build_freshness_sensor(clock=lambda: time.time() + offset[0])
+    sink = automation.AlertSink(webhook_url=webhook.url)
+    watched = [dg.AssetKey(["bronze", "weight"]), dg.AssetKey(["gold", "models", "model_summary"])]
+    for key in watched:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+    def run(cursor):
+        ctx = dg.build_sensor_context(
+            instance=instance, cursor=cursor, repository_def=repo, resources={"alerts_sink": sink}
+        )
+        result = sensor.evaluate_tick(ctx)
+        return result.skip_message, result.cursor
+
+    message, cursor = run(None)
+    assert message == "no freshness changes" and not webhook.posts
+    assert json.loads(cursor)["bronze/weight"] == "fresh"
+    assert json.loads(cursor)["bronze/fiber"] == "unknown"
+
+    offset[0] = 27 * 3600.0  # a day and three hours later, nothing refreshed
+    message, cursor = run(cursor)
+    assert message == "reported 2 freshness change(s)"
+    assert sorted(p["event"]["asset_key"] for p in webhook.posts) == [
+        "bronze/weight",
+        "gold/models/model_summary",
+    ]
+    assert {p["event"]["event"] for p in webhook.posts} == {"asset_stale"}
+    assert "stale" in webhook.posts[0]["text"] and webhook.posts[0]["event"]["window_hours"] == 26
+
+    message, cursor = run(cursor)
+    assert message.startswith("no freshness changes (2 stale") and len(webhook.posts) == 2
+
+    for key in watched:
+        instance.report_runless_asset_event(dg.AssetMaterialization(key))
+    offset[0] = 0.0
+    message, cursor = run(cursor)
+    assert message == "reported 2 freshness change(s)"
+    assert [p["event"]["event"] for p in webhook.posts[2:]] == ["asset_fresh", "asset_fresh"]
+
+
+def test_every_bronze_and_gold_asset_has_a_freshness_window():
+    repo = load_defs().get_repository_def()
+    windows = automation._freshness_windows(repo)
+    materializable = {
+        k.to_user_string() for k, a in repo.assets_defs_by_key.items() if a.is_materializable
+    }
+    expected = {k for k in materializable if k.startswith(("bronze/", "gold/"))}
+    assert {k.to_user_string() for k in windows} == expected
+    assert set(windows.values()) == {26 * 3600.0}
+
+
+@dg.op
+def explode():
+    raise ValueError("kaboom: the lake is on fire")
+
+
+@dg.job
+def doomed():
+    explode()
+
+
+def test_run_failure_sensor_reports_the_failed_step(instance, webhook):
+    result = doomed.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={"alerts_sink": automation.AlertSink(webhook_url=webhook.url)},
+    ).for_run_failure()
+    automation.run_failure_alerts(context)
+    assert len(webhook.posts) == 1
+    event = webhook.posts[0]["event"]
+    assert event["event"] == "run_failed" and event["job_name"] == "doomed"
+    assert event["run_id"] == result.run_id and event["failed_steps"] == ["explode"]
+    assert "kaboom: the lake is on fire" in webhook.posts[0]["text"]
+
+
+# --- alerts: structured event, metric, webhook with a bounded timeout ---------------------------
+
+
+def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
+    logger = logging.getLogger(f"test.alerts.{uuid.uuid4().hex}")
+    logger.setLevel(logging.INFO)
+    handler = ListHandler()
+    logger.addHandler(handler)
+    event = alerts.structured_event(
+        "asset_stale", "bronze/weight is stale", asset_key="bronze/weight"
+    )
+
+    outcome = alerts.report(
+        event,
+        metric=(alerts.ASSET_STALE, 1, {"asset_key": "bronze/weight"}),
+        webhook_url=None,
+        log=logger,
+    )
+    assert outcome.delivered is None
+    logged = [json.loads(m) for m in handler.messages]
+    assert logged[0]["event"] == "asset_stale" and logged[0]["asset_key"] == "bronze/weight"
+    assert logged[1] == {
+        "metric": "potato_asset_stale",
+        "value": 1.0,
+        "attributes": {"asset_key": "bronze/weight"},
+    }
+
+    failing = Webhook(status=500)
+    slow = Webhook(delay=3.0)
+    try:
+        outcome = alerts.report(event, metric=None, webhook_url=failing.url, log=logger)
+        assert (
+            outcome.delivered is False and "HTTP 500" in outcome.error and len(failing.posts) == 1
+        )
+        started = time.monotonic()
+        outcome = alerts.report(event, metric=None, webhook_url=slow.url, timeout=0.5, log=logger)
+        assert time.monotonic() - started < 2.5 and outcome.delivered is False
+    finally:
+        failing.close()
+        slow.close()
+    dead = f"http://127.0.0.1:{_closed_port()}/hook"
+    outcome = alerts.report(event, metric=None, webhook_url=dead, log=logger)
+    assert outcome.delivered is False and "unreachable" in outcome.error
+    failures = [json.loads(m) for m in handler.messages if "alert_delivery_failed" in m]
+    assert len(failures) == 3
+    counted = [json.loads(m) for m in handler.messages if alerts.ALERT_DELIVERY_FAILURES in m]
+    assert len(counted) == 3
+
+
+def _closed_port() -> int:
+    from potato_assets_tests.conftest import free_port
+
+    return free_port()
+
+
+# --- the lake pool: two real runs never write the lake at the same time --------------------------
+
+
+def step_windows(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float, str]]:
+    starts, windows = {}, []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = entry.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            windows.append((starts[event.step_key], entry.timestamp, event.step_key))
+    return windows
+
+
+POOL_BLOCKED = "blocked by limit for pool lake"
+
+
+def runs_blocked_on_the_lake(instance: dg.DagsterInstance) -> set[str]:
+    return {
+        r.run_id
+        for r in instance.get_runs()
+        for e in instance.all_logs(r.run_id)
+        if e.dagster_event and POOL_BLOCKED in (e.dagster_event.message or "")
+    }
+
+
+@dg.asset(pool="lake")
+def lake_holder(context) -> None:
+    """Holds the lake slot until both CLI runs are queued behind it, so they must compete."""
+    deadline = time.monotonic() + 120
+    while len(runs_blocked_on_the_lake(context.instance)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+@pytest.mark.e2e
+def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POTATO_LANDING_URI": str(sample_dir),
+        "POTATO_LAKE_URI": str(tmp_path / "lake"),
+    }
+    dagster = Path(sys.executable).with_name("dagster")
+    # Two lake-writing steps per run (and bronze's checks), without the model fits.
+    selection = 'group:bronze or key:"silver/study_calendar"'
+    cmd = [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions"]
+    inst = dg.DagsterInstance.from_config(str(home))
+    holder = threading.Thread(
+        target=dg.materialize, args=([lake_holder],), kwargs={"instance": inst}
+    )
+    holder.start()
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    # Output to files, not pipes: a run stuck on a full pipe would keep its pool slot.
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--select", selection],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+            start_new_session=True,
+        )
+        for log in logs
+    ]
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+        holder.join(timeout=60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait(timeout=10)
+    try:
+        assert [p.returncode for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]
+        cli_runs = [r for r in inst.get_runs() if r.run_id in runs_blocked_on_the_lake(inst)]
+        assert len(cli_runs) == 2, "both CLI runs must have waited for the lake slot"
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in inst.get_runs())
+        repo = load_defs().get_repository_def()
+        pool_steps = {
+            a.op.name
+            for a in repo.assets_defs_by_key.values()
+            if a.is_executable and a.op.pool == "lake"
+        } | {"lake_holder"}
+        windows = {
+            r.run_id: [w for w in step_windows(inst, r.run_id) if w[2] in pool_steps]
+            for r in inst.get_runs()
+        }
+        assert sorted(len(w) for w in windows.values()) == [1, 2, 2]
+        overlaps = [
+            (x, y)
+            for run_a, wa in windows.items()
+            for run_b, wb in windows.items()
+            if run_a < run_b
+            for x in wa
+            for y in wb
+            if x[0] < y[1] and y[0] < x[1]
+        ]
+        assert not overlaps, overlaps
+    finally:
+        inst.dispose()
+
+
+def test_production_instance_matches_the_default_but_for_storage():
+    import yaml
+
+    default = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
+    assert production["storage"]["postgres"]["postgres_db"]["password"] == {
+        "env": "DAGSTER_PG_PASSWORD"
+    }
+    assert {k: v for k, v in production.items() if k not in ("storage", "compute_logs")} == default
+    assert default["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}

@@ -1,0 +1,303 @@
+"""Asset checks in Dagster runs: blocking contracts and the quarantine gate stop downstream steps,
+soft rules only warn, and the gold validation checks fire on models built to fail them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from potato_assets.defs.bronze import checks as bronze_checks
+from potato_assets.defs.gold import checks as gold_checks
+from potato_assets.defs.gold.assets import fit_models
+from potato_assets.defs.resources import LakeIOManager
+from potato_assets.defs.silver.assets import study_calendar
+from potato_assets.lib import model_validation as mv
+from potato_assets.lib.ingest import parse_landing_csv
+from potato_assets.lib.schema import FIBER, LANDING_FILES, WEIGHT
+from potato_assets_tests.helpers import load_defs, resources_for
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
+FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
+CALENDAR_KEY = dg.AssetKey(["silver", "study_calendar"])
+
+
+def evaluation(result: dg.ExecuteInProcessResult, key: dg.AssetKey, name: str):
+    found = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == key and e.check_name == name
+    ]
+    assert len(found) == 1, f"{key.to_user_string()}:{name} was not evaluated exactly once"
+    return found[0]
+
+
+def ingested(sample_dir: Path, spec) -> pd.DataFrame:
+    raw = (sample_dir / spec.file_name).read_bytes()
+    return parse_landing_csv(
+        raw, spec, source_file=spec.file_name, ingested_at=pd.Timestamp.now(tz="UTC")
+    ).rows
+
+
+def run_stub_bronze(
+    tmp_path: Path, weight: pd.DataFrame, fiber: pd.DataFrame
+) -> dg.ExecuteInProcessResult:
+    """Given bronze tables, the real bronze contract checks and the real silver calendar asset."""
+
+    @dg.multi_asset(
+        outs={"weight": dg.AssetOut(key=WEIGHT_KEY), "fiber": dg.AssetOut(key=FIBER_KEY)}
+    )
+    def given_bronze():
+        yield dg.Output(weight, output_name="weight")
+        yield dg.Output(fiber, output_name="fiber")
+
+    contract_checks = [
+        c
+        for c in bronze_checks.contract_checks
+        if {k.asset_key for k in c.check_keys} & {WEIGHT_KEY, FIBER_KEY}
+    ]
+    return dg.materialize(
+        [given_bronze, study_calendar, *contract_checks],
+        resources={"io_manager": LakeIOManager(lake_uri=tmp_path.as_uri())},
+        raise_on_error=False,
+    )
+
+
+def test_failing_blocking_bronze_contract_stops_silver_in_the_same_run(sample_dir, tmp_path):
+    weight = ingested(sample_dir, WEIGHT)
+    weight.loc[7, "weight_kg"] = 500.0
+    result = run_stub_bronze(tmp_path, weight, ingested(sample_dir, FIBER))
+    assert not result.success
+    check = evaluation(result, WEIGHT_KEY, "contract")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    rule = check.metadata["rule/weight_kg_range"].value
+    assert rule["unexpected_count"] == 1
+    assert rule["unexpected_examples"] == [
+        {"weight_kg": 500.0, "source_line": int(weight.loc[7, "source_line"])}
+    ]
+    assert "weight_kg_range" in check.description
+    assert evaluation(result, FIBER_KEY, "contract").passed
+    keys = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert CALENDAR_KEY not in keys
+    assert not (tmp_path / "silver").exists()
+
+
+def test_soft_rule_warns_and_lets_silver_run(sample_dir, tmp_path):
+    weight = ingested(sample_dir, WEIGHT)
+    weight.loc[weight.index[::2], "weight_kg"] = np.nan  # half the weigh-ins missing: a soft rule
+    result = run_stub_bronze(tmp_path, weight, ingested(sample_dir, FIBER))
+    check = evaluation(result, WEIGHT_KEY, "contract")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["failed_hard"].value == 0 and check.metadata["failed_soft"].value == 1
+    assert result.success
+    assert CALENDAR_KEY in {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+def landing_with_bad_weights(sample_dir: Path, target: Path, n_bad: int) -> Path:
+    target.mkdir(parents=True)
+    for spec in LANDING_FILES:
+        shutil.copy(sample_dir / spec.file_name, target / spec.file_name)
+    lines = (target / WEIGHT.file_name).read_text().splitlines(keepends=True)
+    for i in range(1, n_bad + 1):
+        fields = lines[i].split(",")
+        fields[3] = "abc"
+        lines[i] = ",".join(fields)
+    (target / WEIGHT.file_name).write_text("".join(lines))
+    return target
+
+
+def run_bronze_and_calendar(landing: Path, lake: Path) -> dg.ExecuteInProcessResult:
+    defs = load_defs()
+    return dg.materialize(
+        [*defs.assets, *(defs.asset_checks or [])],
+        selection=dg.AssetSelection.groups("bronze") | dg.AssetSelection.assets(CALENDAR_KEY),
+        resources=resources_for(landing, lake),
+        raise_on_error=False,
+    )
+
+
+@pytest.mark.parametrize(("n_bad", "blocked"), [(30, False), (31, True)])
+def test_quarantine_share_gate_blocks_above_five_percent(sample_dir, tmp_path, n_bad, blocked):
+    # The sample weigh-in file has 600 rows: 30 quarantined is exactly 5% (allowed), 31 is not.
+    landing = landing_with_bad_weights(sample_dir, tmp_path / "landing", n_bad)
+    result = run_bronze_and_calendar(landing, tmp_path / "lake")
+    gate = evaluation(result, WEIGHT_KEY, "quarantine_share")
+    meta = {k: v.value for k, v in gate.metadata.items()}
+    assert (
+        meta["rows_read"] == 600
+        and meta["rows_quarantined"] == n_bad
+        and meta["rows_kept"] == 600 - n_bad
+    )
+    assert meta["quarantine_share"] == pytest.approx(n_bad / 600)
+    assert meta["quarantine_reasons"] == {"not a number": n_bad}
+    assert gate.passed is not blocked
+    assert f"{n_bad} of 600 rows quarantined" in gate.description
+    assert evaluation(result, FIBER_KEY, "quarantine_share").passed
+    assert evaluation(result, WEIGHT_KEY, "contract").passed  # the kept rows themselves are fine
+    calendar_built = CALENDAR_KEY in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
+    assert calendar_built is not blocked
+    assert result.success is not blocked
+
+
+def disagreeing_panel(seed: int = 3, n_subjects: int = 30, n_weeks: int = 8) -> pd.DataFrame:
+    """Between subjects, high-fiber eaters gain (confounded); within a subject, more fiber -> loss.
+
+    Pooled OLS picks up the positive between-subject slope, fixed effects only the negative
+    within-subject one: their fiber estimates must disagree.
+    """
+    rng = np.random.default_rng(seed)
+    subject = np.repeat(np.arange(n_subjects), n_weeks)
+    usual_fiber = rng.uniform(100, 300, n_subjects)[subject]
+    fiber = usual_fiber + rng.normal(0, 30, subject.size)
+    y = 0.02 * (usual_fiber - 200) - 0.01 * (fiber - usual_fiber) + rng.normal(0, 0.3, subject.size)
+    return pd.DataFrame(
+        {
+            "subject_id": pd.array(subject + 1, dtype="Int64"),
+            "week": pd.array(np.tile(np.arange(1, n_weeks + 1), n_subjects), dtype="Int64"),
+            "delta_kg_next": y,
+            "fiber_g_week": fiber,
+            "kcal_week_thousands": 14 + rng.normal(0, 1, subject.size),
+            "beans_week": (rng.random(subject.size) < 0.4).astype(float),
+            "potato_week": (rng.random(subject.size) < 0.6).astype(float),
+        }
+    )
+
+
+def run_gold(tmp_path: Path, modeling: pd.DataFrame) -> dg.ExecuteInProcessResult:
+    @dg.asset(key=["silver", "modeling_dataset"])
+    def given_modeling() -> pd.DataFrame:
+        return modeling
+
+    defs_checks = [
+        gold_checks.all_models_converged,
+        gold_checks.fiber_estimates_agree,
+        gold_checks.mixed_effects_not_singular,
+        *gold_checks.finite_estimates_checks,
+        *gold_checks.enough_clusters_checks,
+    ]
+    return dg.materialize(
+        [given_modeling, fit_models, *defs_checks],
+        resources=resources_for(tmp_path / "landing", tmp_path / "lake"),
+        raise_on_error=False,
+    )
+
+
+def test_fiber_disagreement_warns_without_failing_the_run(tmp_path):
+    result = run_gold(tmp_path, disagreeing_panel())
+    assert result.success
+    summary_key = dg.AssetKey(["gold", "models", "model_summary"])
+    agree = evaluation(result, summary_key, "fiber_estimates_agree")
+    assert not agree.passed and agree.severity == dg.AssetCheckSeverity.WARN
+    estimates = agree.metadata["fiber_estimates"].value
+    assert estimates["ols_cluster"]["estimate"] > 0 > estimates["fixed_effects"]["estimate"]
+    assert agree.metadata["pairs"].value["ols_cluster vs fixed_effects"]["agree"] is False
+    # the other gold checks still pass on these well-behaved fits
+    assert evaluation(result, summary_key, "all_models_converged").passed
+    for name in ("ols_cluster", "fixed_effects", "mixed_effects"):
+        assert evaluation(result, dg.AssetKey(["gold", "models", name]), "finite_estimates").passed
+    for name in ("ols_cluster", "fixed_effects"):
+        assert evaluation(result, dg.AssetKey(["gold", "models", name]), "enough_clusters").passed
+
+
+def test_fewer_than_twenty_clusters_is_an_error(tmp_path):
+    result = run_gold(tmp_path, disagreeing_panel(n_subjects=12))
+    check = evaluation(result, dg.AssetKey(["gold", "models", "ols_cluster"]), "enough_clusters")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["n_clusters"].value == 12
+
+
+def test_fiber_estimates_agree_on_unconfounded_data():
+    from potato_assets.lib import models
+
+    panel = disagreeing_panel()
+    rng = np.random.default_rng(11)
+    # Same within-subject effect, subject intercepts unrelated to fiber: the models agree.
+    subject_effect = rng.normal(0, 0.5, panel["subject_id"].nunique())[
+        panel["subject_id"].to_numpy() - 1
+    ]
+    panel["delta_kg_next"] = (
+        subject_effect - 0.01 * panel["fiber_g_week"] + rng.normal(0, 0.3, len(panel))
+    )
+    fits = {
+        f.name: f.coefficients
+        for f in (
+            models.fit_ols_cluster(panel),
+            models.fit_fixed_effects(panel),
+            models.fit_mixed_effects(panel),
+        )
+    }
+    verdict = mv.fiber_estimates_agree(fits)
+    assert verdict.passed, verdict.description
+
+
+def coefficient_table(estimates: list[float], errors: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "term": ["Intercept", "fiber_g_week"][: len(estimates)],
+            "estimate": estimates,
+            "std_error": errors,
+        }
+    )
+
+
+def test_model_validation_rules_fail_on_bad_fits():
+    assert not mv.finite_estimates("m", coefficient_table([1.0, np.nan], [0.1, 0.1])).passed
+    assert not mv.finite_estimates("m", coefficient_table([1.0, 2.0], [0.1, 0.0])).passed
+    assert not mv.finite_estimates("m", coefficient_table([1.0, 2.0], [0.1, np.inf])).passed
+    assert mv.finite_estimates("m", coefficient_table([1.0, 2.0], [0.1, 0.2])).passed
+    summary = pd.DataFrame(
+        {
+            "model": ["ols_cluster", "fixed_effects", "mixed_effects"],
+            "n_groups": [19, 20, 20],
+            "converged": [True, True, False],
+            "singular": [None, None, True],
+            "group_var": [np.nan, np.nan, 0.0],
+            "residual_var": [1.0, 1.0, 1.0],
+            "se_type": ["cr1", "cr1", "model"],
+        }
+    )
+    converged = mv.all_converged(summary)
+    assert not converged.passed and "mixed_effects" in converged.description
+    assert not mv.enough_clusters(summary, "ols_cluster").passed
+    assert mv.enough_clusters(summary, "fixed_effects").passed
+    assert not mv.mixed_not_singular(summary).passed
+    assert mv.mixed_not_singular(summary.assign(singular=[None, None, False])).passed
+
+
+@pytest.mark.e2e
+def test_cli_materialize_exits_non_zero_when_a_blocking_check_fails(sample_dir, tmp_path):
+    landing = landing_with_bad_weights(sample_dir, tmp_path / "landing", 60)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POTATO_LANDING_URI": str(landing),
+        "POTATO_LAKE_URI": str(tmp_path / "lake"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "bronze/weight: quarantine_share" in proc.stderr + proc.stdout
+    assert (tmp_path / "lake" / "bronze" / "weight.parquet").exists()
+    assert not (tmp_path / "lake" / "silver").exists()
+    assert not (tmp_path / "lake" / "gold").exists()

@@ -1,0 +1,324 @@
+"""Real faults during a materialisation: the run's process is SIGKILLed while it writes a lake
+object, and the object store's endpoint (moto over HTTP, behind a loopback TCP relay) goes away
+while an upload is in flight. Either way the lake keeps only complete, previous-good objects and
+the next run recovers. No fakes: real processes, real signals, real sockets."""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from potato_assets.lib import synthetic
+from potato_assets.lib.models import MODEL_NAMES
+from potato_assets.lib.schema import LANDING_FILES
+from potato_assets_tests.conftest import free_port
+from potato_assets_tests.helpers import materialize_all, read_table
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")]
+# Big enough that bronze objects take a while to write; small enough to generate in ~1 s.
+BIG_COHORT = synthetic.CohortSpec(n_subjects=3000, n_weeks=12, seed=424242)
+
+
+def cli_env(tmp_path: Path, landing: str, lake: str, **extra: str) -> dict[str, str]:
+    home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POTATO_LANDING_URI": landing,
+        "POTATO_LAKE_URI": lake,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **extra,
+    }
+
+
+def materialize_cli(env: dict[str, str], cwd: Path, **popen) -> subprocess.Popen:
+    dagster = Path(sys.executable).with_name("dagster")
+    return subprocess.Popen(
+        [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def is_complete(name: str, data: bytes) -> bool:
+    """A lake object that a reader can use whole: parquet footers, PNG ends, text decodes."""
+    import pyarrow.parquet as pq
+
+    if name.endswith(".parquet"):
+        try:
+            pq.read_table(io.BytesIO(data))
+        except Exception:
+            return False
+        return True
+    if name.endswith(".png"):
+        return data.endswith(b"IEND\xaeB`\x82")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return len(data) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# SIGKILL while writing (local lake)
+# ----------------------------------------------------------------------------------------------
+
+
+def lake_objects(lake: Path) -> dict[str, bytes]:
+    """Lake objects as readers see them: temporary (hidden) names excluded."""
+    return {
+        str(p.relative_to(lake)): p.read_bytes()
+        for p in sorted(lake.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def temp_files(lake: Path) -> list[Path]:
+    found = []
+    for folder, _, files in os.walk(lake):
+        found.extend(Path(folder) / f for f in files if f.endswith(".tmp"))
+    return found
+
+
+def kill_while_writing(proc: subprocess.Popen, lake: Path, timeout: float = 300) -> Path:
+    """Freeze the run the moment a temporary lake file exists; if it still exists (the write is
+    in progress), SIGKILL the run's process group; otherwise let it go on and watch again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"the run ended (rc={proc.returncode}) before it was caught writing"
+            )
+        if temp_files(lake):
+            os.killpg(proc.pid, signal.SIGSTOP)
+            in_progress = temp_files(lake)
+            if in_progress:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return in_progress[0]
+            os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.0005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("no lake write was seen in time")
+
+
+def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recovers(
+    sample_dir, tmp_path
+):
+    lake = tmp_path / "lake"
+    assert materialize_all(sample_dir, lake).success
+    previous = lake_objects(lake)
+    previous_gold = {key: read_table(str(lake), key) for key in GOLD_TABLES}
+    big = tmp_path / "big"
+    synthetic.write_cohort(BIG_COHORT, big)
+
+    proc = materialize_cli(
+        cli_env(tmp_path, str(big), str(lake)),
+        tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    temp = kill_while_writing(proc, lake)
+    assert proc.returncode == -signal.SIGKILL
+    # the temporary name is ".{object}.{random}.tmp" beside the object it was replacing
+    target_name = str((temp.parent / temp.name[1:].rsplit(".", 2)[0]).relative_to(lake))
+    assert target_name in previous, target_name
+
+    after = lake_objects(lake)
+    assert set(after) == set(previous)  # no new names, nothing half-created
+    assert after[target_name] == previous[target_name]  # the object being written is untouched
+    for name, data in after.items():
+        assert data == previous[name] or is_complete(name, data), (
+            f"{name} is neither previous-good nor complete"
+        )
+    assert all(
+        data == previous[name] for name, data in after.items() if not name.startswith("bronze/")
+    )
+
+    # The next run (landing fixed back to the sample) recovers and reproduces the good numbers.
+    assert materialize_all(sample_dir, lake).success
+    for name, data in lake_objects(lake).items():
+        assert is_complete(name, data), name
+    for key, table in previous_gold.items():
+        pd.testing.assert_frame_equal(read_table(str(lake), key), table, check_exact=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The object store goes away mid-upload (moto over HTTP behind a relay we can kill)
+# ----------------------------------------------------------------------------------------------
+
+RELAY = r"""
+import socket, sys, threading, time
+listen_port, target_port, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+METHODS = (b"PUT ", b"POST ", b"GET ", b"HEAD ", b"DELETE ")
+
+def pump(src, dst, upstream):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            if upstream:
+                if data.startswith(METHODS):
+                    print(data.split(b"\r\n", 1)[0].decode("latin-1"), flush=True)
+                time.sleep(delay)  # a slow link: uploads take long enough to be cut
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", listen_port))
+server.listen(64)
+print("ready", flush=True)
+while True:
+    client, _ = server.accept()
+    upstream = socket.create_connection(("127.0.0.1", target_port))
+    threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
+    threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+"""
+
+
+class Relay:
+    """A loopback TCP relay in its own process, printing each request line it forwards."""
+
+    def __init__(self, port: int, target_port: int, delay: float) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", RELAY, str(port), str(target_port), str(delay)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.lines.get(timeout=30) == "ready"
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+
+    def wait_for(self, prefix: str, timeout: float, proc: subprocess.Popen) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"the run ended (rc={proc.returncode}) before {prefix!r}"
+                    ) from None
+                continue
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no request {prefix!r} within {timeout} s")
+
+    def seen(self, prefix: str) -> bool:
+        """Whether any request forwarded so far starts with prefix (drains the queue)."""
+        found = False
+        while not self.lines.empty():
+            found |= self.lines.get().startswith(prefix)
+        return found
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def s3_objects(client, bucket: str, prefix: str) -> dict[str, bytes]:
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            out[obj["Key"]] = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    return out
+
+
+def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_run_recovers(
+    moto_s3, sample_dir, tmp_path, monkeypatch
+):
+    bucket = f"faults-{uuid.uuid4().hex[:8]}"
+    moto_s3.create_bucket(Bucket=bucket)
+    big = tmp_path / "big"
+    synthetic.write_cohort(BIG_COHORT, big)
+    for spec in LANDING_FILES:
+        moto_s3.upload_file(str(sample_dir / spec.file_name), bucket, f"sample/{spec.file_name}")
+        moto_s3.upload_file(str(big / spec.file_name), bucket, f"big/{spec.file_name}")
+    lake = f"s3://{bucket}/lake"
+    assert materialize_all(f"s3://{bucket}/sample", lake).success
+    previous = s3_objects(moto_s3, bucket, "lake/")
+    previous_gold = {key: read_table(lake, key) for key in GOLD_TABLES}
+
+    moto_port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    relay_port = free_port()
+    relay = Relay(relay_port, moto_port, delay=0.05)
+    env = cli_env(
+        tmp_path,
+        f"s3://{bucket}/big",
+        lake,
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{relay_port}",
+        AWS_MAX_ATTEMPTS="2",
+        AWS_RETRY_MODE="standard",
+    )
+    proc = materialize_cli(
+        env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        request = relay.wait_for(f"PUT /{bucket}/lake/", timeout=300, proc=proc)
+        time.sleep(0.3)  # the body is on its way through the slow link
+        relay.kill()  # the object store vanishes mid-upload
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, stderr[-2000:]
+    cut_key = request.split()[1].split("?")[0].removeprefix(f"/{bucket}/")
+
+    after = s3_objects(moto_s3, bucket, "lake/")
+    assert set(after) == set(previous)  # nothing half-created
+    assert after[cut_key] == previous[cut_key]  # the interrupted upload left the old object whole
+    for name, data in after.items():
+        assert data == previous[name] or is_complete(name, data), (
+            f"{name} is neither previous-good nor complete"
+        )
+    assert not moto_s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+    # The store comes back on the same address; the next run (through it) recovers.
+    import s3fs
+
+    relay = Relay(relay_port, moto_port, delay=0.0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay_port}")
+    s3fs.S3FileSystem.clear_instance_cache()  # new clients read the endpoint above
+    try:
+        assert materialize_all(f"s3://{bucket}/sample", lake).success
+        assert relay.seen(f"PUT /{bucket}/lake/")
+    finally:
+        relay.kill()
+        monkeypatch.undo()
+        s3fs.S3FileSystem.clear_instance_cache()
+    for name, data in s3_objects(moto_s3, bucket, "lake/").items():
+        assert is_complete(name, data), name
+    for key, table in previous_gold.items():
+        pd.testing.assert_frame_equal(read_table(lake, key), table, check_exact=True)
