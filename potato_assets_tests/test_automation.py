@@ -133,14 +133,10 @@ def copy_landing(src: Path, dst: Path, names=ALL_FILES) -> None:
 
 @pytest.fixture
 def landing_sensor():
-    return automation.build_landing_sensor(
-        Settings(lake_uri="file:///unused", landing_uri="file:///unused")
-    )
+    return automation.build_landing_sensor(Settings(lake_uri="file:///unused", landing_uri="file:///unused"))
 
 
-def test_landing_sensor_waits_for_all_files_then_requests_one_run(
-    landing_sensor, instance, sample_dir, tmp_path
-):
+def test_landing_sensor_waits_for_all_files_then_requests_one_run(landing_sensor, instance, sample_dir, tmp_path):
     landing = tmp_path / "landing"
     landing.mkdir()
     uri = landing.as_uri()
@@ -156,26 +152,19 @@ def test_landing_sensor_waits_for_all_files_then_requests_one_run(
 
     copy_landing(sample_dir, landing, ALL_FILES[2:])
     result, cursor = tick(landing_sensor, instance, cursor, uri)
-    assert (
-        not result.run_requests
-        and f"{FIBER_FILE} changed since the last look" in result.skip_message
-    )
+    assert not result.run_requests and f"{FIBER_FILE} changed since the last look" in result.skip_message
 
     result, cursor = tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(
-        ALL_FILES
-    )
+    assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(ALL_FILES)
     assert json.loads(cursor)["ingested"].keys() == set(ALL_FILES)
 
     # The same files dropped again (fresh mtimes, same bytes): nothing, tick after tick.
     copy_landing(sample_dir, landing)
     for _ in range(2):
         result, cursor = tick(landing_sensor, instance, cursor, uri)
-        assert not result.run_requests and result.skip_message.startswith(
-            "no new or changed landing files"
-        )
+        assert not result.run_requests and result.skip_message.startswith("no new or changed landing files")
 
 
 def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sample_dir, tmp_path):
@@ -193,10 +182,7 @@ def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sam
     with open(landing / WEIGHT_FILE, "w") as fh:
         fh.writelines(changed[: len(changed) // 2])
     result, cursor = tick(landing_sensor, instance, cursor, uri)
-    assert (
-        not result.run_requests
-        and f"{WEIGHT_FILE} changed since the last look" in result.skip_message
-    )
+    assert not result.run_requests and f"{WEIGHT_FILE} changed since the last look" in result.skip_message
     with open(landing / WEIGHT_FILE, "a") as fh:
         fh.writelines(changed[len(changed) // 2 :])
     result, cursor = tick(landing_sensor, instance, cursor, uri)
@@ -213,9 +199,7 @@ def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sam
     assert len(result.run_requests) == 1 and result.run_requests[0].run_key != first_key
 
 
-def test_landing_sensor_trusts_what_bronze_already_ingested(
-    landing_sensor, instance, sample_dir, tmp_path
-):
+def test_landing_sensor_trusts_what_bronze_already_ingested(landing_sensor, instance, sample_dir, tmp_path):
     landing = tmp_path / "landing"
     copy_landing(sample_dir, landing)
     resources = build_resources(settings_for(landing, tmp_path / "lake"))
@@ -275,18 +259,12 @@ def test_cursor_survives_garbage():
 
 def test_a_bronze_refresh_propagates_to_silver_only(instance, sample_dir, tmp_path):
     defs = load_defs()
-    bronze_checks = [
-        c
-        for c in defs.asset_checks or []
-        if all(k.asset_key.path[0] == "bronze" for k in c.check_keys)
-    ]
+    bronze_checks = [c for c in defs.asset_checks or [] if all(k.asset_key.path[0] == "bronze" for k in c.check_keys)]
     # The first evaluation only sets the baseline (as the daemon's first tick does).
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     assert before.total_requested == 0
     resources = build_resources(settings_for(sample_dir, tmp_path / "lake"))
-    assert dg.materialize(
-        [ingest_landing, *bronze_checks], resources=resources, instance=instance
-    ).success
+    assert dg.materialize([ingest_landing, *bronze_checks], resources=resources, instance=instance).success
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
     repo = defs.get_repository_def()
     requested = {
@@ -346,9 +324,7 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
 def test_every_bronze_and_gold_asset_has_a_freshness_window():
     repo = load_defs().get_repository_def()
     windows = automation._freshness_windows(repo)
-    materializable = {
-        k.to_user_string() for k, a in repo.assets_defs_by_key.items() if a.is_materializable
-    }
+    materializable = {k.to_user_string() for k, a in repo.assets_defs_by_key.items() if a.is_materializable}
     expected = {k for k in materializable if k.startswith(("bronze/", "gold/"))}
     assert {k.to_user_string() for k in windows} == expected
     assert set(windows.values()) == {26 * 3600.0}
@@ -390,9 +366,7 @@ def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
     logger.setLevel(logging.INFO)
     handler = ListHandler()
     logger.addHandler(handler)
-    event = alerts.structured_event(
-        "asset_stale", "bronze/weight is stale", asset_key="bronze/weight"
-    )
+    event = alerts.structured_event("asset_stale", "bronze/weight is stale", asset_key="bronze/weight")
 
     outcome = alerts.report(
         event,
@@ -413,9 +387,7 @@ def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
     slow = Webhook(delay=3.0)
     try:
         outcome = alerts.report(event, metric=None, webhook_url=failing.url, log=logger)
-        assert (
-            outcome.delivered is False and "HTTP 500" in outcome.error and len(failing.posts) == 1
-        )
+        assert outcome.delivered is False and "HTTP 500" in outcome.error and len(failing.posts) == 1
         started = time.monotonic()
         outcome = alerts.report(event, metric=None, webhook_url=slow.url, timeout=0.5, log=logger)
         assert time.monotonic() - started < 2.5 and outcome.delivered is False
@@ -489,9 +461,7 @@ def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
     selection = 'group:bronze or key:"silver/study_calendar"'
     cmd = [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions"]
     inst = dg.DagsterInstance.from_config(str(home))
-    holder = threading.Thread(
-        target=dg.materialize, args=([lake_holder],), kwargs={"instance": inst}
-    )
+    holder = threading.Thread(target=dg.materialize, args=([lake_holder],), kwargs={"instance": inst})
     holder.start()
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
     # Output to files, not pipes: a run stuck on a full pipe would keep its pool slot.
@@ -522,14 +492,9 @@ def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in inst.get_runs())
         repo = load_defs().get_repository_def()
         pool_steps = {
-            a.op.name
-            for a in repo.assets_defs_by_key.values()
-            if a.is_executable and a.op.pool == "lake"
+            a.op.name for a in repo.assets_defs_by_key.values() if a.is_executable and a.op.pool == "lake"
         } | {"lake_holder"}
-        windows = {
-            r.run_id: [w for w in step_windows(inst, r.run_id) if w[2] in pool_steps]
-            for r in inst.get_runs()
-        }
+        windows = {r.run_id: [w for w in step_windows(inst, r.run_id) if w[2] in pool_steps] for r in inst.get_runs()}
         assert sorted(len(w) for w in windows.values()) == [1, 2, 2]
         overlaps = [
             (x, y)
@@ -550,8 +515,6 @@ def test_production_instance_matches_the_default_but_for_storage():
 
     default = yaml.safe_load((REPO / "dagster.yaml").read_text())
     production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
-    assert production["storage"]["postgres"]["postgres_db"]["password"] == {
-        "env": "DAGSTER_PG_PASSWORD"
-    }
+    assert production["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     assert {k: v for k, v in production.items() if k not in ("storage", "compute_logs")} == default
     assert default["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}

@@ -28,9 +28,7 @@ def copy_landing(sample_dir: Path, target: Path) -> Path:
 
 
 def lake_bytes(lake: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
 
 
 def set_field(path: Path, line: int, column: str, value: str, *, raw: bool = False) -> None:
@@ -63,10 +61,7 @@ def gold_tables(lake: Path) -> dict[str, pd.DataFrame]:
 
 
 def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    return {
-        f"{e.asset_key.to_user_string()}:{e.check_name}": e
-        for e in result.get_asset_check_evaluations()
-    }
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +74,7 @@ def good_run(sample_dir, tmp_path_factory):
 def test_every_contract_and_gold_check_passes_on_the_clean_sample(good_run):
     _, result = good_run
     evaluations = check_evaluations(result)
-    expected = {
-        f"bronze/{s.asset_name}:{c}"
-        for s in LANDING_FILES
-        for c in ("contract", "quarantine_share")
-    }
+    expected = {f"bronze/{s.asset_name}:{c}" for s in LANDING_FILES for c in ("contract", "quarantine_share")}
     expected |= {
         f"silver/{n}:contract"
         for n in ("study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset")
@@ -170,9 +161,7 @@ def test_row_defects_are_quarantined_with_file_line_column_and_reason(sample_dir
         1,
     )
     assert evaluations["bronze/weight:quarantine_share"].passed
-    fiber_gate = {
-        k: v.value for k, v in evaluations["bronze/fiber:quarantine_share"].metadata.items()
-    }
+    fiber_gate = {k: v.value for k, v in evaluations["bronze/fiber:quarantine_share"].metadata.items()}
     assert (fiber_gate["rows_quarantined"], fiber_gate["exact_duplicates_dropped"]) == (2, 1)
     assert all(evaluations[f"bronze/{s.asset_name}:contract"].passed for s in LANDING_FILES)
     assert (lake / "gold" / "reports" / "model_report.html").exists()
@@ -193,9 +182,7 @@ def _header_only(path: Path) -> None:
 
 def _drop_column(column: str):
     def drop(path: Path) -> None:
-        pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=[column]).to_csv(
-            path, index=False
-        )
+        pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=[column]).to_csv(path, index=False)
 
     return drop
 
@@ -248,9 +235,7 @@ FILE_DEFECTS = {
 
 
 @pytest.mark.parametrize("defect", FILE_DEFECTS)
-def test_file_defect_fails_naming_the_file_and_leaves_the_lake_byte_for_byte(
-    good_run, sample_dir, tmp_path, defect
-):
+def test_file_defect_fails_naming_the_file_and_leaves_the_lake_byte_for_byte(good_run, sample_dir, tmp_path, defect):
     spec, spoil, words = FILE_DEFECTS[defect]
     good_lake, _ = good_run
     lake = tmp_path / "lake"
@@ -290,9 +275,7 @@ def test_a_rerun_after_the_fix_picks_up_cleanly(good_run, sample_dir, tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_shuffled_rows_crlf_bom_and_exact_duplicates_change_no_gold_number(
-    good_run, sample_dir, tmp_path
-):
+def test_shuffled_rows_crlf_bom_and_exact_duplicates_change_no_gold_number(good_run, sample_dir, tmp_path):
     good_lake, _ = good_run
     landing = tmp_path / "landing"
     landing.mkdir()
@@ -300,18 +283,14 @@ def test_shuffled_rows_crlf_bom_and_exact_duplicates_change_no_gold_number(
     for spec in LANDING_FILES:
         frame = pd.read_csv(sample_dir / spec.file_name, dtype=str, keep_default_na=False)
         if spec.unique_keys:  # weigh-ins and daily log: exact duplicates are dropped
-            frame = pd.concat(
-                [frame, frame.iloc[rng.choice(len(frame), 10, replace=False)]], ignore_index=True
-            )
+            frame = pd.concat([frame, frame.iloc[rng.choice(len(frame), 10, replace=False)]], ignore_index=True)
         frame = frame.sample(frac=1.0, random_state=11)
         text = frame.to_csv(index=False, lineterminator="\r\n")
         (landing / spec.file_name).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     lake = tmp_path / "lake"
     result = materialize_all(landing, lake)
     gates = {
-        e.asset_key.path[-1]: e
-        for e in result.get_asset_check_evaluations()
-        if e.check_name == "quarantine_share"
+        e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_share"
     }
     assert gates["weight"].metadata["exact_duplicates_dropped"].value == 10
     assert gates["fiber"].metadata["exact_duplicates_dropped"].value == 10

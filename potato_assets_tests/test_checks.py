@@ -31,38 +31,26 @@ CALENDAR_KEY = dg.AssetKey(["silver", "study_calendar"])
 
 
 def evaluation(result: dg.ExecuteInProcessResult, key: dg.AssetKey, name: str):
-    found = [
-        e
-        for e in result.get_asset_check_evaluations()
-        if e.asset_key == key and e.check_name == name
-    ]
+    found = [e for e in result.get_asset_check_evaluations() if e.asset_key == key and e.check_name == name]
     assert len(found) == 1, f"{key.to_user_string()}:{name} was not evaluated exactly once"
     return found[0]
 
 
 def ingested(sample_dir: Path, spec) -> pd.DataFrame:
     raw = (sample_dir / spec.file_name).read_bytes()
-    return parse_landing_csv(
-        raw, spec, source_file=spec.file_name, ingested_at=pd.Timestamp.now(tz="UTC")
-    ).rows
+    return parse_landing_csv(raw, spec, source_file=spec.file_name, ingested_at=pd.Timestamp.now(tz="UTC")).rows
 
 
-def run_stub_bronze(
-    tmp_path: Path, weight: pd.DataFrame, fiber: pd.DataFrame
-) -> dg.ExecuteInProcessResult:
+def run_stub_bronze(tmp_path: Path, weight: pd.DataFrame, fiber: pd.DataFrame) -> dg.ExecuteInProcessResult:
     """Given bronze tables, the real bronze contract checks and the real silver calendar asset."""
 
-    @dg.multi_asset(
-        outs={"weight": dg.AssetOut(key=WEIGHT_KEY), "fiber": dg.AssetOut(key=FIBER_KEY)}
-    )
+    @dg.multi_asset(outs={"weight": dg.AssetOut(key=WEIGHT_KEY), "fiber": dg.AssetOut(key=FIBER_KEY)})
     def given_bronze():
         yield dg.Output(weight, output_name="weight")
         yield dg.Output(fiber, output_name="fiber")
 
     contract_checks = [
-        c
-        for c in bronze_checks.contract_checks
-        if {k.asset_key for k in c.check_keys} & {WEIGHT_KEY, FIBER_KEY}
+        c for c in bronze_checks.contract_checks if {k.asset_key for k in c.check_keys} & {WEIGHT_KEY, FIBER_KEY}
     ]
     return dg.materialize(
         [given_bronze, study_calendar, *contract_checks],
@@ -80,9 +68,7 @@ def test_failing_blocking_bronze_contract_stops_silver_in_the_same_run(sample_di
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     rule = check.metadata["rule/weight_kg_range"].value
     assert rule["unexpected_count"] == 1
-    assert rule["unexpected_examples"] == [
-        {"weight_kg": 500.0, "source_line": int(weight.loc[7, "source_line"])}
-    ]
+    assert rule["unexpected_examples"] == [{"weight_kg": 500.0, "source_line": int(weight.loc[7, "source_line"])}]
     assert "weight_kg_range" in check.description
     assert evaluation(result, FIBER_KEY, "contract").passed
     keys = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -131,20 +117,14 @@ def test_quarantine_share_gate_blocks_above_five_percent(sample_dir, tmp_path, n
     result = run_bronze_and_calendar(landing, tmp_path / "lake")
     gate = evaluation(result, WEIGHT_KEY, "quarantine_share")
     meta = {k: v.value for k, v in gate.metadata.items()}
-    assert (
-        meta["rows_read"] == 600
-        and meta["rows_quarantined"] == n_bad
-        and meta["rows_kept"] == 600 - n_bad
-    )
+    assert meta["rows_read"] == 600 and meta["rows_quarantined"] == n_bad and meta["rows_kept"] == 600 - n_bad
     assert meta["quarantine_share"] == pytest.approx(n_bad / 600)
     assert meta["quarantine_reasons"] == {"not a number": n_bad}
     assert gate.passed is not blocked
     assert f"{n_bad} of 600 rows quarantined" in gate.description
     assert evaluation(result, FIBER_KEY, "quarantine_share").passed
     assert evaluation(result, WEIGHT_KEY, "contract").passed  # the kept rows themselves are fine
-    calendar_built = CALENDAR_KEY in {
-        e.asset_key for e in result.get_asset_materialization_events()
-    }
+    calendar_built = CALENDAR_KEY in {e.asset_key for e in result.get_asset_materialization_events()}
     assert calendar_built is not blocked
     assert result.success is not blocked
 
@@ -222,12 +202,8 @@ def test_fiber_estimates_agree_on_unconfounded_data():
     panel = disagreeing_panel()
     rng = np.random.default_rng(11)
     # Same within-subject effect, subject intercepts unrelated to fiber: the models agree.
-    subject_effect = rng.normal(0, 0.5, panel["subject_id"].nunique())[
-        panel["subject_id"].to_numpy() - 1
-    ]
-    panel["delta_kg_next"] = (
-        subject_effect - 0.01 * panel["fiber_g_week"] + rng.normal(0, 0.3, len(panel))
-    )
+    subject_effect = rng.normal(0, 0.5, panel["subject_id"].nunique())[panel["subject_id"].to_numpy() - 1]
+    panel["delta_kg_next"] = subject_effect - 0.01 * panel["fiber_g_week"] + rng.normal(0, 0.3, len(panel))
     fits = {
         f.name: f.coefficients
         for f in (

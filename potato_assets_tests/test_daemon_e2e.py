@@ -34,9 +34,7 @@ class Processes:
 
     def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("w")
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -83,8 +81,7 @@ def deployment(tmp_path):
     landing.mkdir()
     port = free_port()
     (tmp_path / "workspace.yaml").write_text(
-        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n"
-        "      location_name: potato_assets\n"
+        f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: potato_assets\n"
     )
     env = {
         **os.environ,
@@ -171,9 +168,7 @@ def test_landing_drop_launches_one_run_and_a_repeat_drop_launches_none(deploymen
     shutil.copy(sample_dir / FIBER_FILE, landing / FIBER_FILE)
     ticks_before = processes.log("daemon").count("no new or changed landing files")
     wait_for(
-        lambda: (
-            processes.log("daemon").count("no new or changed landing files") >= ticks_before + 3
-        ),
+        lambda: processes.log("daemon").count("no new or changed landing files") >= ticks_before + 3,
         60,
         "three landing sensor ticks after the repeat drop",
         processes,

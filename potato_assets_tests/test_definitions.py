@@ -30,9 +30,7 @@ def describe_definitions() -> dict:
             "freshness_policy": type(node.freshness_policy).__name__ if node.freshness_policy else None,
             "automation_condition": node.automation_condition.name if node.automation_condition else None,
         }
-    checks = sorted(
-        f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys
-    )
+    checks = sorted(f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys)
     return {
         "assets": assets,
         "checks": checks,
@@ -54,9 +52,15 @@ def test_definitions_match_snapshot():
 def test_required_asset_keys_exist():
     keys = set(describe_definitions()["assets"])
     required = {
-        "bronze/nutrition", "bronze/weight", "bronze/fiber",
-        "silver/subject_trajectories", "silver/weekly_features", "silver/modeling_dataset",
-        "gold/models/ols_cluster", "gold/models/fixed_effects", "gold/models/mixed_effects",
+        "bronze/nutrition",
+        "bronze/weight",
+        "bronze/fiber",
+        "silver/subject_trajectories",
+        "silver/weekly_features",
+        "silver/modeling_dataset",
+        "gold/models/ols_cluster",
+        "gold/models/fixed_effects",
+        "gold/models/mixed_effects",
         "gold/models/model_summary",
     }
     assert required <= keys

@@ -104,9 +104,7 @@ def kill_while_writing(proc: subprocess.Popen, lake: Path, timeout: float = 300)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"the run ended (rc={proc.returncode}) before it was caught writing"
-            )
+            raise AssertionError(f"the run ended (rc={proc.returncode}) before it was caught writing")
         if temp_files(lake):
             os.killpg(proc.pid, signal.SIGSTOP)
             in_progress = temp_files(lake)
@@ -120,9 +118,7 @@ def kill_while_writing(proc: subprocess.Popen, lake: Path, timeout: float = 300)
     raise AssertionError("no lake write was seen in time")
 
 
-def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recovers(
-    sample_dir, tmp_path
-):
+def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recovers(sample_dir, tmp_path):
     lake = tmp_path / "lake"
     assert materialize_all(sample_dir, lake).success
     previous = lake_objects(lake)
@@ -138,23 +134,21 @@ def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recover
     )
     temp = kill_while_writing(proc, lake)
     assert proc.returncode == -signal.SIGKILL
-    # the temporary name is ".{object}.{random}.tmp" beside the object it was replacing
-    target_name = str((temp.parent / temp.name[1:].rsplit(".", 2)[0]).relative_to(lake))
+    # the temporary name is ".{object}.{pid}.{random}.tmp" beside the object it was replacing
+    target_name = str((temp.parent / temp.name[1:].rsplit(".", 3)[0]).relative_to(lake))
     assert target_name in previous, target_name
 
     after = lake_objects(lake)
     assert set(after) == set(previous)  # no new names, nothing half-created
     assert after[target_name] == previous[target_name]  # the object being written is untouched
     for name, data in after.items():
-        assert data == previous[name] or is_complete(name, data), (
-            f"{name} is neither previous-good nor complete"
-        )
-    assert all(
-        data == previous[name] for name, data in after.items() if not name.startswith("bronze/")
-    )
+        assert data == previous[name] or is_complete(name, data), f"{name} is neither previous-good nor complete"
+    assert all(data == previous[name] for name, data in after.items() if not name.startswith("bronze/"))
 
-    # The next run (landing fixed back to the sample) recovers and reproduces the good numbers.
+    # The next run (landing fixed back to the sample) recovers and reproduces the good numbers,
+    # and its writes clear the temporary file the killed writer left behind.
     assert materialize_all(sample_dir, lake).success
+    assert not temp.exists()
     for name, data in lake_objects(lake).items():
         assert is_complete(name, data), name
     for key, table in previous_gold.items():
@@ -227,9 +221,7 @@ class Relay:
                 line = self.lines.get(timeout=0.5)
             except queue.Empty:
                 if proc.poll() is not None:
-                    raise AssertionError(
-                        f"the run ended (rc={proc.returncode}) before {prefix!r}"
-                    ) from None
+                    raise AssertionError(f"the run ended (rc={proc.returncode}) before {prefix!r}") from None
                 continue
             if line.startswith(prefix):
                 return line
@@ -281,9 +273,7 @@ def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_
         AWS_MAX_ATTEMPTS="2",
         AWS_RETRY_MODE="standard",
     )
-    proc = materialize_cli(
-        env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    proc = materialize_cli(env, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         request = relay.wait_for(f"PUT /{bucket}/lake/", timeout=300, proc=proc)
         time.sleep(0.3)  # the body is on its way through the slow link
@@ -300,9 +290,7 @@ def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_
     assert set(after) == set(previous)  # nothing half-created
     assert after[cut_key] == previous[cut_key]  # the interrupted upload left the old object whole
     for name, data in after.items():
-        assert data == previous[name] or is_complete(name, data), (
-            f"{name} is neither previous-good nor complete"
-        )
+        assert data == previous[name] or is_complete(name, data), f"{name} is neither previous-good nor complete"
     assert not moto_s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
     # The store comes back on the same address; the next run (through it) recovers.

@@ -131,11 +131,7 @@ def observed(tmp_path_factory, sample_dir):
     lineage_rx, otlp_rx = Receiver(), Receiver()
     stack = _start_prometheus_stack(tmp)
     env = {
-        **{
-            k: v
-            for k, v in __import__("os").environ.items()
-            if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))
-        },
+        **{k: v for k, v in __import__("os").environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
         "DAGSTER_HOME": str(home),
         "POTATO_LAKE_URI": str(tmp / "lake"),
         "POTATO_LANDING_URI": str(sample_dir),
@@ -214,9 +210,7 @@ def test_each_job_run_starts_once_then_completes_once(observed):
 @pytest.mark.e2e
 def test_lineage_edges_join_landing_to_bronze_to_silver_to_gold(observed):
     completes = [e for e in _events(observed) if e["eventType"] == "COMPLETE" and e["outputs"]]
-    written = {
-        (o["namespace"], o["name"]): e["job"]["name"] for e in completes for o in e["outputs"]
-    }
+    written = {(o["namespace"], o["name"]): e["job"]["name"] for e in completes for o in e["outputs"]}
     edges = set()
     for e in completes:
         for i in e["inputs"]:
@@ -250,16 +244,12 @@ def test_output_facets_describe_the_written_tables(observed):
             table = read_table(lake_uri, relative)
             assert out["namespace"] == "file"
             assert out["outputFacets"]["outputStatistics"]["rowCount"] == len(table)
-            assert [f["name"] for f in out["facets"]["schema"]["fields"]] == [
-                str(c) for c in table.columns
-            ]
+            assert [f["name"] for f in out["facets"]["schema"]["fields"]] == [str(c) for c in table.columns]
             assert out["facets"]["dataSource"]["uri"].startswith("file://")
             checked += 1
     assert checked >= 10
     modeling = next(
-        e
-        for e in _events(observed)
-        if e["eventType"] == "COMPLETE" and e["job"]["name"] == "silver.modeling_dataset"
+        e for e in _events(observed) if e["eventType"] == "COMPLETE" and e["job"]["name"] == "silver.modeling_dataset"
     )
     lineage = modeling["outputs"][0]["facets"]["columnLineage"]["fields"]
     source = lineage["fiber_g_week"]["inputFields"][0]
@@ -267,9 +257,7 @@ def test_output_facets_describe_the_written_tables(observed):
         True,
         "fiber_g_sum",
     )
-    assert (source["namespace"], source["name"]) in {
-        (i["namespace"], i["name"]) for i in modeling["inputs"]
-    }
+    assert (source["namespace"], source["name"]) in {(i["namespace"], i["name"]) for i in modeling["inputs"]}
 
 
 @pytest.mark.e2e
@@ -279,11 +267,7 @@ def test_check_outcomes_ride_on_the_input_side(observed):
     checks = load_defs().resolve_asset_graph().asset_check_keys
     if not checks:
         pytest.skip("the definitions declare no asset checks")
-    check_jobs = [
-        e
-        for e in _events(observed)
-        if e["eventType"] == "COMPLETE" and ".check." in e["job"]["name"]
-    ]
+    check_jobs = [e for e in _events(observed) if e["eventType"] == "COMPLETE" and ".check." in e["job"]["name"]]
     names = {e["job"]["name"] for e in check_jobs}
     assert names == {f"{'.'.join(c.asset_key.path)}.check.{c.name}" for c in checks}
     for e in check_jobs:
@@ -358,8 +342,7 @@ def test_otlp_has_a_span_per_step_under_the_run_span(observed):
         "bronze/quarantine",
     }
     expected_rows = sum(
-        len(read_table(observed.lake.as_uri(), f"bronze/{n}"))
-        for n in ("weight", "fiber", "nutrition", "quarantine")
+        len(read_table(observed.lake.as_uri(), f"bronze/{n}")) for n in ("weight", "fiber", "nutrition", "quarantine")
     )
     assert ingest["potato.rows_out"] == expected_rows
 
@@ -370,14 +353,8 @@ def test_otlp_carries_the_pipeline_metrics(observed):
     run_level = set(telemetry.METRICS) - telemetry.OUTSIDE_RUNS
     assert run_level <= set(metrics)
     rows = metrics[telemetry.ROWS_PROCESSED].sum.data_points
-    out = {
-        (_attrs(p)["asset_key"]): p.as_double or p.as_int
-        for p in rows
-        if _attrs(p)["direction"] == "out"
-    }
-    assert out["silver/modeling_dataset"] == len(
-        read_table(observed.lake.as_uri(), "silver/modeling_dataset")
-    )
+    out = {(_attrs(p)["asset_key"]): p.as_double or p.as_int for p in rows if _attrs(p)["direction"] == "out"}
+    assert out["silver/modeling_dataset"] == len(read_table(observed.lake.as_uri(), "silver/modeling_dataset"))
 
 
 @pytest.mark.e2e
@@ -429,9 +406,7 @@ def _query_eventually(run: ObservedRun, expr: str, seconds: float = 30) -> list[
 
 def _prometheus_names(run: ObservedRun) -> set[str]:
     _query_eventually(run, telemetry.RUNS)
-    doc = json.load(
-        urllib.request.urlopen(f"{run.prometheus}/api/v1/label/__name__/values", timeout=10)
-    )
+    doc = json.load(urllib.request.urlopen(f"{run.prometheus}/api/v1/label/__name__/values", timeout=10))
     return {n for n in doc["data"] if n.startswith("potato_")}
 
 
@@ -440,9 +415,7 @@ def test_prometheus_scrapes_the_runs_metrics_from_the_pushgateway(observed):
     _need_prometheus(observed)
     (runs,) = _query_eventually(observed, f'{telemetry.RUNS}{{status="success"}}')
     assert runs["metric"]["dagster_job"] == "__ASSET_JOB" and float(runs["value"][1]) == 1
-    (rows,) = _query(
-        observed, f'{telemetry.ROWS_PROCESSED}{{asset_key="bronze/weight",direction="out"}}'
-    )
+    (rows,) = _query(observed, f'{telemetry.ROWS_PROCESSED}{{asset_key="bronze/weight",direction="out"}}')
     assert float(rows["value"][1]) == len(read_table(observed.lake.as_uri(), "bronze/weight"))
     gold = _query(observed, f'{telemetry.LAST_MATERIALIZATION}{{layer="gold"}}')
     assert len(gold) >= 4 and all(abs(float(g["value"][1]) - time.time()) < 3600 for g in gold)
@@ -457,11 +430,7 @@ def _otlp_prometheus_name(metric) -> str:
         unit = "ratio"
     if unit and not name.endswith("_" + unit):
         name += "_" + unit
-    if (
-        metric.WhichOneof("data") == "sum"
-        and metric.sum.is_monotonic
-        and not name.endswith("_total")
-    ):
+    if metric.WhichOneof("data") == "sum" and metric.sum.is_monotonic and not name.endswith("_total"):
         name += "_total"
     return name
 
@@ -471,9 +440,7 @@ def _exported_names(run: ObservedRun) -> set[str]:
     for metric in _otlp_metrics(run).values():
         base = _otlp_prometheus_name(metric)
         names |= (
-            {base + s for s in ("_bucket", "_sum", "_count")}
-            if metric.WhichOneof("data") == "histogram"
-            else {base}
+            {base + s for s in ("_bucket", "_sum", "_count")} if metric.WhichOneof("data") == "histogram" else {base}
         )
     if run.prometheus is not None:
         names |= _prometheus_names(run)
@@ -489,9 +456,7 @@ def _queries() -> list[tuple[str, str]]:
         panels = [p for top in doc["panels"] for p in [top, *top.get("panels", [])]]
         for panel in panels:
             for target in panel.get("targets", []):
-                if (target.get("datasource") or panel.get("datasource") or {}).get(
-                    "type"
-                ) == "prometheus":
+                if (target.get("datasource") or panel.get("datasource") or {}).get("type") == "prometheus":
                     found.append((f"{path.name}: {panel['title']}", target["expr"]))
     for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]:
         for rule in group["rules"]:
@@ -518,9 +483,7 @@ def test_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool (Debian package prometheus) is not installed")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(ALERT_RULES)], capture_output=True, text=True
-    )
+    result = subprocess.run([promtool, "check", "rules", str(ALERT_RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 rules found" in result.stdout
 
@@ -535,11 +498,7 @@ def test_a_failed_run_sends_fail_events_with_the_error(tmp_path, sample_dir):
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     receiver = Receiver()
     env = {
-        **{
-            k: v
-            for k, v in __import__("os").environ.items()
-            if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))
-        },
+        **{k: v for k, v in __import__("os").environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
         "DAGSTER_HOME": str(home),
         "POTATO_LAKE_URI": str(tmp_path / "lake"),
         "POTATO_LANDING_URI": str(landing),

@@ -71,7 +71,11 @@ def test_cli_materialize_select_all(seed_dir, tmp_path):
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_lake((tmp_path / "lake").as_uri())

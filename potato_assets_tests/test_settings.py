@@ -21,7 +21,11 @@ def test_defaults_are_local_lake_and_bundled_sample():
 
 def test_values_from_environment():
     s = load_settings(
-        {"POTATO_FRESHNESS_HOURS": "2.5", "POTATO_MLFLOW_REQUIRED": "true", "POTATO_ALERT_WEBHOOK_URL": " http://x/hook "}
+        {
+            "POTATO_FRESHNESS_HOURS": "2.5",
+            "POTATO_MLFLOW_REQUIRED": "true",
+            "POTATO_ALERT_WEBHOOK_URL": " http://x/hook ",
+        }
     )
     assert s.freshness_hours == 2.5 and s.mlflow_required is True and s.alert_webhook_url == "http://x/hook"
     assert load_settings({"POTATO_MLFLOW_ARTIFACT_ROOT": "s3://mlflow/a "}).mlflow_artifact_root == "s3://mlflow/a"

@@ -53,9 +53,7 @@ def tracked(tmp_path_factory, sample_dir):
 
 
 def lake_files(lake: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()
-    }
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
 
 
 def copy_lake(tracked, tmp_path: Path) -> Path:
@@ -64,9 +62,7 @@ def copy_lake(tracked, tmp_path: Path) -> Path:
     return lake
 
 
-def materialize_models(
-    sample_dir, lake: Path, experiment_tracker, **kwargs
-) -> dg.ExecuteInProcessResult:
+def materialize_models(sample_dir, lake: Path, experiment_tracker, **kwargs) -> dg.ExecuteInProcessResult:
     """Only the model fits and their checks, upstream read from the copied lake."""
     defs = load_defs()
     return dg.materialize(
@@ -78,18 +74,12 @@ def materialize_models(
 
 
 def materialization_metadata(result, key: dg.AssetKey) -> dict:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.materialization.asset_key == key
-    ]
+    [event] = [e for e in result.get_asset_materialization_events() if e.materialization.asset_key == key]
     return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
 
 
 def tracking_checks(result) -> dict:
-    return {
-        e.asset_key: e
-        for e in result.get_asset_check_evaluations()
-        if e.check_name == "experiment_tracking"
-    }
+    return {e.asset_key: e for e in result.get_asset_check_evaluations() if e.check_name == "experiment_tracking"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,23 +106,15 @@ def test_each_fit_is_a_run_whose_metrics_equal_the_gold_tables(tracked, tmp_path
         assert meta["tracking_status"] == "tracked" and meta["mlflow_run_id"] == run.info.run_id
         assert run.info.status == "FINISHED"
         tags = run.data.tags
-        assert (
-            tags["dagster.run_id"] == result.run_id
-            and tags["dagster.asset_key"] == f"gold/models/{name}"
-        )
+        assert tags["dagster.run_id"] == result.run_id and tags["dagster.asset_key"] == f"gold/models/{name}"
         assert tags["dagster.data_version.silver/modeling_dataset"] == modeling_version
-        assert (
-            tags["dagster.code_version"] == load_defs().resolve_asset_graph().get(key).code_version
-        )
+        assert tags["dagster.code_version"] == load_defs().resolve_asset_graph().get(key).code_version
         table = read_table(tracked["lake"].as_uri(), f"gold/models/{name}")
         metrics = run.data.metrics
         for row in table.itertuples():
             assert metrics[f"coef.{row.term}.estimate"] == row.estimate
             assert metrics[f"coef.{row.term}.std_error"] == row.std_error
-        assert (
-            metrics["nobs"] == summary.loc[name, "nobs"]
-            and metrics["n_groups"] == summary.loc[name, "n_groups"]
-        )
+        assert metrics["nobs"] == summary.loc[name, "nobs"] and metrics["n_groups"] == summary.loc[name, "n_groups"]
         assert metrics["log_likelihood"] == summary.loc[name, "log_likelihood"]
         if pd.notna(summary.loc[name, "r2"]):
             assert metrics["r2"] == summary.loc[name, "r2"]
@@ -146,10 +128,7 @@ def test_each_fit_is_a_run_whose_metrics_equal_the_gold_tables(tracked, tmp_path
 
 
 def test_artifacts_stay_out_of_the_lake(tracked):
-    assert not any(
-        "mlflow" in p or p.endswith(".png") and "figures" not in p
-        for p in lake_files(tracked["lake"])
-    )
+    assert not any("mlflow" in p or p.endswith(".png") and "figures" not in p for p in lake_files(tracked["lake"]))
     assert (tracked["root"] / "mlflow" / "artifacts").is_dir()
 
 
@@ -182,9 +161,7 @@ def create_index_table(name: str) -> dict:
             {"AttributeName": schema["hash"], "KeyType": "HASH"},
             {"AttributeName": schema["range"], "KeyType": "RANGE"},
         ],
-        AttributeDefinitions=[
-            {"AttributeName": k, "AttributeType": t} for k, t in schema["attributes"].items()
-        ],
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": t} for k, t in schema["attributes"].items()],
     )
     return schema
 
@@ -203,9 +180,7 @@ def tracked_models_job() -> dg.JobDefinition:
         "tracked_models",
         selection=dg.AssetSelection.assets(*MODEL_KEYS, ["gold", "models", "model_summary"]),
     )
-    resources = resources_for(
-        config["landing"], config["lake"], {"experiment_tracker": tracker(**config["tracker"])}
-    )
+    resources = resources_for(config["landing"], config["lake"], {"experiment_tracker": tracker(**config["tracker"])})
     return dg.Definitions(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
@@ -231,9 +206,7 @@ def test_s3_artifacts_and_one_index_item_per_run_updated_on_reexecution(
     lake = copy_lake(tracked, tmp_path)
     uri = sqlite_uri(tmp_path / "mlflow")
     settings = {"uri": uri, "artifact_root": f"s3://{bucket}/mlflow", "index_table": table}
-    monkeypatch.setenv(
-        JOB_ENV, json.dumps({"landing": str(sample_dir), "lake": str(lake), "tracker": settings})
-    )
+    monkeypatch.setenv(JOB_ENV, json.dumps({"landing": str(sample_dir), "lake": str(lake), "tracker": settings}))
     job = dg.reconstructable(tracked_models_job)
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
@@ -249,10 +222,7 @@ def test_s3_artifacts_and_one_index_item_per_run_updated_on_reexecution(
             [run] = client.search_runs([experiment.experiment_id])
             run_id = run.info.run_id
             keys = {
-                o["Key"]
-                for o in moto_s3.list_objects_v2(Bucket=bucket, Prefix=f"mlflow/{name}/{run_id}/")[
-                    "Contents"
-                ]
+                o["Key"] for o in moto_s3.list_objects_v2(Bucket=bucket, Prefix=f"mlflow/{name}/{run_id}/")["Contents"]
             }
             prefix = f"mlflow/{name}/{run_id}/artifacts/"
             assert {
@@ -263,9 +233,7 @@ def test_s3_artifacts_and_one_index_item_per_run_updated_on_reexecution(
             assert prefix + "figures/fiber_vs_weight_change.png" in keys
             item = by_run[run_id]
             assert item["experiment_id"] == {"S": experiment.experiment_id}
-            assert item["run_name"] == {"S": run.info.run_name} and item["status"] == {
-                "S": "FINISHED"
-            }
+            assert item["run_name"] == {"S": run.info.run_name} and item["status"] == {"S": "FINISHED"}
             assert Decimal(item["start_time"]["N"]) == run.info.start_time
             assert Decimal(item["end_time"]["N"]) == run.info.end_time
             metrics = item["metrics"]["M"]
@@ -299,9 +267,7 @@ def closed_port_uri() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-def test_unreachable_store_still_materialises_with_a_warn_check_and_a_log_line(
-    tracked, sample_dir, tmp_path, capsys
-):
+def test_unreachable_store_still_materialises_with_a_warn_check_and_a_log_line(tracked, sample_dir, tmp_path, capsys):
     lake = copy_lake(tracked, tmp_path)
     before = lake_files(lake)
     instance = dg.DagsterInstance.ephemeral()
@@ -322,9 +288,7 @@ def test_unreachable_store_still_materialises_with_a_warn_check_and_a_log_line(
     warnings = [
         e.user_message
         for e in instance.all_logs(result.run_id)
-        if not e.is_dagster_event
-        and e.level == logging.WARNING
-        and "experiment tracking failed" in e.user_message
+        if not e.is_dagster_event and e.level == logging.WARNING and "experiment tracking failed" in e.user_message
     ]
     assert sorted(w.split(":")[0] for w in warnings) == sorted(MODEL_NAMES)
     # The lake is what a tracked run leaves: same files, same tables.
@@ -340,16 +304,10 @@ def test_unreachable_store_still_materialises_with_a_warn_check_and_a_log_line(
 def test_required_tracking_fails_the_models_with_a_clear_message(tracked, sample_dir, tmp_path):
     lake = copy_lake(tracked, tmp_path)
     before = lake_files(lake)
-    result = materialize_models(
-        sample_dir, lake, tracker(closed_port_uri(), required=True), raise_on_error=False
-    )
+    result = materialize_models(sample_dir, lake, tracker(closed_port_uri(), required=True), raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     message = failure.step_failure_data.user_failure_data.description
-    assert (
-        "POTATO_MLFLOW_REQUIRED=true" in message
-        and "127.0.0.1" in message
-        and "ols_cluster" in message
-    )
+    assert "POTATO_MLFLOW_REQUIRED=true" in message and "127.0.0.1" in message and "ols_cluster" in message
     assert not result.get_asset_materialization_events()
     assert lake_files(lake) == before

@@ -80,15 +80,10 @@ class Webserver:
         except OSError:
             return False
         entries = data["workspaceOrError"].get("locationEntries") or []
-        return any(
-            (e.get("locationOrLoadError") or {}).get("__typename") == "RepositoryLocation"
-            for e in entries
-        )
+        return any((e.get("locationOrLoadError") or {}).get("__typename") == "RepositoryLocation" for e in entries)
 
     def runs(self) -> list[dict]:
-        data = self.graphql(
-            "{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"
-        )
+        data = self.graphql("{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }")
         return data["runsOrError"]["results"]
 
 
@@ -119,9 +114,7 @@ class Page:
                 return message["result"]
 
     def js(self, expression: str):
-        result = self.call(
-            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
-        )
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         return result["result"].get("value")
 
     def goto(self, url: str) -> None:
@@ -151,10 +144,7 @@ class Page:
 
 
 def button(text: str) -> str:
-    return (
-        "[...document.querySelectorAll('button')]"
-        f".find(b => b.innerText.trim().startsWith({json.dumps(text)}))"
-    )
+    return f"[...document.querySelectorAll('button')].find(b => b.innerText.trim().startsWith({json.dumps(text)}))"
 
 
 def menu_item(text: str) -> str:

@@ -216,9 +216,7 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
         if not changes:
             stale = sorted(n for n, s in current.items() if s == "stale")
             return dg.SkipReason(
-                f"no freshness changes ({len(stale)} stale: {', '.join(stale)})"
-                if stale
-                else "no freshness changes"
+                f"no freshness changes ({len(stale)} stale: {', '.join(stale)})" if stale else "no freshness changes"
             )
         return dg.SkipReason(f"reported {len(changes)} freshness change(s)")
 
@@ -238,9 +236,7 @@ def _root_cause(error: Any) -> str:
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Reports each failed run: structured log event, potato_run_failures_total metric, webhook."
-    ),
+    description=("Reports each failed run: structured log event, potato_run_failures_total metric, webhook."),
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
     run = context.dagster_run
@@ -259,9 +255,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSi
         errors=[s[:1000] for s in step_errors[:5]],
         tags={k: v for k, v in run.tags.items() if not k.startswith(".dagster")},
     )
-    alerts_sink.report(
-        event, (alerts.RUN_FAILURES, 1.0, {"job_name": run.job_name}), log=context.log
-    )
+    alerts_sink.report(event, (alerts.RUN_FAILURES, 1.0, {"job_name": run.job_name}), log=context.log)
 
 
 # --- propagation ------------------------------------------------------------------------------

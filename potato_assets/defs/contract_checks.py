@@ -50,9 +50,7 @@ def _cell(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def contract_check(
-    asset_key: dg.AssetKey, suite_name: str, *, blocking: bool
-) -> dg.AssetChecksDefinition:
+def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -> dg.AssetChecksDefinition:
     """An asset check named `contract` that validates the stored asset against its suite file."""
     suite = contracts.load_suite(suite_name)  # fail at load time on a malformed contract file
     hard = sum(1 for e in suite["expectations"] if e.get("severity", "critical") == "critical")

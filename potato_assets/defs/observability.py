@@ -74,9 +74,7 @@ class ProjectGraph:
             if not ad.is_executable:
                 continue
             plan = self.steps.setdefault(ad.node_def.name, StepPlan([], []))
-            plan.assets.extend(
-                k for k in ad.keys if graph.has(k) and graph.get(k).is_materializable
-            )
+            plan.assets.extend(k for k in ad.keys if graph.has(k) and graph.get(k).is_materializable)
             plan.checks.extend(ad.check_keys)
             for spec in ad.check_specs:
                 self.blocking[spec.key] = bool(spec.blocking)
@@ -86,11 +84,7 @@ class ProjectGraph:
         return self.graph.has(key)
 
     def parents(self, key: dg.AssetKey) -> list[dg.AssetKey]:
-        return (
-            sorted(self.graph.get(key).parent_keys, key=lambda k: k.to_user_string())
-            if self.has(key)
-            else []
-        )
+        return sorted(self.graph.get(key).parent_keys, key=lambda k: k.to_user_string()) if self.has(key) else []
 
     def metadata(self, key: dg.AssetKey) -> dict[str, Any]:
         return dict(self.graph.get(key).metadata) if self.has(key) else {}
@@ -195,9 +189,7 @@ class ObservabilityHandler(logging.Handler):
     def _configure(cls) -> None:
         sinks = _enabled_sinks()
         cls._sinks = sinks
-        cls._on = bool(
-            sinks["lineage_url"] or sinks["otlp"] or sinks["pushgateway"] or sinks["json_logs"]
-        )
+        cls._on = bool(sinks["lineage_url"] or sinks["otlp"] or sinks["pushgateway"] or sinks["json_logs"])
         if not cls._on:
             return
         if sinks["lineage_url"]:
@@ -299,9 +291,7 @@ class ObservabilityHandler(logging.Handler):
         if not deps_by_column:
             return None
         return {
-            column: [
-                (asset_uris(dep.asset_key, graph, settings)[0], dep.column_name) for dep in deps
-            ]
+            column: [(asset_uris(dep.asset_key, graph, settings)[0], dep.column_name) for dep in deps]
             for column, deps in deps_by_column.items()
         }
 
@@ -310,9 +300,7 @@ class ObservabilityHandler(logging.Handler):
 
         graph = project_graph()
         name = lineage_job_name(key)
-        inputs = [
-            i for parent in graph.parents(key) for i in self._dataset(run, parent, output=False)
-        ]
+        inputs = [i for parent in graph.parents(key) for i in self._dataset(run, parent, output=False)]
         return lineage.JobRun(
             namespace=self._sinks["namespace"],
             name=name,
@@ -347,9 +335,7 @@ class ObservabilityHandler(logging.Handler):
         from potato_assets.lib import lineage
 
         message, stack = error if error else (None, None)
-        self._emitter.emit(
-            lineage.build_run_event(event_type, job, error_message=message, error_stack=stack)
-        )
+        self._emitter.emit(lineage.build_run_event(event_type, job, error_message=message, error_stack=stack))
 
     def _observe(self, run: RunState, name: str, value: float, **labels: str) -> None:
         if self._telemetry is None and not self._sinks["pushgateway"]:
@@ -378,9 +364,7 @@ class ObservabilityHandler(logging.Handler):
 
             self._send(
                 lineage.START,
-                lineage.JobRun(
-                    namespace=self._sinks["namespace"], name=job_name, run_id=run_id, job_type="JOB"
-                ),
+                lineage.JobRun(namespace=self._sinks["namespace"], name=job_name, run_id=run_id, job_type="JOB"),
             )
         return run
 
@@ -400,14 +384,10 @@ class ObservabilityHandler(logging.Handler):
                     "dagster.run_id": run.run_id,
                     "dagster.step_key": event.step_key,
                     "dagster.asset_keys": [k.to_user_string() for k in plan.assets],
-                    "dagster.check_keys": [
-                        f"{c.asset_key.to_user_string()}:{c.name}" for c in plan.checks
-                    ],
+                    "dagster.check_keys": [f"{c.asset_key.to_user_string()}:{c.name}" for c in plan.checks],
                     "dagster.partition": partition or "",
                     "potato.rows_in": sum(
-                        int(run.assets.get(p, {}).get("rows") or 0)
-                        for k in plan.assets
-                        for p in graph.parents(k)
+                        int(run.assets.get(p, {}).get("rows") or 0) for k in plan.assets for p in graph.parents(k)
                     ),
                 },
             )
@@ -532,26 +512,17 @@ class ObservabilityHandler(logging.Handler):
             )
             # 0 for a passing check, so the series exists before the first failure (alerting)
             failed = 0 if outcome["passed"] else 1
-            self._observe(
-                run, telemetry.CHECK_FAILURES, failed, severity=outcome["severity"], **labels
-            )
+            self._observe(run, telemetry.CHECK_FAILURES, failed, severity=outcome["severity"], **labels)
         if step.span is not None:
             from opentelemetry.trace import Status, StatusCode
 
             rows_out = sum(int(f.get("rows") or 0) for f in step.materialized.values())
             step.span.set_attribute("potato.rows_out", rows_out)
-            step.span.set_attribute(
-                "potato.checks_passed", sum(1 for c in step.checks.values() if c["passed"])
-            )
-            step.span.set_attribute(
-                "potato.checks_failed", sum(1 for c in step.checks.values() if not c["passed"])
-            )
+            step.span.set_attribute("potato.checks_passed", sum(1 for c in step.checks.values() if c["passed"]))
+            step.span.set_attribute("potato.checks_failed", sum(1 for c in step.checks.values() if not c["passed"]))
             step.span.set_attribute(
                 "potato.check_outcomes",
-                [
-                    f"{c['name']}={'passed' if c['passed'] else 'failed'}"
-                    for c in step.checks.values()
-                ],
+                [f"{c['name']}={'passed' if c['passed'] else 'failed'}" for c in step.checks.values()],
             )
             if error is None:
                 step.span.set_status(Status(StatusCode.OK))
@@ -566,12 +537,8 @@ class ObservabilityHandler(logging.Handler):
         status = "success" if error is None else "failure"
         duration = time.time() - run.started
         self._observe(run, telemetry.RUNS, 1, dagster_job=run.job_name, status=status)
-        self._observe(
-            run, telemetry.RUN_FAILURES, 0 if error is None else 1, dagster_job=run.job_name
-        )
-        self._observe(
-            run, telemetry.RUN_DURATION, duration, dagster_job=run.job_name, status=status
-        )
+        self._observe(run, telemetry.RUN_FAILURES, 0 if error is None else 1, dagster_job=run.job_name)
+        self._observe(run, telemetry.RUN_DURATION, duration, dagster_job=run.job_name, status=status)
         if self._emitter is not None:
             job = lineage.JobRun(
                 namespace=self._sinks["namespace"],
@@ -584,9 +551,7 @@ class ObservabilityHandler(logging.Handler):
             from opentelemetry.trace import Status, StatusCode
 
             run.span.set_attribute("dagster.partition", run.partition or "")
-            run.span.set_status(
-                Status(StatusCode.OK) if error is None else Status(StatusCode.ERROR, error[0][:500])
-            )
+            run.span.set_status(Status(StatusCode.OK) if error is None else Status(StatusCode.ERROR, error[0][:500]))
             run.span.end()
         if self._sinks["pushgateway"]:
             telemetry.push_observations(
@@ -599,9 +564,7 @@ class ObservabilityHandler(logging.Handler):
 
     # -- logs ------------------------------------------------------------------------------------
 
-    def _log_line(
-        self, record: logging.LogRecord, meta: dict[str, Any], run: RunState | None
-    ) -> None:
+    def _log_line(self, record: logging.LogRecord, meta: dict[str, Any], run: RunState | None) -> None:
         if self._json is None and self._telemetry is None:
             return
         from potato_assets.lib import telemetry
@@ -622,9 +585,7 @@ class ObservabilityHandler(logging.Handler):
             "job": meta.get("job_name"),
             "step_key": step_key,
             "event_type": event.event_type_value if event is not None else None,
-            "asset_key": event.asset_key.to_user_string()
-            if event is not None and event.asset_key
-            else None,
+            "asset_key": event.asset_key.to_user_string() if event is not None and event.asset_key else None,
         }
         if self._json is not None:
             record.potato_fields = fields

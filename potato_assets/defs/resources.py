@@ -15,9 +15,7 @@ if TYPE_CHECKING:
 
 
 def column_schema(df: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
-    )
+    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
 
 
 class LakeParquetIOManager(dg.UPathIOManager):
@@ -27,7 +25,9 @@ class LakeParquetIOManager(dg.UPathIOManager):
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         if not isinstance(obj, pd.DataFrame):
-            raise TypeError(f"{context.asset_key.to_user_string()} must return a pandas DataFrame, got {type(obj).__name__}")
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} must return a pandas DataFrame, got {type(obj).__name__}"
+            )
         storage.write_bytes_atomic(path, storage.parquet_bytes(obj))
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
@@ -80,9 +80,7 @@ class LandingZone(dg.ConfigurableResource):
         try:
             return storage.to_upath(uri).read_bytes()
         except FileNotFoundError:
-            raise dg.Failure(
-                description=f"{file_name} was not found in the landing zone ({uri})."
-            ) from None
+            raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:

@@ -58,9 +58,7 @@ class ExperimentTracker(dg.ConfigurableResource):
                 data_version=_latest_data_version(context, MODELING_KEY),
                 figures=_figures(context, fit, modeling),
             )
-            target = tracking.TrackingTarget(
-                self.tracking_uri, self.artifact_root, self.index_table
-            )
+            target = tracking.TrackingTarget(self.tracking_uri, self.artifact_root, self.index_table)
             run = tracking.log_fit(target, record)
         except Exception as error:  # any store/network/credential error: the fit itself is fine
             first_line = str(error).splitlines()[0][:300] if str(error) else ""
@@ -103,24 +101,16 @@ def _latest_data_version(context: dg.AssetExecutionContext, key: dg.AssetKey) ->
     return event.asset_materialization.tags.get(DATA_VERSION_TAG)
 
 
-def _figures(
-    context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None
-) -> dict[str, bytes]:
+def _figures(context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None) -> dict[str, bytes]:
     """This fit's fiber slope over the data, when the modelling table is at hand."""
     if modeling is None:
         return {}
     from potato_assets.lib import report
 
     try:
-        return {
-            "fiber_vs_weight_change": report.fiber_vs_weight_change_png(
-                modeling, {fit.name: fit.coefficients}
-            )
-        }
+        return {"fiber_vs_weight_change": report.fiber_vs_weight_change_png(modeling, {fit.name: fit.coefficients})}
     except Exception as error:  # a figure is a nice-to-have in the run, never a reason to fail it
-        context.log.debug(
-            f"{fit.name}: no figure for the MLflow run ({type(error).__name__}: {error})"
-        )
+        context.log.debug(f"{fit.name}: no figure for the MLflow run ({type(error).__name__}: {error})")
         return {}
 
 

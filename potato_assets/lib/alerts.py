@@ -31,9 +31,7 @@ class LogSink(Protocol):
     def warning(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def record_metric(
-    name: str, value: float, attributes: Mapping[str, str], log: LogSink | None = None
-) -> dict:
+def record_metric(name: str, value: float, attributes: Mapping[str, str], log: LogSink | None = None) -> dict:
     """The one place alerting emits metrics: a structured log line, and the staleness gauge also
     goes to OTLP / the Pushgateway when configured. Run failures are not forwarded: each run
     already reports its own failure (labelled by job), and a pushed copy would never reset."""
@@ -65,9 +63,7 @@ class AlertDeliveryError(RuntimeError):
     pass
 
 
-def post_webhook(
-    url: str, payload: Mapping[str, Any], timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS
-) -> int:
+def post_webhook(url: str, payload: Mapping[str, Any], timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST JSON to the webhook; any non-2xx answer, refusal or timeout is an AlertDeliveryError."""
     body = json.dumps(payload, default=str).encode("utf-8")
     request = urllib.request.Request(

@@ -21,7 +21,9 @@ class CalendarError(ValueError):
 def subject_calendars(*labelled: pd.DataFrame) -> pd.DataFrame:
     """One row per subject: `week1_start` and `n_labelled_rows`, from frames with
     subject_id, date, week (and optionally source_file, source_line for error messages)."""
-    frames = [f[[c for c in f.columns if c in (GROUP_COL, "date", WEEK_COL, "source_file", "source_line")]] for f in labelled]
+    frames = [
+        f[[c for c in f.columns if c in (GROUP_COL, "date", WEEK_COL, "source_file", "source_line")]] for f in labelled
+    ]
     rows = pd.concat(frames, ignore_index=True).dropna(subset=[GROUP_COL, "date", WEEK_COL])
     if rows.empty:
         raise CalendarError("no rows with subject_id, date and week: the study calendar is undefined")
@@ -35,9 +37,7 @@ def subject_calendars(*labelled: pd.DataFrame) -> pd.DataFrame:
             + (f" ({r['source_file']} line {r['source_line']})" if "source_line" in bad.columns else "")
             for _, r in bad.head(5).iterrows()
         )
-        raise CalendarError(
-            f"{len(bad)} row(s) carry a week label that contradicts a 7-day calendar: {examples}"
-        )
+        raise CalendarError(f"{len(bad)} row(s) carry a week label that contradicts a 7-day calendar: {examples}")
     calendars = (
         pd.DataFrame({GROUP_COL: rows[GROUP_COL], "week1_start": start})
         .groupby(GROUP_COL, as_index=False)

@@ -13,6 +13,7 @@ No Dagster here: results are plain dataclasses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -88,9 +89,7 @@ class ContractResult:
         """One sentence: what passed or which rules failed, with a few unexpected values."""
         failed = self.hard_failures + self.soft_failures
         if not failed:
-            return (
-                f"{self.suite}: all {len(self.outcomes)} expectations passed on {self.rows} rows."
-            )
+            return f"{self.suite}: all {len(self.outcomes)} expectations passed on {self.rows} rows."
         parts = []
         for o in failed:
             if o.error:
@@ -124,9 +123,7 @@ def available_suites() -> list[str]:
 
 def load_suite(name_or_path: str | Path) -> dict[str, Any]:
     """Read and check a suite file; returns its JSON as a dict."""
-    path = (
-        Path(name_or_path) if str(name_or_path).endswith(".json") else suite_path(str(name_or_path))
-    )
+    path = Path(name_or_path) if str(name_or_path).endswith(".json") else suite_path(str(name_or_path))
     try:
         suite = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -134,9 +131,7 @@ def load_suite(name_or_path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ContractError(f"contract {path.name} is not valid JSON ({exc}).") from None
     if not isinstance(suite, dict) or suite.get("name") != path.stem:
-        raise ContractError(
-            f"contract {path.name} must be a JSON object whose name is {path.stem!r}."
-        )
+        raise ContractError(f"contract {path.name} must be a JSON object whose name is {path.stem!r}.")
     expectations = suite.get("expectations")
     if not isinstance(expectations, list) or not expectations:
         raise ContractError(f"contract {path.name} has no expectations.")
@@ -146,9 +141,7 @@ def load_suite(name_or_path: str | Path) -> dict[str, Any]:
         if not isinstance(exp, dict) or not str(exp.get("type", "")).startswith("expect_"):
             raise ContractError(f"{where} has no expectation type.")
         if exp.get("severity", "critical") not in SEVERITIES:
-            raise ContractError(
-                f"{where} has severity {exp.get('severity')!r}; use one of {', '.join(SEVERITIES)}."
-            )
+            raise ContractError(f"{where} has severity {exp.get('severity')!r}; use one of {', '.join(SEVERITIES)}.")
         rule = (exp.get("meta") or {}).get("rule")
         if not rule or not isinstance(rule, str):
             raise ContractError(f"{where} ({exp['type']}) needs meta.rule, a short unique name.")
@@ -173,9 +166,7 @@ class _GxRunner:
 
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(
-            globally=False, metric_calculations=False
-        )
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_pandas(name="contracts")
         self._prepared: dict[str, tuple[Any, Any, str]] = {}
         self.lock = threading.Lock()
@@ -220,9 +211,7 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
     """Validate ``df`` against a suite (its name, or a suite dict as returned by load_suite)."""
     if isinstance(suite, str):
         suite = load_suite(suite)
-    example_columns = [
-        c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns
-    ]
+    example_columns = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns]
     result_format: dict[str, Any] = {
         "result_format": "SUMMARY",
         "partial_unexpected_count": EXAMPLE_COUNT,
@@ -233,9 +222,7 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
     with runner.lock:
         batch_definition, gx_suite = runner.prepared(suite)
         # GX's pandas engine handles a plain RangeIndex best (examples carry index positions).
-        batch = batch_definition.get_batch(
-            batch_parameters={"dataframe": df.reset_index(drop=True)}
-        )
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": df.reset_index(drop=True)})
         validation = batch.validate(gx_suite, result_format=result_format)
     by_rule = {r.expectation_config.meta.get("rule"): r for r in validation.results}
     outcomes = []
@@ -259,17 +246,11 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
     return ContractResult(suite=suite["name"], outcomes=tuple(outcomes), rows=len(df))
 
 
-def _outcome(
-    exp: dict[str, Any], r: Any, example_columns: list[str], columns: set[str]
-) -> ExpectationOutcome:
+def _outcome(exp: dict[str, Any], r: Any, example_columns: list[str], columns: set[str]) -> ExpectationOutcome:
     res = r.result or {}
     column = exp.get("kwargs", {}).get("column")
     # GX's own message for an absent column varies by expectation (even "list index out of range").
-    error = (
-        f"column {column!r} does not exist"
-        if column is not None and column not in columns
-        else None
-    )
+    error = f"column {column!r} does not exist" if column is not None and column not in columns else None
     examples: list[Any] = []
     if res.get("partial_unexpected_index_list") and example_columns:
         examples = [_plain(e) for e in res["partial_unexpected_index_list"][:EXAMPLE_COUNT]]
@@ -283,9 +264,7 @@ def _outcome(
         success=bool(r.success),
         why=exp["meta"].get("why", ""),
         observed_value=_plain(res.get("observed_value")),
-        unexpected_count=None
-        if res.get("unexpected_count") is None
-        else int(res["unexpected_count"]),
+        unexpected_count=None if res.get("unexpected_count") is None else int(res["unexpected_count"]),
         unexpected_percent=None
         if res.get("unexpected_percent") is None
         else round(float(res["unexpected_percent"]), 4),
@@ -299,10 +278,7 @@ def _error(info: Any) -> str | None:
     """GX reports exceptions either flat or keyed by metric; return one message or None."""
     if not info:
         return None
-    if "raised_exception" in info:
-        infos = [info]
-    else:
-        infos = [v for v in info.values() if isinstance(v, dict)]
+    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
     for item in infos:
         if item.get("raised_exception"):
             message = str(item.get("exception_message") or "the expectation raised an error")
@@ -319,10 +295,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (pd.Timestamp,)):
         return None if pd.isna(value) else value.isoformat()
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             value = value.item()
-        except (ValueError, AttributeError):
-            pass
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float) and not math.isfinite(value):

@@ -6,7 +6,6 @@ calories (not 0), and a week with no food entry at all has missing category flag
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from potato_assets.lib.calendar import assign_study_week, week_start
@@ -61,9 +60,18 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.Da
     t["n_weigh_ins"] = t[GROUP_COL].map(observed.groupby(GROUP_COL).size()).fillna(0).astype("int64")
     return t[
         [
-            GROUP_COL, WEEK_COL, "week_start", "weigh_in_date", "weight_kg", "delta_kg_prev",
-            "baseline_week", "baseline_weight_kg", "delta_kg_from_baseline",
-            "pct_change_from_baseline", "slope_kg_per_week", "n_weigh_ins",
+            GROUP_COL,
+            WEEK_COL,
+            "week_start",
+            "weigh_in_date",
+            "weight_kg",
+            "delta_kg_prev",
+            "baseline_week",
+            "baseline_weight_kg",
+            "delta_kg_from_baseline",
+            "pct_change_from_baseline",
+            "slope_kg_per_week",
+            "n_weigh_ins",
         ]
     ].astype({"baseline_week": "Int64"})
 
@@ -86,9 +94,7 @@ def _daily_sums(fiber: pd.DataFrame) -> pd.DataFrame:
 
 
 def _food_counts(entries: pd.DataFrame) -> pd.DataFrame:
-    counts = (
-        entries.groupby([*KEY, "category"], observed=True).size().unstack("category", fill_value=0)
-    )
+    counts = entries.groupby([*KEY, "category"], observed=True).size().unstack("category", fill_value=0)
     counts = counts.reindex(columns=list(FOOD_CATEGORIES), fill_value=0)
     out = pd.DataFrame(index=counts.index)
     out["food_entries"] = counts.sum(axis=1)
@@ -122,8 +128,16 @@ def weekly_features(
     count_cols = ["food_entries"] + [f"{c}_{s}" for c in FOOD_CATEGORIES for s in ("eaten", "entries")]
     out[count_cols] = out[count_cols].astype("Int64")
     order = [
-        *KEY, "week_start", "kcal_sum", "kcal_mean", "kcal_days", "fiber_g_sum", "fiber_g_mean",
-        "fiber_days", "fiber_g_per_1000kcal", *count_cols,
+        *KEY,
+        "week_start",
+        "kcal_sum",
+        "kcal_mean",
+        "kcal_days",
+        "fiber_g_sum",
+        "fiber_g_mean",
+        "fiber_days",
+        "fiber_g_per_1000kcal",
+        *count_cols,
     ]
     left_out = {
         "daily_rows_outside_study_weeks": len(daily) - len(in_study),

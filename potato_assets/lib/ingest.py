@@ -54,9 +54,7 @@ class IngestResult:
 def decode(raw: bytes, file_name: str) -> tuple[str, str]:
     """UTF-8 (with or without BOM), else Windows-1252 — the encodings spreadsheets save."""
     if b"\x00" in raw:
-        raise FileDefect(
-            f"{file_name} contains NUL bytes: it is not a text CSV (UTF-16 or binary?)."
-        )
+        raise FileDefect(f"{file_name} contains NUL bytes: it is not a text CSV (UTF-16 or binary?).")
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             text = raw.decode(encoding)
@@ -92,9 +90,7 @@ def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], lis
                 lines.append(start)
             start = reader.line_num + 1
     except csv.Error as exc:
-        raise FileDefect(
-            f"{file_name} line {reader.line_num} is not valid CSV ({exc})."
-        ) from None
+        raise FileDefect(f"{file_name} line {reader.line_num} is not valid CSV ({exc}).") from None
     return header, records, lines
 
 
@@ -156,8 +152,7 @@ def _check_header(header: list[str], spec: LandingFile, file_name: str) -> None:
                 hint = f" (the header is one field {header[0]!r}: is the delimiter {sep!r}?)"
                 break
     raise FileDefect(
-        f"{file_name} is missing required column(s) {', '.join(missing)}{hint}; "
-        f"found: {', '.join(header)}."
+        f"{file_name} is missing required column(s) {', '.join(missing)}{hint}; found: {', '.join(header)}."
     )
 
 
@@ -207,9 +202,7 @@ def _to_float(values: pd.Series) -> np.ndarray:
         return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype="float64", copy=True)
 
 
-def parse_landing_csv(
-    raw: bytes, spec: LandingFile, *, source_file: str, ingested_at: pd.Timestamp
-) -> IngestResult:
+def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingested_at: pd.Timestamp) -> IngestResult:
     """Parse one landing file into typed rows plus quarantine records."""
     text, encoding = decode(raw, source_file)
     table, lines = _read_table(text, spec, source_file)

@@ -55,9 +55,7 @@ class LandingCursor:
         return json.dumps(
             {
                 "v": CURSOR_VERSION,
-                "seen": {
-                    n: [s.size, s.modified, s.fingerprint] for n, s in sorted(self.seen.items())
-                },
+                "seen": {n: [s.size, s.modified, s.fingerprint] for n, s in sorted(self.seen.items())},
                 "ingested": dict(sorted(self.ingested.items())),
             },
             separators=(",", ":"),
@@ -95,13 +93,9 @@ class ScanDecision:
         """Why this tick requests nothing, in one sentence."""
         parts = []
         if self.missing:
-            parts.append(
-                "waiting for " + ", ".join(self.missing) + " (not in the landing zone yet)"
-            )
+            parts.append("waiting for " + ", ".join(self.missing) + " (not in the landing zone yet)")
         if self.waiting:
-            parts.append(
-                ", ".join(self.waiting) + " changed since the last look; waiting until it settles"
-            )
+            parts.append(", ".join(self.waiting) + " changed since the last look; waiting until it settles")
         if not parts:
             parts.append("no new or changed landing files")
         if self.ignored:
@@ -156,9 +150,7 @@ def fingerprint(obj: LandingObject, previous: Seen | None) -> str:
     return "sha256:" + content_sha256(obj.uri)
 
 
-def observe(
-    landing_uri: str, names: Sequence[str], previous: LandingCursor
-) -> tuple[dict[str, Seen], tuple[str, ...]]:
+def observe(landing_uri: str, names: Sequence[str], previous: LandingCursor) -> tuple[dict[str, Seen], tuple[str, ...]]:
     """Fingerprint the study files present; also return the other CSVs' names (ignored)."""
     wanted = set(names)
     observed: dict[str, Seen] = {}
@@ -178,9 +170,7 @@ def observe(
 def run_key_for(previous: LandingCursor, fingerprints: Mapping[str, str]) -> str:
     """Same tick evaluated twice -> same key (Dagster drops the duplicate); a later return to
     older contents -> a new key, since the previous cursor (sizes, times) differs."""
-    joined = (
-        previous.to_json() + "\n" + "\n".join(f"{n}={f}" for n, f in sorted(fingerprints.items()))
-    )
+    joined = previous.to_json() + "\n" + "\n".join(f"{n}={f}" for n, f in sorted(fingerprints.items()))
     return "landing-" + hashlib.sha256(joined.encode()).hexdigest()[:24]
 
 
@@ -192,15 +182,9 @@ def decide(
 ) -> ScanDecision:
     """One run when every required file is present and settled and at least one is new."""
     missing = tuple(n for n in required if n not in observed)
-    waiting = tuple(
-        n
-        for n in required
-        if n in observed and not observed[n].same_content_as(previous.seen.get(n))
-    )
+    waiting = tuple(n for n in required if n in observed and not observed[n].same_content_as(previous.seen.get(n)))
     next_cursor = LandingCursor(seen=dict(observed), ingested=dict(previous.ingested))
-    changed = tuple(
-        n for n in required if n in observed and previous.ingested.get(n) != observed[n].fingerprint
-    )
+    changed = tuple(n for n in required if n in observed and previous.ingested.get(n) != observed[n].fingerprint)
     # The run reads all files together, so it waits until all are present and settled.
     if missing or waiting or not changed:
         return ScanDecision(False, changed, waiting, missing, tuple(ignored), next_cursor)

@@ -118,15 +118,11 @@ def _dataset_facets(info: DatasetInfo) -> dict[str, Any]:
 
     ref = info.ref
     facets: dict[str, Any] = {
-        "dataSource": datasource_dataset.DatasourceDatasetFacet(
-            name=ref.namespace, uri=storage_root(info.uri)
-        )
+        "dataSource": datasource_dataset.DatasourceDatasetFacet(name=ref.namespace, uri=storage_root(info.uri))
     }
     if info.columns is not None:
         facets["schema"] = schema_dataset.SchemaDatasetFacet(
-            fields=[
-                schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in info.columns
-            ]
+            fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in info.columns]
         )
     if info.column_lineage:
         fields = {}
@@ -188,14 +184,10 @@ def build_run_event(
             message=error_message, programmingLanguage="python", stackTrace=error_stack
         )
     job_facets: dict[str, Any] = {
-        "jobType": job_type_job.JobTypeJobFacet(
-            processingType="BATCH", integration="DAGSTER", jobType=job.job_type
-        )
+        "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType=job.job_type)
     }
     if job.description:
-        job_facets["documentation"] = documentation_job.DocumentationJobFacet(
-            description=job.description
-        )
+        job_facets["documentation"] = documentation_job.DocumentationJobFacet(description=job.description)
 
     inputs = []
     for info in job.inputs:
@@ -227,10 +219,8 @@ def build_run_event(
     for info in job.outputs:
         output_facets: dict[str, Any] = {}
         if info.rows is not None:
-            output_facets["outputStatistics"] = (
-                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                    rowCount=int(info.rows)
-                )
+            output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                rowCount=int(info.rows)
             )
         ref = info.ref
         outputs.append(

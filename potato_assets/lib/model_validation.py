@@ -75,18 +75,12 @@ def finite_estimates(model: str, coefficients: pd.DataFrame) -> Verdict:
             f"{model}: non-finite estimate or non-positive/non-finite SE for {', '.join(names)}.",
             facts,
         )
-    return Verdict(
-        True, f"{model}: all {len(terms)} estimates and SEs finite, SEs positive.", facts
-    )
+    return Verdict(True, f"{model}: all {len(terms)} estimates and SEs finite, SEs positive.", facts)
 
 
 def mixed_not_singular(summary: pd.DataFrame, model: str = "mixed_effects") -> Verdict:
     row = _row(summary, model)
-    singular = (
-        bool(row["singular"])
-        if row["singular"] is not None and not pd.isna(row["singular"])
-        else False
-    )
+    singular = bool(row["singular"]) if row["singular"] is not None and not pd.isna(row["singular"]) else False
     facts = {
         "singular": singular,
         "group_var": _num(row.get("group_var")),
@@ -112,9 +106,7 @@ def enough_clusters(summary: pd.DataFrame, model: str, minimum: int = MIN_CLUSTE
             f"{model}: cluster-robust SEs from {n_groups} subjects; below {minimum} they understate uncertainty.",
             facts,
         )
-    return Verdict(
-        True, f"{model}: cluster-robust SEs from {n_groups} subjects (at least {minimum}).", facts
-    )
+    return Verdict(True, f"{model}: cluster-robust SEs from {n_groups} subjects (at least {minimum}).", facts)
 
 
 def fiber_estimates_agree(coefficients: dict[str, pd.DataFrame], z: float = AGREEMENT_Z) -> Verdict:
@@ -136,9 +128,7 @@ def fiber_estimates_agree(coefficients: dict[str, pd.DataFrame], z: float = AGRE
         if not ok:
             disagree.append(f"{a} vs {b} differ by {diff:.4g} (tolerance {tolerance:.4g})")
     facts = {
-        "fiber_estimates": {
-            m: {"estimate": _num(e), "std_error": _num(s)} for m, (e, s) in fiber.items()
-        },
+        "fiber_estimates": {m: {"estimate": _num(e), "std_error": _num(s)} for m, (e, s) in fiber.items()},
         "pairs": pairs,
         "tolerance_rule": f"|b_a - b_b| <= {z} * sqrt(se_a^2 + se_b^2)",
     }

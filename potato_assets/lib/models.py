@@ -189,8 +189,7 @@ def _text(title: str, coefficients: pd.DataFrame, summary: dict, notes: list[str
     rows = "\n".join(f"  {k}: {v}" for k, v in summary.items())
     body = [
         f"{title}\nFormula: {FORMULA}",
-        "Coefficients (original units):\n"
-        + coefficients.to_string(index=False, float_format="%.6g"),
+        "Coefficients (original units):\n" + coefficients.to_string(index=False, float_format="%.6g"),
         "Summary:\n" + rows,
         "Notes:\n" + "\n".join(f"  - {n}" for n in notes),
         "Library output:\n" + lib,
@@ -216,14 +215,10 @@ def fit_ols_cluster(df: pd.DataFrame) -> ModelFit:
     y, x, groups = data[OUTCOME].to_numpy(), _design(data), _group_codes(data)
     n, k, g = x.shape[0], x.shape[1], int(groups.max()) + 1
     terms = [INTERCEPT, *PREDICTORS]
-    res = sm.OLS(y, x).fit(
-        cov_type="cluster", cov_kwds={"groups": groups, "use_correction": True}, use_t=True
-    )
+    res = sm.OLS(y, x).fit(cov_type="cluster", cov_kwds={"groups": groups, "use_correction": True}, use_t=True)
     df_t = getattr(res, "df_resid_inference", None)
     if df_t != g - 1:
-        raise RuntimeError(
-            f"statsmodels used df={df_t} for cluster inference, expected G-1={g - 1}"
-        )
+        raise RuntimeError(f"statsmodels used df={df_t} for cluster inference, expected G-1={g - 1}")
     coefs = _coef_table(terms, res.params, res.bse, "t", df_t)
     factor = g / (g - 1) * (n - 1) / (n - k)
     se_type = f"cluster-robust by {GROUP_COL} (CR1: G/(G-1)·(N-1)/(N-K), K={k}), t(G-1)"
@@ -302,8 +297,7 @@ def fit_fixed_effects(df: pd.DataFrame) -> ModelFit:
         "Intercept absorbed by the subject effects; the average effect (Stata's _cons) is in"
         f" details: {details['average_effect_cons']['estimate']:.6g}.",
         f"residual_var = SSR/(N-G-4) = {resid_var:.6g}; linearmodels' s2 = SSR/(N-{k}).",
-        f"linearmodels' own p-values below use t({int(res.df_resid)});"
-        f" the table above uses t({g - 1}).",
+        f"linearmodels' own p-values below use t({int(res.df_resid)}); the table above uses t({g - 1}).",
     ]
     text = _text(
         "Subject fixed effects (within), clustered by subject",
@@ -322,9 +316,7 @@ def _check_panel(data: pd.DataFrame) -> None:
         raise ValueError(f"{int(dup.sum())} duplicated ({GROUP_COL}, {WEEK_COL}) row(s)")
     n, g = len(data), data[GROUP_COL].nunique()
     if n - g - len(PREDICTORS) < 1:
-        raise ValueError(
-            f"too few rows for fixed effects: {n} rows, {g} groups, {len(PREDICTORS)} slopes"
-        )
+        raise ValueError(f"too few rows for fixed effects: {n} rows, {g} groups, {len(PREDICTORS)} slopes")
 
 
 def _fe_details(res: Any, n: int, g: int, k: int, factor: float, resid_var: float) -> dict:
@@ -473,16 +465,12 @@ def fit_mixed_effects(df: pd.DataFrame, *, statsmodels_max_groups: int = STATSMO
         kept = _profile_solution(profile, theta0, statsmodels_max_groups)
         return _mixed_result(data, scaling, profile, [], kept, theta0, llf0)
     attempts, best = _mixed_attempts(xs, y, groups, theta0)
-    theta_hat, llf_max = profile.maximise(
-        tuple(a["theta"] for a in attempts if a["theta"] is not None)
-    )
+    theta_hat, llf_max = profile.maximise(tuple(a["theta"] for a in attempts if a["theta"] is not None))
     kept = _kept_solution(best, profile, theta_hat)
     return _mixed_result(data, scaling, profile, attempts, kept, theta_hat, llf_max)
 
 
-def _mixed_attempts(
-    xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float
-) -> tuple[list[dict], Any]:
+def _mixed_attempts(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float) -> tuple[list[dict], Any]:
     """Run every (start, method) MixedLM REML fit; return a record of each and the best result."""
     import statsmodels.api as sm
 
@@ -533,9 +521,7 @@ def _one_attempt(model: Any, method: str | None, start: np.ndarray | None) -> tu
     record["warnings"] = sorted({str(w.message) for w in caught})
     if res is None or not np.isfinite(res.llf):
         return record, None
-    record.update(
-        llf=float(res.llf), converged=bool(res.converged), theta=float(res.cov_re_unscaled[0, 0])
-    )
+    record.update(llf=float(res.llf), converged=bool(res.converged), theta=float(res.cov_re_unscaled[0, 0]))
     return record, res
 
 
@@ -630,9 +616,7 @@ def _mixed_result(
     return ModelFit("mixed_effects", coefs, summary, text, details)
 
 
-def _mixed_details(
-    scaling: _Scaling, profile: _ProfiledReml, attempts: list[dict], kept: _Kept, facts: dict
-) -> dict:
+def _mixed_details(scaling: _Scaling, profile: _ProfiledReml, attempts: list[dict], kept: _Kept, facts: dict) -> dict:
     """JSON-friendly record: scaling, every attempt, the kept one, the profile check, GLS SEs."""
     a = scaling.matrix
     gls_cov = a @ (kept.scale * np.linalg.inv(profile.parts(kept.theta)[2])) @ a.T
@@ -658,20 +642,15 @@ def _mixed_details(
             "theta": kept.theta,
             "relative_sd": float(np.sqrt(kept.theta)),
             "profile": facts,
-            "singular_rule": f"sqrt(theta_profile) < {SINGULAR_TOL}"
-            " (lme4 isSingular, relative scale)",
+            "singular_rule": f"sqrt(theta_profile) < {SINGULAR_TOL} (lme4 isSingular, relative scale)",
             "se_source": kept.se_source,
-            "gls_std_error": dict(
-                zip([INTERCEPT, *PREDICTORS], np.sqrt(np.diag(gls_cov)), strict=True)
-            ),
+            "gls_std_error": dict(zip([INTERCEPT, *PREDICTORS], np.sqrt(np.diag(gls_cov)), strict=True)),
             "inference": "normal (Wald z), as statsmodels",
         }
     )
 
 
-def _mixed_fe_cov(
-    res: Any, profile: _ProfiledReml, theta: float, scale: float, k: int
-) -> tuple[np.ndarray, str]:
+def _mixed_fe_cov(res: Any, profile: _ProfiledReml, theta: float, scale: float, k: int) -> tuple[np.ndarray, str]:
     """Fixed-effect covariance of the kept fit: statsmodels' (inverse observed information) block.
 
     Falls back to sigma_e^2 (X'V*^-1X)^-1 if statsmodels' block is not finite or not positive
@@ -712,9 +691,7 @@ def _mixed_notes(
     elif not converged:
         notes.append("NOT CONVERGED: statsmodels did not report convergence for the kept fit.")
     if singular:
-        notes.append(
-            "SINGULAR: the subject variance is at its boundary (0); the model reduces to OLS."
-        )
+        notes.append("SINGULAR: the subject variance is at its boundary (0); the model reduces to OLS.")
     return notes
 
 
@@ -725,6 +702,4 @@ def _mixed_notes(
 
 def model_summary_table(fits: list[ModelFit]) -> pd.DataFrame:
     """One row per fit, columns exactly SUMMARY_KEYS in that order."""
-    return pd.DataFrame(
-        [[f.summary.get(k) for k in SUMMARY_KEYS] for f in fits], columns=list(SUMMARY_KEYS)
-    )
+    return pd.DataFrame([[f.summary.get(k) for k in SUMMARY_KEYS] for f in fits], columns=list(SUMMARY_KEYS))

@@ -255,9 +255,7 @@ def _ordered_models(*names: Iterable[Any]) -> list[str]:
     return known + [m for m in seen if m not in MODEL_ORDER]
 
 
-def fiber_vs_weight_change_png(
-    modeling: pd.DataFrame, coefficients: Mapping[str, pd.DataFrame]
-) -> bytes:
+def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str, pd.DataFrame]) -> bytes:
     """Headline figure: weekly fiber vs next-week weight change, binned means, model slopes.
 
     One semi-transparent point per subject-week; black points with error bars are the mean
@@ -562,10 +560,7 @@ def _to_markdown(blocks: Sequence[Block]) -> str:
             _, header, rows, align, _classes = blk
             head = "| " + " | ".join(_md_inline(_spans(h), True) for h in header) + " |"
             sep = "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |"
-            body = [
-                "| " + " | ".join(_md_inline(_spans(c), True) or " " for c in r) + " |"
-                for r in rows
-            ]
+            body = ["| " + " | ".join(_md_inline(_spans(c), True) or " " for c in r) + " |" for r in rows]
             out.append("\n".join([head, sep, *body]))
     return "\n\n".join(out) + "\n"
 
@@ -604,8 +599,7 @@ def _to_html(blocks: Sequence[Block], title: str) -> str:
             out.append(f"<pre><code>{html.escape(str(blk[1]))}</code></pre>")
         elif kind == "warn":
             out.append(
-                '<div class="warning" role="alert"><strong>⚠ Warning:</strong> '
-                f"{_html_inline(_spans(blk[1]))}</div>"
+                f'<div class="warning" role="alert"><strong>⚠ Warning:</strong> {_html_inline(_spans(blk[1]))}</div>'
             )
         elif kind == "img":
             _, src, alt, caption = blk
@@ -620,21 +614,13 @@ def _to_html(blocks: Sequence[Block], title: str) -> str:
             def cls(a: str) -> str:
                 return ' class="r"' if a == "r" else ""
 
-            head = "".join(
-                f"<th{cls(a)}>{_html_inline(_spans(h))}</th>"
-                for h, a in zip(header, align, strict=True)
-            )
+            head = "".join(f"<th{cls(a)}>{_html_inline(_spans(h))}</th>" for h, a in zip(header, align, strict=True))
             body = []
             for r, rc in zip(rows, classes, strict=True):
-                cells = "".join(
-                    f"<td{cls(a)}>{_html_inline(_spans(c))}</td>"
-                    for c, a in zip(r, align, strict=True)
-                )
+                cells = "".join(f"<td{cls(a)}>{_html_inline(_spans(c))}</td>" for c, a in zip(r, align, strict=True))
                 tr = f'<tr class="{rc}">' if rc else "<tr>"
                 body.append(f"{tr}{cells}</tr>")
-            out.append(
-                f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
     return (
         "<!doctype html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -699,9 +685,7 @@ def _coefficient_table(models: list[str], coefficients: Mapping[str, pd.DataFram
                 est_cells.append("— (absorbed by subject effects)" if absorbed else "—")
                 ci_cells.append("")
                 continue
-            est_cells.append(
-                format_estimate_cell(row.get("estimate"), row.get("std_error"), row.get("p_value"))
-            )
+            est_cells.append(format_estimate_cell(row.get("estimate"), row.get("std_error"), row.get("p_value")))
             ci = format_ci(row.get("conf_low"), row.get("conf_high"))
             p = format_p(row.get("p_value"))
             p_text = (f"p {p}" if p.startswith("<") else f"p = {p}") if p else ""
@@ -802,9 +786,7 @@ def _headline(models: list[str], coefficients: Mapping[str, pd.DataFrame]) -> In
         parts.append(
             (
                 "t",
-                f"{format_number(r['estimate'])} kg per extra g/week"
-                + (f" (95% CI {ci})" if ci else "")
-                + " in ",
+                f"{format_number(r['estimate'])} kg per extra g/week" + (f" (95% CI {ci})" if ci else "") + " in ",
             )
         )
         parts.append(("code", m))
@@ -815,8 +797,7 @@ def _headline(models: list[str], coefficients: Mapping[str, pd.DataFrame]) -> In
     parts.append(
         (
             "t",
-            f". The 95% interval excludes zero in {excl} of {len(rows)} "
-            f"model{'s' if len(rows) != 1 else ''}.",
+            f". The 95% interval excludes zero in {excl} of {len(rows)} model{'s' if len(rows) != 1 else ''}.",
         )
     )
     return parts
@@ -1026,8 +1007,7 @@ def render_report(
         [
             (
                 "t",
-                f"Modelling data: {n_rows} rows (subject-weeks), {n_subj} subjects, "
-                f"study weeks {weeks}.",
+                f"Modelling data: {n_rows} rows (subject-weeks), {n_subj} subjects, study weeks {weeks}.",
             )
         ],
         [

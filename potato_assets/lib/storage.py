@@ -40,9 +40,7 @@ def write_bytes_atomic(path: UPath, data: bytes) -> None:
         local = path.path
         os.makedirs(os.path.dirname(local), exist_ok=True)
         _remove_orphaned_temps(local)
-        tmp = os.path.join(
-            os.path.dirname(local), f".{os.path.basename(local)}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        )
+        tmp = os.path.join(os.path.dirname(local), f".{os.path.basename(local)}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)

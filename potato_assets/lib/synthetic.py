@@ -392,10 +392,7 @@ _STREAMS = ("calendar", "subjects", "weeks", "days", "weighins", "diary", "nutri
 
 def _rngs(spec: CohortSpec) -> dict[str, np.random.Generator]:
     children = np.random.SeedSequence(int(spec.seed)).spawn(len(_STREAMS))
-    return {
-        name: np.random.Generator(np.random.PCG64(ss))
-        for name, ss in zip(_STREAMS, children, strict=True)
-    }
+    return {name: np.random.Generator(np.random.PCG64(ss)) for name, ss in zip(_STREAMS, children, strict=True)}
 
 
 def _subject_offsets(spec: CohortSpec, rng: np.random.Generator) -> np.ndarray:
@@ -506,15 +503,11 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
     subject_ids = np.arange(1, n + 1, dtype=np.int64)
 
     # Calendar
-    starts = np.datetime64(spec.start_date, "D") + _subject_offsets(spec, rng["calendar"]).astype(
-        "timedelta64[D]"
-    )
+    starts = np.datetime64(spec.start_date, "D") + _subject_offsets(spec, rng["calendar"]).astype("timedelta64[D]")
 
     # Subject-level traits
     rs = rng["subjects"]
-    baseline = _reflect(
-        rs.normal(spec.baseline_weight_mean_kg, spec.baseline_weight_sd_kg, n), 45.0, 180.0
-    )
+    baseline = _reflect(rs.normal(spec.baseline_weight_mean_kg, spec.baseline_weight_sd_kg, n), 45.0, 180.0)
     sigma = float(spec.responder_sd)
     multiplier = rs.lognormal(-0.5 * sigma * sigma, sigma, n)
     responder = rs.random(n) >= spec.non_responder_rate
@@ -574,9 +567,7 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
         + spec.beans_effect_kg * _centred(beans_week.astype(float))
         + process_noise
     )
-    true_weight = baseline[:, None] - np.concatenate(
-        [np.zeros((n, 1)), np.cumsum(loss[:, :-1], axis=1)], axis=1
-    )
+    true_weight = baseline[:, None] - np.concatenate([np.zeros((n, 1)), np.cumsum(loss[:, :-1], axis=1)], axis=1)
 
     # Weigh-ins
     rwi = rng["weighins"]
@@ -666,9 +657,7 @@ def _food_entries(
     d_flat = logged_flat[diary]
     d_potato = potato_day_flat[diary]
     d_beans = beans_day_flat[diary]
-    counts = 1 + np.minimum(
-        rdi.poisson(spec.extra_entries_mean, d_flat.size), _MAX_ENTRIES_PER_DAY - 1
-    )
+    counts = 1 + np.minimum(rdi.poisson(spec.extra_entries_mean, d_flat.size), _MAX_ENTRIES_PER_DAY - 1)
 
     # Late diary days: one per selected subject, 1-5 days after the last study day, mixed diet.
     rl = rng["late"]
@@ -695,9 +684,7 @@ def _food_entries(
     for p in range(cdfs.shape[0]):
         sel = profile == p
         if sel.any():
-            category[sel] = np.minimum(
-                np.searchsorted(cdfs[p], u[sel], side="right"), cdfs.shape[1] - 1
-            )
+            category[sel] = np.minimum(np.searchsorted(cdfs[p], u[sel], side="right"), cdfs.shape[1] - 1)
     item = first_item[category] + np.minimum(
         (rdi.random(m) * item_count[category]).astype(np.int64), item_count[category] - 1
     )
@@ -786,9 +773,7 @@ def _write_csv(frame: pd.DataFrame, landing: schema.LandingFile, path: Path) -> 
                 pa_csv.write_csv(
                     table,
                     fh,
-                    write_options=pa_csv.WriteOptions(
-                        include_header=False, quoting_style="none", batch_size=65536
-                    ),
+                    write_options=pa_csv.WriteOptions(include_header=False, quoting_style="none", batch_size=65536),
                 )
         os.replace(tmp_name, path)
     except BaseException:

@@ -79,9 +79,7 @@ METRICS: dict[str, MetricSpec] = {
             ("dagster_job", "status"),
         ),
         MetricSpec(RUN_FAILURES, "counter", "1", "Dagster runs that failed", ("dagster_job",)),
-        MetricSpec(
-            RUN_DURATION, "histogram", "s", "Wall time of a Dagster run", ("dagster_job", "status")
-        ),
+        MetricSpec(RUN_DURATION, "histogram", "s", "Wall time of a Dagster run", ("dagster_job", "status")),
         MetricSpec(
             ASSET_DURATION,
             "histogram",
@@ -166,14 +164,12 @@ class JsonLogFormatter(logging.Formatter):
         fields = getattr(record, "potato_fields", None) or {}
         run_id = fields.get("run_id")
         doc: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": fields.get("message", record.getMessage()),
             "run_id": run_id,
-            "trace_id": fields.get("trace_id")
-            or (format_trace_id(trace_id_for_run(run_id)) if run_id else None),
+            "trace_id": fields.get("trace_id") or (format_trace_id(trace_id_for_run(run_id)) if run_id else None),
         }
         doc.update({k: v for k, v in fields.items() if k not in doc and v is not None})
         if record.exc_info:
@@ -217,9 +213,7 @@ class Telemetry:
             EXPORT_TIMEOUT_SECONDS,
             float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 10_000) / 1000,
         )
-        resource = Resource.create(
-            {"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME}
-        )
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME})
 
         class RunTraceIds(RandomIdGenerator):
             """The next root span takes the run's trace id (see trace_id_for_run)."""
@@ -233,9 +227,7 @@ class Telemetry:
         self._ids = RunTraceIds()
         self._lock = threading.Lock()
         self.tracer_provider = TracerProvider(resource=resource, id_generator=self._ids)
-        self.tracer_provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(timeout=timeout))
-        )
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(timeout=timeout)))
         self.tracer = self.tracer_provider.get_tracer("potato_assets")
         views = [
             View(
@@ -246,9 +238,7 @@ class Telemetry:
             if m.kind == "histogram"
         ]
         # Batch runs flush at their end; the periodic export is only a safety net for long runs.
-        reader = PeriodicExportingMetricReader(
-            OTLPMetricExporter(timeout=timeout), export_interval_millis=60_000
-        )
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(timeout=timeout), export_interval_millis=60_000)
         self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=views)
         meter = self.meter_provider.get_meter("potato_assets")
         self._instruments: dict[str, Any] = {}
@@ -260,9 +250,7 @@ class Telemetry:
             }[m.kind]
             self._instruments[m.name] = make(m.name, unit=m.unit, description=m.description)
         self.logger_provider = LoggerProvider(resource=resource)
-        self.logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(OTLPLogExporter(timeout=timeout))
-        )
+        self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(timeout=timeout)))
         self.otel_logger = self.logger_provider.get_logger("potato_assets")
 
     def start_run_span(self, run_id: str, name: str, attributes: Mapping[str, Any]) -> Any:
@@ -286,9 +274,7 @@ class Telemetry:
         else:
             instrument.set(obs.value, attributes=dict(obs.labels))
 
-    def log(
-        self, record: logging.LogRecord, body: str, span: Any, attributes: Mapping[str, Any]
-    ) -> None:
+    def log(self, record: logging.LogRecord, body: str, span: Any, attributes: Mapping[str, Any]) -> None:
         from opentelemetry import trace
         from opentelemetry._logs import SeverityNumber
 
@@ -370,9 +356,7 @@ def build_registry(observations: Iterable[Observation]) -> Any:
     return registry
 
 
-def push_observations(
-    url: str, observations: Iterable[Observation], *, per_asset: Iterable[str] = ()
-) -> bool:
+def push_observations(url: str, observations: Iterable[Observation], *, per_asset: Iterable[str] = ()) -> bool:
     """Push one run's metrics to the Pushgateway; False (logged) when it cannot be reached.
 
     The run's metrics replace the previous run's in the group {job="potato_assets"}. Metrics named

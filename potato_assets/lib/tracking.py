@@ -175,9 +175,7 @@ def fit_record(
         "converged": str(fit.summary.get("converged")),
         "singular": str(fit.summary.get("singular")),
     }
-    summary_json = json.dumps(
-        _json_safe({"summary": fit.summary, "details": fit.details}), indent=2, default=str
-    )
+    summary_json = json.dumps(_json_safe({"summary": fit.summary, "details": fit.details}), indent=2, default=str)
     artifacts = {
         "coefficients.csv": coefficients_csv(fit),
         "coefficients.parquet": coefficients_parquet(fit),

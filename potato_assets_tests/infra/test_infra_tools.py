@@ -51,15 +51,12 @@ def _checkov_report() -> dict:
     return report
 
 
-@pytest.mark.skipif(
-    not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}; {INSTALL_HINT}"
-)
+@pytest.mark.skipif(not CHECKOV.exists(), reason=f"checkov is not installed at {CHECKOV}; {INSTALL_HINT}")
 def test_checkov_reports_no_failed_check() -> None:
     report = _checkov_report()
     summary = report["summary"]
     failed = [
-        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']}) "
-        f"{c['check_name']}"
+        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']}) {c['check_name']}"
         for c in report["results"].get("failed_checks", [])
     ]
     assert summary["failed"] == 0, "\n".join(failed)
@@ -96,9 +93,7 @@ def test_terraform_fmt_check() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(
-    TERRAFORM is None, reason="terraform is not on PATH; `terraform validate` not run"
-)
+@pytest.mark.skipif(TERRAFORM is None, reason="terraform is not on PATH; `terraform validate` not run")
 @pytest.mark.skipif(
     not TF_PLUGIN_DIR.is_dir(),
     reason=f"no provider mirror at {TF_PLUGIN_DIR} (POTATO_TF_PLUGIN_DIR) for an offline "
@@ -107,11 +102,7 @@ def test_terraform_fmt_check() -> None:
 def test_terraform_validate_offline(tmp_path: Path) -> None:
     assert TERRAFORM is not None
     cli_config = tmp_path / "terraformrc"
-    cli_config.write_text(
-        "provider_installation {\n"
-        f'  filesystem_mirror {{\n    path = "{TF_PLUGIN_DIR}"\n  }}\n'
-        "}\n"
-    )
+    cli_config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{TF_PLUGIN_DIR}"\n  }}\n}}\n')
     env = {
         **os.environ,
         "TF_CLI_CONFIG_FILE": str(cli_config),

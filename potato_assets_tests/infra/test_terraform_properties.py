@@ -134,11 +134,7 @@ def test_access_log_bucket_is_private_and_tls_only() -> None:
         )
     )
     doc = one(mod, "data", "aws_iam_policy_document", "this")
-    assert any(
-        c["variable"] == "aws:SecureTransport"
-        for s in statements(doc)
-        for c in s.get("condition", [])
-    )
+    assert any(c["variable"] == "aws:SecureTransport" for s in statements(doc) for c in s.get("condition", []))
 
 
 def test_lifecycle_landing_and_noncurrent_to_ia_30_glacier_90_current_lake_stays_standard() -> None:
@@ -153,9 +149,7 @@ def test_lifecycle_landing_and_noncurrent_to_ia_30_glacier_90_current_lake_stays
     noncurrent = [r for r in static_rules if "noncurrent_version_transition" in r]
     assert len(noncurrent) == 1
     assert noncurrent[0]["filter"] == [{}]  # every prefix
-    assert (
-        transitions(noncurrent[0]["noncurrent_version_transition"], "noncurrent_days") == expected
-    )
+    assert transitions(noncurrent[0]["noncurrent_version_transition"], "noncurrent_days") == expected
 
     # No static rule moves *current* objects: only the per-prefix dynamic rule does.
     assert not any("transition" in r for r in static_rules)
@@ -266,9 +260,7 @@ def _oidc_trust(name: str) -> dict:
         ),
     ],
 )
-def test_oidc_trust_admits_only_this_repository(
-    document: str, subject_local: str, expected_subject: str
-) -> None:
+def test_oidc_trust_admits_only_this_repository(document: str, subject_local: str, expected_subject: str) -> None:
     mod = load_dir(OIDC)
     (statement,) = statements(_oidc_trust(document))
     assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
@@ -356,9 +348,7 @@ def test_runtime_role_is_least_privilege() -> None:
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     }
-    assert by_sid["WritePipelineLogs"]["resources"] == [
-        "${aws_cloudwatch_log_group.pipeline.arn}:*"
-    ]
+    assert by_sid["WritePipelineLogs"]["resources"] == ["${aws_cloudwatch_log_group.pipeline.arn}:*"]
     assert set(by_sid["UseDataKeys"]["actions"]) == {
         "kms:Encrypt",
         "kms:Decrypt",

@@ -107,9 +107,7 @@ def test_ci_and_data_quality_workflows_run_the_make_targets() -> None:
     assert upload[0]["with"]["path"].startswith("data/lake/gold/reports")
 
 
-@pytest.mark.skipif(
-    not ACTIONLINT.exists(), reason=f"actionlint is not installed at {ACTIONLINT}; {INSTALL_HINT}"
-)
+@pytest.mark.skipif(not ACTIONLINT.exists(), reason=f"actionlint is not installed at {ACTIONLINT}; {INSTALL_HINT}")
 def test_actionlint_passes_on_every_workflow() -> None:
     files = [str(p) for p in workflow_files()]
     result = subprocess.run(

@@ -138,9 +138,7 @@ def test_weekly_features_reject_negative_sums_and_duplicate_weeks(silver):
     weekly.loc[weekly.index[0], "kcal_sum"] = -1.0
     weekly = pd.concat([weekly, weekly.iloc[[1]]], ignore_index=True)
     result = contracts.run_contract("silver_weekly_features", weekly)
-    assert {"kcal_sum_non_negative", "one_row_per_subject_week"} <= {
-        o.rule for o in result.hard_failures
-    }
+    assert {"kcal_sum_non_negative", "one_row_per_subject_week"} <= {o.rule for o in result.hard_failures}
 
 
 def test_one_gx_context_per_process_and_suites_prepared_once(bronze):

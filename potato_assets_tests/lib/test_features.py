@@ -13,14 +13,16 @@ D = pd.Timestamp
 
 def weight_rows(rows):
     return pd.DataFrame(rows, columns=["subject_id", "date", "week", "weight_kg"]).assign(
-        date=lambda d: pd.to_datetime(d["date"]), subject_id=lambda d: d["subject_id"].astype("Int64"),
+        date=lambda d: pd.to_datetime(d["date"]),
+        subject_id=lambda d: d["subject_id"].astype("Int64"),
         week=lambda d: d["week"].astype("Int64"),
     )
 
 
 def fiber_rows(rows):
     return pd.DataFrame(rows, columns=["subject_id", "date", "week", "total_calories", "total_fiber_g"]).assign(
-        date=lambda d: pd.to_datetime(d["date"]), subject_id=lambda d: d["subject_id"].astype("Int64"),
+        date=lambda d: pd.to_datetime(d["date"]),
+        subject_id=lambda d: d["subject_id"].astype("Int64"),
         week=lambda d: d["week"].astype("Int64"),
     )
 
@@ -71,7 +73,16 @@ def test_contradictory_week_label_is_named():
 
 
 def test_food_entries_are_placed_in_the_calendar_week(calendars):
-    food = food_rows([(1, "2023-12-31", "oats"), (1, "2024-01-07", "oats"), (1, "2024-01-08", "oats"), (2, "2024-01-09", "beans"), (2, "2024-01-10", "beans"), (3, "2024-01-01", "rice")])
+    food = food_rows(
+        [
+            (1, "2023-12-31", "oats"),
+            (1, "2024-01-07", "oats"),
+            (1, "2024-01-08", "oats"),
+            (2, "2024-01-09", "beans"),
+            (2, "2024-01-10", "beans"),
+            (3, "2024-01-01", "rice"),
+        ]
+    )
     assert assign_study_week(food, calendars).tolist() == [0, 1, 2, 1, 2, pd.NA]
 
 
@@ -119,7 +130,9 @@ def test_weekly_features_keep_missing_missing(calendars):
 
 
 def test_modeling_dataset_consecutive_weeks_and_complete_cases(calendars):
-    food = food_rows([(1, "2024-01-01", "potato"), (1, "2024-01-08", "beans"), (2, "2024-01-10", "beans"), (2, "2024-01-04", "oats")])
+    food = food_rows(
+        [(1, "2024-01-01", "potato"), (1, "2024-01-08", "beans"), (2, "2024-01-10", "beans"), (2, "2024-01-04", "oats")]
+    )
     t = subject_trajectories(WEIGHT, calendars)
     f, _ = weekly_features(FIBER, food, study_weeks(WEIGHT, calendars), calendars)
     m, counts = modeling_dataset(t, f)

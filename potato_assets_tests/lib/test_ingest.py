@@ -53,7 +53,11 @@ def test_bad_weight_goes_to_quarantine_with_line_and_reason(value, reason):
     assert len(r.rows) == 2 and 4 not in r.rows["source_line"].tolist()
     q = r.quarantine.iloc[0]
     assert (q["source_file"], q["line"], q["column"], q["value"], q["reason"]) == (
-        "Potato_tidy.csv", 4, "weight_kg", value, reason,
+        "Potato_tidy.csv",
+        4,
+        "weight_kg",
+        value,
+        reason,
     )
 
 
@@ -109,7 +113,10 @@ def test_food_entries_may_repeat():
 def test_bom_crlf_and_cp1252_decode_to_the_same_rows():
     clean = parse(WEIGHT_CSV).rows.drop(columns=["ingested_at"])
     bom_crlf = parse_landing_csv(
-        b"\xef\xbb\xbf" + WEIGHT_CSV.replace("\n", "\r\n").encode(), WEIGHT, source_file=WEIGHT.file_name, ingested_at=NOW
+        b"\xef\xbb\xbf" + WEIGHT_CSV.replace("\n", "\r\n").encode(),
+        WEIGHT,
+        source_file=WEIGHT.file_name,
+        ingested_at=NOW,
     )
     assert bom_crlf.encoding == "utf-8-sig"
     pd.testing.assert_frame_equal(bom_crlf.rows.drop(columns=["ingested_at"]), clean)
@@ -132,10 +139,19 @@ def test_quoted_newline_keeps_physical_line_numbers():
     ("raw", "message"),
     [
         (b"", "Potato_tidy.csv is empty: it has no header line."),
-        (b"subject_id,date,week,weight_kg,energy_1_10,mood_1_10\n", "Potato_tidy.csv is empty: it has a header but no data rows."),
-        (b"subject_id,date,week,energy_1_10,mood_1_10\n1,2024-01-01,1,5,5\n", "Potato_tidy.csv is missing required column(s) weight_kg"),
+        (
+            b"subject_id,date,week,weight_kg,energy_1_10,mood_1_10\n",
+            "Potato_tidy.csv is empty: it has a header but no data rows.",
+        ),
+        (
+            b"subject_id,date,week,energy_1_10,mood_1_10\n1,2024-01-01,1,5,5\n",
+            "Potato_tidy.csv is missing required column(s) weight_kg",
+        ),
         (b"subject_id;date;week;weight_kg;energy_1_10;mood_1_10\n1;2024-01-01;1;80;5;5\n", "is the delimiter ';'?"),
-        (WEIGHT_CSV.encode() + b"3,2024-01-01,1,80,5,5,extra\n", "Potato_tidy.csv line 5 has 7 fields but the header has 6"),
+        (
+            WEIGHT_CSV.encode() + b"3,2024-01-01,1,80,5,5,extra\n",
+            "Potato_tidy.csv line 5 has 7 fields but the header has 6",
+        ),
         ("a,b\n".encode("utf-16"), "Potato_tidy.csv contains NUL bytes"),
         (b"subject_id,date\n\x81\x8d\x8f,x\n", "neither UTF-8 nor Windows-1252"),
     ],
@@ -152,7 +168,9 @@ def test_decode_reports_plain_utf8():
 
 def test_seed_files_ingest_without_defects(seed_dir):
     for spec in (WEIGHT, FIBER, NUTRITION):
-        r = parse_landing_csv((seed_dir / spec.file_name).read_bytes(), spec, source_file=spec.file_name, ingested_at=NOW)
+        r = parse_landing_csv(
+            (seed_dir / spec.file_name).read_bytes(), spec, source_file=spec.file_name, ingested_at=NOW
+        )
         assert r.quarantine.empty, r.quarantine.head()
         assert len(r.rows) == r.rows_read > 0
 

@@ -66,14 +66,10 @@ def validate_event(event: dict) -> list[str]:
             url = facet["_schemaURL"]
             document, _, pointer = url.partition("#")
             file_name = document.rpartition("/")[2]
-            assert (SPEC_DIR / "facets" / file_name).exists(), (
-                f"facet {name}: no local schema for {url}"
-            )
+            assert (SPEC_DIR / "facets" / file_name).exists(), f"facet {name}: no local schema for {url}"
             schema_id = _facet_schema_id(file_name)
             doc = json.loads((SPEC_DIR / "facets" / file_name).read_text())
-            assert name in doc["properties"], (
-                f"facet key {name!r} is not the one {file_name} defines"
-            )
+            assert name in doc["properties"], f"facet key {name!r} is not the one {file_name} defines"
             _validate({name: facet}, schema_id)  # the facet file's root: {"<key>": <facet>}
             _validate(facet, f"{schema_id}#{pointer}")
             seen.append(name)
@@ -179,9 +175,7 @@ def test_complete_event_carries_every_facet_and_validates():
 
 def test_fail_event_carries_the_error_message():
     event = _as_dict(
-        lineage.build_run_event(
-            lineage.FAIL, _job(), error_message="Potato_tidy.csv: no header", error_stack="tb"
-        )
+        lineage.build_run_event(lineage.FAIL, _job(), error_message="Potato_tidy.csv: no header", error_stack="tb")
     )
     validate_event(event)
     assert event["eventType"] == "FAIL"
@@ -189,11 +183,7 @@ def test_fail_event_carries_the_error_message():
 
 
 def test_start_event_without_datasets_validates():
-    event = _as_dict(
-        lineage.build_run_event(
-            lineage.START, _job(inputs=[], outputs=[], parent=None, description=None)
-        )
-    )
+    event = _as_dict(lineage.build_run_event(lineage.START, _job(inputs=[], outputs=[], parent=None, description=None)))
     assert validate_event(event) == ["jobType"]
 
 

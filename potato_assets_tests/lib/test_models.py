@@ -62,15 +62,7 @@ def make_panel(
     fiber = np.clip(200 + 40 * trait + rng.normal(0, 35, n), 100, 300)
     beans = (rng.random(n) < 1 / (1 + np.exp(-0.8 * trait))).astype(float)
     potato = (rng.random(n) < 1 / (1 + np.exp(-(0.3 - 0.5 * trait)))).astype(float)
-    y = (
-        0.3
-        - 0.003 * fiber
-        + 0.08 * (kcal - 14)
-        - 0.1 * beans
-        - 0.15 * potato
-        + u
-        + rng.normal(0, resid_sd, n)
-    )
+    y = 0.3 - 0.003 * fiber + 0.08 * (kcal - 14) - 0.1 * beans - 0.15 * potato + u + rng.normal(0, resid_sd, n)
     df = pd.DataFrame(
         {
             "subject_id": idx + 101,
@@ -129,9 +121,7 @@ def direct_mixedlm(y, x, groups, method, start_params=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return sm.MixedLM(y, x, groups=groups).fit(
-                reml=True, method=method, start_params=start_params
-            )
+            return sm.MixedLM(y, x, groups=groups).fit(reml=True, method=method, start_params=start_params)
         except np.linalg.LinAlgError:
             return None
 
@@ -364,9 +354,7 @@ def test_profile_solution_reported_when_no_mixedlm_fit_runs(monkeypatch):
     df = make_panel(5, n_subjects=20, subject_sd=0.5)
     fit = models.fit_mixed_effects(df)
     assert fit.summary["converged"] is False and fit.details["kept_attempt"] is None
-    np.testing.assert_allclose(
-        fit.summary["group_var"] / fit.summary["residual_var"], fit.details["profile"]["theta"]
-    )
+    np.testing.assert_allclose(fit.summary["group_var"] / fit.summary["residual_var"], fit.details["profile"]["theta"])
     y, x, groups = arrays(df)
     s2u, s2e = fit.summary["group_var"], fit.summary["residual_var"]
     xvx, xvy = np.zeros((5, 5)), np.zeros(5)

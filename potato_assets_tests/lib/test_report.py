@@ -426,9 +426,7 @@ def test_import_does_not_load_matplotlib_or_markdown():
         "bad = [m for m in ('matplotlib', 'markdown', 'scipy') if m in sys.modules]; "
         "print(','.join(bad))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == ""
 
 

@@ -84,9 +84,7 @@ def test_files_are_exactly_the_generated_frames(tmp_path):
     for name, path in paths.items():
         expected = frames[name].to_csv(index=False, lineterminator="\n", float_format="%.1f")
         assert path.read_bytes() == expected.encode("utf-8"), name
-        assert list(frames[name].columns) == [
-            c for f in schema.LANDING_FILES if f.file_name == name for c in f.columns
-        ]
+        assert list(frames[name].columns) == [c for f in schema.LANDING_FILES if f.file_name == name for c in f.columns]
 
 
 def test_same_seed_same_bytes_different_seed_different_bytes(tmp_path):
@@ -139,9 +137,7 @@ def test_dates_lie_in_the_labelled_week_of_each_subjects_calendar(big, big_start
         np.testing.assert_array_equal(days // 7 + 1, frame["week"].to_numpy(), err_msg=name)
 
     # Without the helper: one start per subject must explain every labelled date.
-    rows = pd.concat([big[schema.FIBER_FILE], big[schema.WEIGHT_FILE]])[
-        ["subject_id", "date", "week"]
-    ]
+    rows = pd.concat([big[schema.FIBER_FILE], big[schema.WEIGHT_FILE]])[["subject_id", "date", "week"]]
     day = pd.to_datetime(rows["date"]).to_numpy().astype("datetime64[D]").astype(np.int64)
     lo = day - 7 * rows["week"].to_numpy() + 1  # latest-possible start >= lo
     hi = day - 7 * (rows["week"].to_numpy() - 1)
@@ -331,9 +327,7 @@ def test_cli_writes_the_three_files(tmp_path):
            "5", "--seed", "3", "--out", str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f.file_name for f in schema.LANDING_FILES
-    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(f.file_name for f in schema.LANDING_FILES)
     expected = write_cohort(CohortSpec(n_subjects=12, n_weeks=5, seed=3), tmp_path / "api")
     for name, path in expected.items():
         assert (out / name).read_bytes() == path.read_bytes(), name

@@ -39,25 +39,13 @@ def test_registry_exposes_exactly_the_declared_names():
 
     obs = [
         telemetry.observation(telemetry.RUNS, 1, dagster_job="j", status="success"),
-        telemetry.observation(
-            telemetry.ASSET_DURATION, 2.0, step="s", layer="bronze", status="success"
-        ),
-        telemetry.observation(
-            telemetry.ROWS_PROCESSED, 7, asset_key="bronze/weight", layer="bronze", direction="out"
-        ),
-        telemetry.observation(
-            telemetry.ROWS_PROCESSED, 5, asset_key="bronze/weight", layer="bronze", direction="out"
-        ),
-        telemetry.observation(
-            telemetry.LAST_MATERIALIZATION, 1.7e9, asset_key="gold/x", layer="gold"
-        ),
+        telemetry.observation(telemetry.ASSET_DURATION, 2.0, step="s", layer="bronze", status="success"),
+        telemetry.observation(telemetry.ROWS_PROCESSED, 7, asset_key="bronze/weight", layer="bronze", direction="out"),
+        telemetry.observation(telemetry.ROWS_PROCESSED, 5, asset_key="bronze/weight", layer="bronze", direction="out"),
+        telemetry.observation(telemetry.LAST_MATERIALIZATION, 1.7e9, asset_key="gold/x", layer="gold"),
     ]
     text = generate_latest(telemetry.build_registry(obs)).decode()
-    samples = {
-        line.split("{")[0].split(" ")[0]
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
+    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert samples == {
         "potato_runs_total",
         "potato_asset_duration_seconds_bucket",
@@ -66,10 +54,7 @@ def test_registry_exposes_exactly_the_declared_names():
         "potato_rows_processed_total",
         "potato_asset_last_materialization_timestamp_seconds",
     }
-    assert (
-        'potato_rows_processed_total{asset_key="bronze/weight",direction="out",layer="bronze"} 12.0'
-        in text
-    )
+    assert 'potato_rows_processed_total{asset_key="bronze/weight",direction="out",layer="bronze"} 12.0' in text
 
 
 def test_trace_id_is_the_run_id():
@@ -83,9 +68,7 @@ def test_json_log_lines_carry_run_id_and_trace_id():
     assert doc["message"] == "hello world" and doc["run_id"] == RUN_ID
     assert doc["trace_id"] == RUN_ID.replace("-", "") and doc["step_key"] == "ingest_landing"
     assert "span_id" not in doc
-    plain = json.loads(
-        telemetry.JsonLogFormatter().format(logging.LogRecord("x", 30, __file__, 1, "m", (), None))
-    )
+    plain = json.loads(telemetry.JsonLogFormatter().format(logging.LogRecord("x", 30, __file__, 1, "m", (), None)))
     assert plain["run_id"] is None and plain["trace_id"] is None and plain["level"] == "WARNING"
 
 
@@ -117,11 +100,7 @@ def test_off_means_no_imports_and_no_output():
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    env = {
-        k: v
-        for k, v in __import__("os").environ.items()
-        if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))
-    }
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""

@@ -31,9 +31,7 @@ def small_panel(seed: int = 1, n_subjects: int = 12, n_weeks: int = 6) -> pd.Dat
             "potato_week": rng.integers(0, 2, n),
         }
     )
-    df["delta_kg_next"] = (
-        -0.004 * df["fiber_g_week"] + 0.1 * df["kcal_week_thousands"] + rng.normal(0, 0.5, n)
-    )
+    df["delta_kg_next"] = -0.004 * df["fiber_g_week"] + 0.1 * df["kcal_week_thousands"] + rng.normal(0, 0.5, n)
     return df
 
 
@@ -47,9 +45,7 @@ def target(tmp_path) -> tracking.TrackingTarget:
     return tracking.TrackingTarget(tracking_uri=f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
 
 
-def record_for(
-    fit: models.ModelFit, run_id: str = "run-1", root: str | None = None
-) -> tracking.FitRecord:
+def record_for(fit: models.ModelFit, run_id: str = "run-1", root: str | None = None) -> tracking.FitRecord:
     return tracking.fit_record(
         fit,
         dagster_run_id=run_id,
@@ -74,9 +70,7 @@ def test_unsafe_names_become_valid_keys_and_nonfinite_values_are_left_out(fit, t
     coefs = fit.coefficients.copy()
     coefs.loc[0, "term"] = "log(fiber):beans*2"
     coefs.loc[1, "std_error"] = float("nan")
-    odd = replace(
-        fit, coefficients=coefs, summary={**fit.summary, "r2": float("inf"), "group_var": None}
-    )
+    odd = replace(fit, coefficients=coefs, summary={**fit.summary, "r2": float("inf"), "group_var": None})
     metrics = tracking.fit_metrics(odd)
     assert "coef.log_fiber__beans_2.estimate" in metrics
     assert f"coef.{coefs.loc[1, 'term']}.std_error" not in metrics
@@ -98,17 +92,12 @@ def test_one_run_in_the_models_experiment_with_tags_params_metrics_artifacts(fit
     experiment = client.get_experiment_by_name("ols_cluster")
     assert experiment is not None and run.experiment_id == experiment.experiment_id
     # Local store: artifacts beside the database, not in the working directory.
-    assert (
-        experiment.artifact_location == (tmp_path / "mlflow" / "artifacts" / "ols_cluster").as_uri()
-    )
+    assert experiment.artifact_location == (tmp_path / "mlflow" / "artifacts" / "ols_cluster").as_uri()
     logged = client.get_run(run.run_id)
     assert logged.info.status == "FINISHED" and logged.info.end_time is not None
     tags = logged.data.tags
     assert tags["dagster.run_id"] == "run-1" and tags["dagster.root_run_id"] == "run-1"
-    assert (
-        tags["dagster.asset_key"] == "gold/models/ols_cluster"
-        and tags["dagster.code_version"] == "7"
-    )
+    assert tags["dagster.asset_key"] == "gold/models/ols_cluster" and tags["dagster.code_version"] == "7"
     assert tags["dagster.data_version.silver/modeling_dataset"] == "abc123"
     params = logged.data.params
     assert params["formula"].startswith("delta_kg_next ~ fiber_g_week")
@@ -129,10 +118,7 @@ def test_one_run_in_the_models_experiment_with_tags_params_metrics_artifacts(fit
     pd.testing.assert_frame_equal(pd.read_csv(csv), fit.coefficients, check_exact=False, rtol=1e-12)
     parquet = Path(client.download_artifacts(run.run_id, "coefficients.parquet", str(tmp_path)))
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), fit.coefficients)
-    assert (
-        Path(client.download_artifacts(run.run_id, "summary.txt", str(tmp_path))).read_text()
-        == fit.text
-    )
+    assert Path(client.download_artifacts(run.run_id, "summary.txt", str(tmp_path))).read_text() == fit.text
 
 
 def test_same_root_run_and_asset_reuse_the_run_a_new_root_run_does_not(fit, target):
@@ -152,9 +138,7 @@ def test_same_root_run_and_asset_reuse_the_run_a_new_root_run_does_not(fit, targ
 
 def test_a_changed_fit_under_the_same_identity_gets_a_new_run(fit, target):
     first = tracking.log_fit(target, record_for(fit))
-    changed = replace(
-        record_for(fit), params={**record_for(fit).params, "se_type": "something else"}
-    )
+    changed = replace(record_for(fit), params={**record_for(fit).params, "se_type": "something else"})
     assert tracking.log_fit(target, changed).run_id != first.run_id
 
 
@@ -172,16 +156,9 @@ def test_index_item_has_the_terraform_types_and_no_nan(fit, target):
     assert isinstance(item["start_time"], Decimal) and item["end_time"] >= item["start_time"]
     assert "not_a_number" not in item["metrics"] and "infinite" not in item["metrics"]
     assert all(isinstance(v, Decimal) for v in item["metrics"].values())
-    assert item["metrics"]["coef.fiber_g_week.estimate"] == Decimal(
-        repr(float(fit.coefficients.loc[1, "estimate"]))
-    )
-    assert (
-        item["params"]["formula"].startswith("delta_kg_next")
-        and item["tags"]["dagster.run_id"] == "run-1"
-    )
-    wire = TypeSerializer().serialize(item)[
-        "M"
-    ]  # boto3 refuses floats and NaN: this must not raise
+    assert item["metrics"]["coef.fiber_g_week.estimate"] == Decimal(repr(float(fit.coefficients.loc[1, "estimate"])))
+    assert item["params"]["formula"].startswith("delta_kg_next") and item["tags"]["dagster.run_id"] == "run-1"
+    wire = TypeSerializer().serialize(item)["M"]  # boto3 refuses floats and NaN: this must not raise
     assert wire["experiment_id"] == {"S": run.experiment_id} and "S" in wire["run_uuid"]
     assert "N" in wire["start_time"] and "M" in wire["metrics"] and "M" in wire["params"]
 
@@ -208,10 +185,7 @@ def test_http_bounds_apply_only_where_unset():
     env = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "99"}
     tracking.bound_http_retries(env)
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
-    assert (
-        env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-        == tracking.MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-    )
+    assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == tracking.MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
 
 
 def test_passwords_in_uris_are_masked():
@@ -239,6 +213,4 @@ def test_an_unreachable_server_raises(fit, capsys):
 
 
 def test_coefficients_parquet_roundtrip(fit):
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(io.BytesIO(tracking.coefficients_parquet(fit))), fit.coefficients
-    )
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(tracking.coefficients_parquet(fit))), fit.coefficients)

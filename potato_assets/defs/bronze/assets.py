@@ -4,8 +4,8 @@ One step ingests the three files together so that a file-level defect in any of 
 step before anything is written: the lake keeps the last good snapshot of all three.
 """
 
-
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -53,8 +53,12 @@ def observe_landing(landing: LandingZone) -> Iterator[dg.ObserveResult]:
         )
 
 
-BRONZE = dict(
-    group_name="bronze", kinds={"pandas", "parquet"}, owners=OWNERS, code_version=CODE_VERSION, freshness_policy=FRESHNESS
+BRONZE: dict[str, Any] = dict(
+    group_name="bronze",
+    kinds={"pandas", "parquet"},
+    owners=OWNERS,
+    code_version=CODE_VERSION,
+    freshness_policy=FRESHNESS,
 )
 
 
@@ -86,8 +90,7 @@ BRONZE = dict(
     deps=[landing_key(spec.asset_name) for spec in LANDING_FILES],
     internal_asset_deps={
         **{
-            bronze_key(spec.asset_name).to_python_identifier(): {landing_key(spec.asset_name)}
-            for spec in LANDING_FILES
+            bronze_key(spec.asset_name).to_python_identifier(): {landing_key(spec.asset_name)} for spec in LANDING_FILES
         },
         QUARANTINE_KEY.to_python_identifier(): {landing_key(spec.asset_name) for spec in LANDING_FILES},
     },
@@ -128,10 +131,6 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
     yield dg.Output(
         quarantine,
         output_name=QUARANTINE_KEY.to_python_identifier(),
-        data_version=dg.DataVersion(
-            storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]
-        ),
-        metadata={
-            f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()
-        },
+        data_version=dg.DataVersion(storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]),
+        metadata={f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()},
     )

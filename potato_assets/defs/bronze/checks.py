@@ -4,6 +4,8 @@ Both run on what ingest_landing wrote (the rows kept after quarantine), so a fai
 and gold in the same run and the automation condition keeps them from following later.
 """
 
+from typing import Any
+
 import dagster as dg
 import pandas as pd
 
@@ -15,8 +17,7 @@ from potato_assets.lib.schema import LANDING_FILES, LandingFile
 EXAMPLE_RECORDS = 10
 
 contract_checks = [
-    contract_check(bronze_key(spec.asset_name), f"bronze_{spec.asset_name}", blocking=True)
-    for spec in LANDING_FILES
+    contract_check(bronze_key(spec.asset_name), f"bronze_{spec.asset_name}", blocking=True) for spec in LANDING_FILES
 ]
 
 
@@ -46,27 +47,18 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
         # The counts come from the materialisation that wrote the stored table; the identity
         # kept = read - quarantined - duplicates proves they describe this very table.
         event = context.instance.get_latest_materialization_event(key)
-        metadata = (
-            event.asset_materialization.metadata if event and event.asset_materialization else {}
-        )
+        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
         rows_read = _metadata_value(metadata, "rows_read")
         rows_quarantined = _metadata_value(metadata, "rows_quarantined")
         duplicates = _metadata_value(metadata, "exact_duplicates_dropped") or 0
         mine = quarantine[quarantine["source_file"] == spec.file_name]
-        reasons = (
-            mine["reason"]
-            .str.replace(r" \(lines [^)]*\)$", "", regex=True)
-            .value_counts()
-            .sort_index()
-        )
-        facts = {
+        reasons = mine["reason"].str.replace(r" \(lines [^)]*\)$", "", regex=True).value_counts().sort_index()
+        facts: dict[str, Any] = {
             "source_file": spec.file_name,
             "rows_kept": len(value),
             "max_quarantine_share": limit,
             "quarantine_records": len(mine),
-            "quarantine_reasons": dg.MetadataValue.json(
-                {str(k): int(v) for k, v in reasons.items()}
-            ),
+            "quarantine_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
             "quarantine_examples": dg.MetadataValue.md(
                 mine.head(EXAMPLE_RECORDS).to_markdown(index=False) if len(mine) else "(none)"
             ),

@@ -3,7 +3,6 @@
 The fits themselves are plain functions in lib/models.py; this module wires them to the lake.
 """
 
-
 import json
 import math
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ MODEL_DESCRIPTIONS = {
     "fixed_effects": "Within-subject (entity) fixed effects, standard errors clustered by subject.",
     "mixed_effects": "Random-intercept linear mixed model by REML (best of several optimisers, checked against the profiled REML optimum).",
 }
-GOLD = dict(
+GOLD: dict[str, Any] = dict(
     group_name="gold",
     owners=SCIENCE_OWNERS,
     code_version=CODE_VERSION,

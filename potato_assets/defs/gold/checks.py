@@ -22,10 +22,7 @@ def _result(verdict: mv.Verdict, severity: dg.AssetCheckSeverity) -> dg.AssetChe
         passed=verdict.passed,
         severity=severity,
         description=verdict.description,
-        metadata={
-            k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v
-            for k, v in verdict.facts.items()
-        },
+        metadata={k: dg.MetadataValue.json(v) if isinstance(v, (dict, list)) else v for k, v in verdict.facts.items()},
     )
 
 

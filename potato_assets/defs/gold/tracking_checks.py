@@ -28,11 +28,7 @@ def _tracking_check(model: str) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         event = context.instance.get_latest_materialization_event(key)
-        metadata = (
-            dict(event.asset_materialization.metadata)
-            if event and event.asset_materialization
-            else {}
-        )
+        metadata = dict(event.asset_materialization.metadata) if event and event.asset_materialization else {}
         status = _metadata_value(metadata, "tracking_status")
         facts = {
             name: str(_metadata_value(metadata, name))
@@ -45,11 +41,7 @@ def _tracking_check(model: str) -> dg.AssetChecksDefinition:
             if name in metadata
         }
         if status in ("tracked", "disabled"):
-            description = (
-                "tracking disabled"
-                if status == "disabled"
-                else f"MLflow run {facts.get('mlflow_run_id')}"
-            )
+            description = "tracking disabled" if status == "disabled" else f"MLflow run {facts.get('mlflow_run_id')}"
             return dg.AssetCheckResult(passed=True, metadata=facts, description=description)
         reason = facts.get("tracking_error") or "no tracking status recorded on the materialisation"
         return dg.AssetCheckResult(

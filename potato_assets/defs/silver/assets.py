@@ -1,5 +1,6 @@
 """Silver: the study calendar, subject trajectories, weekly features and the modelling table."""
 
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -14,8 +15,12 @@ from potato_assets.defs.common import (
 from potato_assets.lib import calendar, features
 from potato_assets.lib.schema import PREDICTOR_UNITS
 
-SILVER = dict(
-    group_name="silver", kinds={"pandas", "parquet"}, code_version=CODE_VERSION, automation_condition=DOWNSTREAM_AUTOMATION, pool=LAKE_POOL
+SILVER: dict[str, Any] = dict(
+    group_name="silver",
+    kinds={"pandas", "parquet"},
+    code_version=CODE_VERSION,
+    automation_condition=DOWNSTREAM_AUTOMATION,
+    pool=LAKE_POOL,
 )
 
 
