@@ -331,7 +331,7 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
         y_lo, y_hi = float(np.min(y)), float(np.max(y))
         pad = 0.08 * (y_hi - y_lo) if y_hi > y_lo else 0.5
         ax.set_ylim(y_lo - pad, y_hi + pad)
-        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     else:
         ax.text(
             0.5,
@@ -376,6 +376,9 @@ def _baseline_change(trajectories: pd.DataFrame) -> pd.DataFrame:
     return t[[GROUP_COL, WEEK_COL, "_y"]].dropna(subset=[WEEK_COL])
 
 
+MAX_TRAJECTORY_LINES = 300
+
+
 def trajectories_png(trajectories: pd.DataFrame) -> bytes:
     """Per-subject weight change from baseline (thin grey, gaps at missed weigh-ins) and the
     cohort mean by week with its 95% t-interval band (bold)."""
@@ -393,9 +396,12 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
             wide = wide.reindex(full)  # missing weeks become NaN -> gaps in the lines
         wx = wide.index.to_numpy(dtype=float)
         n_subj = wide.shape[1]
+        # Thousands of lines are unreadable and slow to draw: show an evenly spaced subset; the
+        # cohort mean and its band below still use every subject.
+        shown = wide.iloc[:, np.unique(np.linspace(0, n_subj - 1, min(n_subj, MAX_TRAJECTORY_LINES)).astype(int))]
         lines = ax.plot(
             wx,
-            wide.to_numpy(dtype=float),
+            shown.to_numpy(dtype=float),
             color="0.55",
             lw=0.8,
             alpha=0.6,
@@ -403,7 +409,10 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
             ms=2.5,
             zorder=1,
         )
-        lines[0].set_label(f"Individual subjects (n = {n_subj})")
+        label = f"Individual subjects (n = {n_subj})"
+        if shown.shape[1] < n_subj:
+            label = f"Individual subjects ({shown.shape[1]} of {n_subj} shown)"
+        lines[0].set_label(label)
 
         stats = _grouped_mean_ci(t["_y"], t[WEEK_COL]).reindex(wx)
         lo = stats["mean"] - stats["half"]
@@ -429,7 +438,7 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
             label="Cohort mean",
         )
         ax.axhline(0.0, color="0.3", lw=0.8, ls=":", zorder=0)
-        ax.legend(loc="best", fontsize=8, framealpha=0.9)
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
     else:
         ax.text(0.5, 0.5, "No weigh-ins to plot", ha="center", va="center", transform=ax.transAxes)
 

@@ -434,3 +434,17 @@ def test_t_quantile_matches_tables():
     q = report._t_quantile_975(np.array([0, 1, 4, 10, 31, 60, 1000]))
     assert np.isnan(q[0])
     np.testing.assert_allclose(q[1:], [12.706, 2.776, 2.228, 2.040, 2.000, 1.962], atol=2e-3)
+
+
+def test_trajectory_figure_of_a_large_cohort_draws_a_labelled_subset():
+    import io as _io
+
+    import matplotlib.image
+
+    n = report.MAX_TRAJECTORY_LINES * 3
+    weeks = np.tile(np.arange(1, 5), n)
+    subjects = np.repeat(np.arange(n), 4)
+    big = pd.DataFrame({"subject_id": subjects, "week": weeks, "weight_kg": 80.0 - 0.5 * weeks + (subjects % 7) * 0.1})
+    big["delta_kg_from_baseline"] = big["weight_kg"] - big.groupby("subject_id")["weight_kg"].transform("first")
+    png = report.trajectories_png(big)
+    assert matplotlib.image.imread(_io.BytesIO(png)).shape[0] > 100
