@@ -186,6 +186,10 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
             last = latest.timestamp if latest else None
             state = freshness_state(last, window, now)
             name = key.to_user_string()
+            if last is not None:
+                alerts.record_metric(
+                    alerts.FRESHNESS_LAG, max(now - last, 0.0), {"asset_key": name, "layer": key.path[0]}
+                )
             current[name] = state
             before = previous.get(name, "unknown")
             # Report a turn to stale (also on the first look), and recovery only from stale.

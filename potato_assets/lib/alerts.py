@@ -21,6 +21,7 @@ DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 # Metric names (Prometheus style; the telemetry layer may map them to OTel instruments).
 ASSET_STALE = "potato_asset_stale"  # gauge per asset: 1 stale, 0 fresh
+FRESHNESS_LAG = "potato_freshness_lag_seconds"  # gauge per asset: seconds since last materialised
 RUN_FAILURES = "potato_run_failures_total"  # counter per job
 ALERT_DELIVERY_FAILURES = "potato_alert_delivery_failures_total"  # counter
 
@@ -37,14 +38,14 @@ def record_metric(name: str, value: float, attributes: Mapping[str, str], log: L
     already reports its own failure (labelled by job), and a pushed copy would never reset."""
     record = {"metric": name, "value": float(value), "attributes": dict(attributes)}
     (log or LOGGER).info(json.dumps(record, sort_keys=True))
-    if name == ASSET_STALE and "asset_key" in attributes:
+    if name in (ASSET_STALE, FRESHNESS_LAG) and "asset_key" in attributes:
         from potato_assets.lib import telemetry
         from potato_assets.settings import load_settings
 
         telemetry.record_metric(
-            telemetry.ASSET_STALE,
+            name,
             value,
-            {"asset_key": attributes["asset_key"]},
+            {k: attributes[k] for k in ("asset_key", "layer") if k in attributes},
             pushgateway_url=load_settings().pushgateway_url,
         )
     return record
