@@ -279,7 +279,7 @@ def test_a_bronze_refresh_propagates_to_silver_only(instance, sample_dir, tmp_pa
 # --- freshness and run-failure reporting -------------------------------------------------------
 
 
-def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook, caplog):
+def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
     repo = load_defs().get_repository_def()
     offset = [0.0]
     sensor = automation.build_freshness_sensor(clock=lambda: time.time() + offset[0])
@@ -301,11 +301,19 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook, caplo
     assert json.loads(cursor)["bronze/fiber"] == "unknown"
 
     offset[0] = 27 * 3600.0  # a day and three hours later, nothing refreshed
-    caplog.clear()
-    with caplog.at_level("INFO", logger=alerts.LOGGER.name):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    alerts.LOGGER.addHandler(handler)
+    level = alerts.LOGGER.level
+    alerts.LOGGER.setLevel(logging.INFO)
+    try:
         message, cursor = run(cursor)
+    finally:
+        alerts.LOGGER.removeHandler(handler)
+        alerts.LOGGER.setLevel(level)
     assert message == "reported 2 freshness change(s)"
-    lags = [json.loads(r.getMessage()) for r in caplog.records if "potato_freshness_lag_seconds" in r.getMessage()]
+    lags = [json.loads(r.getMessage()) for r in records if "potato_freshness_lag_seconds" in r.getMessage()]
     assert {r["attributes"]["asset_key"] for r in lags} == {"bronze/weight", "gold/models/model_summary"}
     assert all(27 * 3600 - 60 < r["value"] < 27 * 3600 + 60 for r in lags)
     assert sorted(p["event"]["asset_key"] for p in webhook.posts) == [
