@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -52,3 +56,34 @@ def materialize_all(
 
 def read_table(lake_uri: str, key: str) -> pd.DataFrame:
     return storage.read_parquet(storage.to_upath(storage.join(normalize_uri(lake_uri), key + ".parquet")))
+
+
+# --- the real CLI, as a user or CI runs it ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+DAGSTER = Path(sys.executable).with_name("dagster")
+MATERIALIZE_ALL = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"]
+
+
+def cli_home(tmp_path: Path) -> Path:
+    """A fresh DAGSTER_HOME whose instance configuration is the repository's dagster.yaml."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def cli_env(home: Path, landing: str | Path, lake: str | Path, **extra: str) -> dict[str, str]:
+    """The process environment for a CLI run; MLflow tracks into the home, not the repository."""
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "POTATO_LANDING_URI": str(landing),
+        "POTATO_LAKE_URI": str(lake),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        **extra,
+    }
+
+
+def run_cli(env: dict[str, str], cwd: Path, cmd: list[str] = MATERIALIZE_ALL, timeout: float = 600):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)

@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from potato_assets.defs.resources import build_resources
 from potato_assets.lib import alerts, landing_scan
 from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets.settings import Settings
-from potato_assets_tests.helpers import load_defs, settings_for
+from potato_assets_tests.helpers import DAGSTER, cli_env, cli_home, load_defs, settings_for
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
@@ -460,19 +459,11 @@ def lake_holder(context) -> None:
 
 @pytest.mark.e2e
 def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "POTATO_LANDING_URI": str(sample_dir),
-        "POTATO_LAKE_URI": str(tmp_path / "lake"),
-    }
-    dagster = Path(sys.executable).with_name("dagster")
+    home = cli_home(tmp_path)
+    env = cli_env(home, sample_dir, tmp_path / "lake")
     # Two lake-writing steps per run (and bronze's checks), without the model fits.
     selection = 'group:bronze or key:"silver/study_calendar"'
-    cmd = [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions"]
+    cmd = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions"]
     inst = dg.DagsterInstance.from_config(str(home))
     holder = threading.Thread(target=dg.materialize, args=([lake_holder],), kwargs={"instance": inst})
     holder.start()

@@ -3,10 +3,7 @@ soft rules only warn, and the gold validation checks fire on models built to fai
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -22,9 +19,8 @@ from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.lib import model_validation as mv
 from potato_assets.lib.ingest import parse_landing_csv
 from potato_assets.lib.schema import FIBER, LANDING_FILES, WEIGHT
-from potato_assets_tests.helpers import load_defs, resources_for
+from potato_assets_tests.helpers import cli_env, cli_home, load_defs, resources_for, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
 FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
 CALENDAR_KEY = dg.AssetKey(["silver", "study_calendar"])
@@ -253,25 +249,7 @@ def test_model_validation_rules_fail_on_bad_fits():
 @pytest.mark.e2e
 def test_cli_materialize_exits_non_zero_when_a_blocking_check_fails(sample_dir, tmp_path):
     landing = landing_with_bad_weights(sample_dir, tmp_path / "landing", 60)
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "POTATO_LANDING_URI": str(landing),
-        "POTATO_LAKE_URI": str(tmp_path / "lake"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-    }
-    dagster = Path(sys.executable).with_name("dagster")
-    proc = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli(cli_env(cli_home(tmp_path), landing, tmp_path / "lake"), tmp_path)
     assert proc.returncode != 0
     assert "bronze/weight: quarantine_share" in proc.stderr + proc.stdout
     assert (tmp_path / "lake" / "bronze" / "weight.parquet").exists()

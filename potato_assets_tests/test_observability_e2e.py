@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -23,13 +22,12 @@ import pytest
 
 from potato_assets.lib import telemetry
 from potato_assets_tests.conftest import REPO, free_port
-from potato_assets_tests.helpers import read_table
+from potato_assets_tests.helpers import MATERIALIZE_ALL, read_table
 from potato_assets_tests.lib.test_lineage import validate_event
 
 OBSERVABILITY = REPO / "observability"
 DASHBOARDS = sorted((OBSERVABILITY / "grafana" / "dashboards").glob("*.json"))
 ALERT_RULES = OBSERVABILITY / "prometheus" / "alerts.yml"
-DAGSTER = Path(sys.executable).with_name("dagster")
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -144,15 +142,7 @@ def observed(tmp_path_factory, sample_dir):
         env["POTATO_PUSHGATEWAY_URL"] = stack[0]
     try:
         proc = subprocess.run(
-            [
-                str(DAGSTER),
-                "asset",
-                "materialize",
-                "-m",
-                "potato_assets.definitions",
-                "--select",
-                "*",
-            ],
+            MATERIALIZE_ALL,
             env=env,
             cwd=tmp,
             capture_output=True,
@@ -507,15 +497,7 @@ def test_a_failed_run_sends_fail_events_with_the_error(tmp_path, sample_dir):
     }
     try:
         proc = subprocess.run(
-            [
-                str(DAGSTER),
-                "asset",
-                "materialize",
-                "-m",
-                "potato_assets.definitions",
-                "--select",
-                "*",
-            ],
+            MATERIALIZE_ALL,
             env=env,
             cwd=tmp_path,
             capture_output=True,

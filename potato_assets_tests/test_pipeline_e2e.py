@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 
 from potato_assets.lib.schema import LANDING_FILES
-from potato_assets_tests.helpers import materialize_all, read_table
+from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table, run_cli
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 COEF_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
 
 
@@ -57,26 +52,8 @@ def test_materialize_everything_on_the_seed_study(seed_dir, tmp_path):
 
 
 def test_cli_materialize_select_all(seed_dir, tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "POTATO_LANDING_URI": f"file://{seed_dir}",
-        "POTATO_LAKE_URI": str(tmp_path / "lake"),
-        # The CLI tracks the fits too: keep its MLflow store out of the repository's data folder.
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}",
-    }
-    dagster = Path(sys.executable).with_name("dagster")
-    proc = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    home = cli_home(tmp_path)
+    proc = run_cli(cli_env(home, f"file://{seed_dir}", tmp_path / "lake"), tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_lake((tmp_path / "lake").as_uri())
     instance = dg.DagsterInstance.from_config(str(home))
