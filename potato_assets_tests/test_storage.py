@@ -89,3 +89,28 @@ def test_temporary_file_of_a_dead_writer_is_removed(tmp_path):
     storage.write_bytes_atomic(storage.to_upath((tmp_path / "a.parquet").as_uri()), b"new")
     assert not orphan.exists() and live.exists()
     assert (tmp_path / "a.parquet").read_bytes() == b"new"
+
+
+@dg.asset(
+    key=["silver", "ids"], ins={"upstream": dg.AssetIn(["bronze", "thing"], metadata={"columns": ["subject_id"]})}
+)
+def ids(upstream: pd.DataFrame) -> pd.DataFrame:
+    return upstream
+
+
+@dg.asset(key=["silver", "wrong"], ins={"upstream": dg.AssetIn(["bronze", "thing"], metadata={"columns": ["weight"]})})
+def wrong(upstream: pd.DataFrame) -> pd.DataFrame:
+    return upstream
+
+
+def test_an_input_can_ask_for_some_columns_and_a_missing_one_is_named(tmp_path):
+    io_manager = LakeIOManager(lake_uri=(tmp_path / "lake").as_uri())
+    result = dg.materialize([thing, ids], resources={"io_manager": io_manager})
+    assert result.success
+    assert list(pd.read_parquet(tmp_path / "lake" / "silver" / "ids.parquet").columns) == ["subject_id"]
+
+    failed = dg.materialize([thing, wrong], resources={"io_manager": io_manager}, raise_on_error=False)
+    assert not failed.success
+    message = str(failed.get_step_failure_events()[0].step_failure_data.error)
+    assert "bronze/thing cannot be read as asked" in message
+    assert "thing.parquet: no column 'weight'" in message

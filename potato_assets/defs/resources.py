@@ -31,7 +31,15 @@ class LakeParquetIOManager(dg.UPathIOManager):
         storage.write_bytes_atomic(path, storage.parquet_bytes(obj))
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
-        return storage.read_parquet(path)
+        # An input may ask for some columns only (AssetIn metadata {"columns": [...]}): less to
+        # decode, e.g. the free-text food column nobody downstream reads.
+        columns = (context.definition_metadata or {}).get("columns")
+        try:
+            return storage.read_parquet(path, columns=columns)
+        except storage.MissingColumns as exc:
+            raise dg.Failure(
+                description=f"{context.asset_key.to_user_string()} cannot be read as asked: {exc}"
+            ) from None
 
     def make_directory(self, path: UPath) -> None:
         # Object stores have no directories; local ones are made by the atomic write.

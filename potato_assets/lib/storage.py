@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -87,12 +88,31 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def read_parquet(path: UPath) -> pd.DataFrame:
-    return read_parquet_bytes(path.read_bytes())
+class MissingColumns(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
-def read_parquet_bytes(data: bytes) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(data))
+def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The table at ``path``; only ``columns`` when given (a missing one is named)."""
+    try:
+        return read_parquet_bytes(path.read_bytes(), columns)
+    except MissingColumns as exc:
+        raise MissingColumns(f"{path}: {exc}") from None
+
+
+def read_parquet_bytes(data: bytes, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    if columns is None:
+        return pd.read_parquet(io.BytesIO(data))
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO(data)
+    present = set(pq.read_schema(buffer).names)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise MissingColumns(f"no column {', '.join(map(repr, missing))} (has {', '.join(sorted(present))})")
+    buffer.seek(0)
+    return pd.read_parquet(buffer, columns=list(columns))
 
 
 def sha256_hex(data: bytes) -> str:

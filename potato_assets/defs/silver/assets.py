@@ -65,7 +65,8 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.Da
     key=["silver", "weekly_features"],
     ins={
         "fiber": dg.AssetIn(["bronze", "fiber"]),
-        "nutrition": dg.AssetIn(["bronze", "nutrition"]),
+        # Only what the features use: decoding the free-text food column costs more than the rest.
+        "nutrition": dg.AssetIn(["bronze", "nutrition"], metadata={"columns": ["subject_id", "date", "category"]}),
         "weight": dg.AssetIn(["bronze", "weight"]),
         "calendars": dg.AssetIn(["silver", "study_calendar"]),
     },
