@@ -6,6 +6,7 @@ calories (not 0), and a week with no food entry at all has missing category flag
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from potato_assets.lib.calendar import assign_study_week, week_start
@@ -76,32 +77,31 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.Da
     ].astype({"baseline_week": "Int64"})
 
 
-def _daily_sums(fiber: pd.DataFrame) -> pd.DataFrame:
-    g = fiber.groupby(KEY)
-    out = pd.DataFrame(
-        {
-            "kcal_sum": g["total_calories"].sum(min_count=1),
-            "kcal_days": g["total_calories"].count(),
-            "fiber_g_sum": g["total_fiber_g"].sum(min_count=1),
-            "fiber_days": g["total_fiber_g"].count(),
-        }
-    )
-    both = fiber.dropna(subset=["total_calories", "total_fiber_g"])
-    paired = both.groupby(KEY)[["total_calories", "total_fiber_g"]].sum()
-    ratio = 1000.0 * paired["total_fiber_g"] / paired["total_calories"].where(paired["total_calories"] > 0)
-    out["fiber_g_per_1000kcal"] = ratio
-    return out.reset_index()
+def study_week_rows(weeks: pd.DataFrame, subject: pd.Series, week: pd.Series) -> np.ndarray:
+    """For each (subject, week) pair, its row number in ``weeks`` (unique subject-weeks), or -1
+    when the pair is not one of the study's weeks (including a missing subject or week)."""
+    index = pd.MultiIndex.from_arrays([weeks[GROUP_COL].astype("int64"), weeks[WEEK_COL].astype("int64")])
+    known = (subject.notna() & week.notna()).to_numpy()
+    rows = np.full(len(subject), -1, dtype=np.int64)
+    if known.any() and len(index):
+        probe = pd.MultiIndex.from_arrays(
+            [subject[known].astype("int64").to_numpy(), week[known].astype("int64").to_numpy()]
+        )
+        rows[known] = index.get_indexer(probe)
+    return rows
 
 
-def _food_counts(entries: pd.DataFrame) -> pd.DataFrame:
-    counts = entries.groupby([*KEY, "category"], observed=True).size().unstack("category", fill_value=0)
-    counts = counts.reindex(columns=list(FOOD_CATEGORIES), fill_value=0)
-    out = pd.DataFrame(index=counts.index)
-    out["food_entries"] = counts.sum(axis=1)
-    for cat in FOOD_CATEGORIES:
-        out[f"{cat}_entries"] = counts[cat]
-        out[f"{cat}_eaten"] = (counts[cat] > 0).astype("int64")
-    return out.reset_index()
+def _sum_and_count(rows: np.ndarray, values: pd.Series, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per study-week row: sum of the non-missing values (NaN when there are none) and their count."""
+    v = values.to_numpy(dtype="float64", na_value=np.nan)
+    ok = (rows >= 0) & ~np.isnan(v)
+    count = np.bincount(rows[ok], minlength=n)
+    total = np.bincount(rows[ok], weights=v[ok], minlength=n)
+    return np.where(count > 0, total, np.nan), count
+
+
+def _masked_int(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(values.astype("int64"), missing.copy())
 
 
 def weekly_features(
@@ -109,41 +109,56 @@ def weekly_features(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Per study subject-week: calorie and fiber sums/means/days, fiber per 1000 kcal, and for
     each food category whether it was eaten and how many entries. Returns (table, counts of
-    rows left out because they fall outside the study's weeks)."""
+    rows left out because they fall outside the study's weeks).
+
+    Every row is placed at its subject-week's row in ``weeks`` once, then summed with bincount:
+    one pass over the daily log and one over the food entries, no joins of the large tables."""
+    out = weeks[[*KEY, "week_start"]].sort_values(KEY, ignore_index=True)
+    n = len(out)
+
     daily = fiber.dropna(subset=KEY)
-    in_study = daily.merge(weeks[KEY], on=KEY, how="inner")
-    sums = _daily_sums(in_study)
+    day_rows = study_week_rows(out, daily[GROUP_COL], daily[WEEK_COL])
+    kcal_sum, kcal_days = _sum_and_count(day_rows, daily["total_calories"], n)
+    fiber_sum, fiber_days = _sum_and_count(day_rows, daily["total_fiber_g"], n)
+    # Fiber per 1000 kcal over the days with both logged only.
+    both = daily["total_calories"].notna().to_numpy() & daily["total_fiber_g"].notna().to_numpy()
+    paired_rows = np.where(both, day_rows, -1)
+    paired_kcal, paired_days = _sum_and_count(paired_rows, daily["total_calories"], n)
+    paired_fiber, _ = _sum_and_count(paired_rows, daily["total_fiber_g"], n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where((paired_days > 0) & (paired_kcal > 0), 1000.0 * paired_fiber / paired_kcal, np.nan)
+        out["kcal_sum"] = kcal_sum
+        out["kcal_mean"] = np.where(kcal_days > 0, kcal_sum / np.maximum(kcal_days, 1), np.nan)
+        out["kcal_days"] = kcal_days.astype("int64")
+        out["fiber_g_sum"] = fiber_sum
+        out["fiber_g_mean"] = np.where(fiber_days > 0, fiber_sum / np.maximum(fiber_days, 1), np.nan)
+    out["fiber_days"] = fiber_days.astype("int64")
+    out["fiber_g_per_1000kcal"] = ratio
 
-    food = nutrition.dropna(subset=[GROUP_COL, "date"]).copy()
-    food[WEEK_COL] = assign_study_week(food, calendars)
-    food_in = food.merge(weeks[KEY], on=KEY, how="inner")
-    counts = _food_counts(food_in)
-
-    out = weeks.merge(sums, on=KEY, how="left").merge(counts, on=KEY, how="left")
-    out["kcal_mean"] = out["kcal_sum"] / out["kcal_days"].where(out["kcal_days"] > 0)
-    out["fiber_g_mean"] = out["fiber_g_sum"] / out["fiber_days"].where(out["fiber_days"] > 0)
-    for col in ("kcal_days", "fiber_days"):
-        out[col] = out[col].fillna(0).astype("int64")
+    food = nutrition.dropna(subset=[GROUP_COL, "date"])
+    food_rows = study_week_rows(out, food[GROUP_COL], assign_study_week(food, calendars))
+    category = pd.Categorical(food["category"], categories=list(FOOD_CATEGORIES))
+    # A week with any categorised entry has food logged; unknown categories count in no column.
+    logged = (food_rows >= 0) & food["category"].notna().to_numpy()
+    no_food = np.bincount(food_rows[logged], minlength=n) == 0
+    codes = np.asarray(category.codes, dtype=np.int64)
+    known = logged & (codes >= 0)
+    n_cat = len(FOOD_CATEGORIES)
+    counts = np.bincount(food_rows[known] * n_cat + codes[known], minlength=n * n_cat).reshape(n, n_cat)
     # No food entry at all that week is a logging gap: flags and counts stay missing.
-    count_cols = ["food_entries"] + [f"{c}_{s}" for c in FOOD_CATEGORIES for s in ("eaten", "entries")]
-    out[count_cols] = out[count_cols].astype("Int64")
-    order = [
-        *KEY,
-        "week_start",
-        "kcal_sum",
-        "kcal_mean",
-        "kcal_days",
-        "fiber_g_sum",
-        "fiber_g_mean",
-        "fiber_days",
-        "fiber_g_per_1000kcal",
-        *count_cols,
-    ]
+    count_cols = {"food_entries": _masked_int(counts.sum(axis=1), no_food)}
+    for i, cat in enumerate(FOOD_CATEGORIES):
+        count_cols[f"{cat}_eaten"] = _masked_int(counts[:, i] > 0, no_food)
+    for i, cat in enumerate(FOOD_CATEGORIES):
+        count_cols[f"{cat}_entries"] = _masked_int(counts[:, i], no_food)
+    order = ["food_entries"] + [f"{c}_{s}" for c in FOOD_CATEGORIES for s in ("eaten", "entries")]
+    out = pd.concat([out, pd.DataFrame({c: count_cols[c] for c in order})], axis=1)
+
     left_out = {
-        "daily_rows_outside_study_weeks": len(daily) - len(in_study),
-        "food_entries_outside_study_weeks": len(food) - len(food_in),
+        "daily_rows_outside_study_weeks": int((day_rows < 0).sum()),
+        "food_entries_outside_study_weeks": int((food_rows < 0).sum()),
     }
-    return out[order].sort_values(KEY, ignore_index=True), left_out
+    return out, left_out
 
 
 def modeling_dataset(trajectories: pd.DataFrame, features: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
