@@ -156,35 +156,42 @@ def _check_header(header: list[str], spec: LandingFile, file_name: str) -> None:
     )
 
 
-def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, pd.Series]:
-    """Typed values and a per-row reason ('' where fine) for values that do not parse."""
+def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Typed values, a mask of the values that do not parse, and why (read only where masked)."""
     stripped = raw.str.strip()
     is_missing = stripped.str.lower().isin(MISSING_TOKENS).to_numpy(dtype=bool)
-    reason = np.full(len(raw), "", dtype=object)
+    reason = np.empty(len(raw), dtype=object)
     if kind == "str":
-        return raw.where(~is_missing, None).astype("string"), pd.Series(reason, index=raw.index)
+        return raw.where(~is_missing, None).astype("string"), np.zeros(len(raw), dtype=bool), reason
     present = stripped.where(~is_missing)
     if kind == "date":
         parsed = pd.to_datetime(present, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
         bad = parsed.isna().to_numpy() & ~is_missing
         if bad.any():
             iso = stripped[bad].str.fullmatch(r"\d{4}-\d{2}-\d{2}").to_numpy(dtype=bool)
-            reason[np.flatnonzero(bad)] = np.where(iso, "impossible date", "not an ISO date (yyyy-mm-dd)")
-        return parsed, pd.Series(reason, index=raw.index)
+            reason[bad] = np.where(iso, "impossible date", "not an ISO date (yyyy-mm-dd)")
+        return parsed, bad, reason
     numbers = _to_float(present)
     bad = np.isnan(numbers) & ~is_missing
     if bad.any():
         comma = stripped[bad].str.fullmatch(r"[+-]?\d+,\d+").to_numpy(dtype=bool)
-        reason[np.flatnonzero(bad)] = np.where(comma, "not a number (decimal comma?)", "not a number")
+        reason[bad] = np.where(comma, "not a number (decimal comma?)", "not a number")
     if kind == "int":
         fractional = ~np.isnan(numbers) & (np.floor(numbers) != numbers)
         reason[fractional] = "not a whole number"
-        numbers[fractional] = np.nan
-        return pd.Series(numbers, index=raw.index).round().astype("Int64"), pd.Series(reason, index=raw.index)
+        # Beyond 2**53 a float no longer holds every whole number: refuse rather than round.
+        huge = ~np.isnan(numbers) & ~fractional & (np.abs(numbers) > 2.0**53)
+        reason[huge] = "whole number too large"
+        bad |= fractional | huge
+        numbers[fractional | huge] = np.nan
+        missing = np.isnan(numbers)
+        whole = pd.arrays.IntegerArray(np.where(missing, 0.0, numbers).astype("int64"), missing)
+        return pd.Series(whole, index=raw.index), bad, reason
     inf = np.isinf(numbers)
     reason[inf] = "not a finite number"
+    bad |= inf
     numbers[inf] = np.nan
-    return pd.Series(numbers, index=raw.index), pd.Series(reason, index=raw.index)
+    return pd.Series(numbers, index=raw.index), bad, reason
 
 
 def _to_float(values: pd.Series) -> np.ndarray:
@@ -212,16 +219,17 @@ def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingest
     line = pd.Series(lines, dtype="int64")
     problems: list[pd.DataFrame] = []
 
-    def flag(mask: pd.Series, column: str, reason: pd.Series | str) -> None:
+    def flag(mask: pd.Series | np.ndarray, column: str, reason: np.ndarray | str) -> None:
+        mask = np.asarray(mask, dtype=bool)
         if mask.any():
             problems.append(
                 pd.DataFrame(
                     {
                         "source_file": source_file,
-                        "line": line[mask].to_numpy(),
+                        "line": lines[mask],
                         "column": column,
                         "value": table[column][mask].fillna("").astype(str).to_numpy(),
-                        "reason": (reason[mask] if isinstance(reason, pd.Series) else reason),
+                        "reason": (reason[mask] if isinstance(reason, np.ndarray) else reason),
                     }
                 )
             )
@@ -229,10 +237,10 @@ def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingest
     typed: dict[str, pd.Series] = {}
     for column in header:
         kind = spec.columns.get(column, "str")
-        values, reason = _parse_column(table[column], kind)
-        flag(reason != "", column, reason)
+        values, bad, reason = _parse_column(table[column], kind)
+        flag(bad, column, reason)
         if column in spec.keys:
-            flag(values.isna() & (reason == ""), column, "missing key")
+            flag(values.isna().to_numpy() & ~bad, column, "missing key")
         if column in spec.ranges:
             lo, hi = spec.ranges[column]
             outside = values.notna() & ((values < lo) | (values > hi))

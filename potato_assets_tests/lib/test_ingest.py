@@ -193,3 +193,14 @@ def test_blank_lines_keep_physical_line_numbers():
 
 def test_whitespace_only_last_line_is_not_a_record():
     assert parse(WEIGHT_CSV + "  ").rows["source_line"].tolist() == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("1.5", "not a whole number"), ("1e300", "whole number too large"), ("x1", "not a number")],
+)
+def test_bad_whole_number_goes_to_quarantine_with_its_reason(value, reason):
+    r = parse(WEIGHT_CSV.replace("2,2024-01-03,1,", f"{value},2024-01-03,1,"))
+    assert r.rows["source_line"].tolist() == [2, 3] and r.rows["subject_id"].dtype == "Int64"
+    q = r.quarantine.iloc[0]
+    assert (q["line"], q["column"], q["value"], q["reason"]) == (4, "subject_id", value, reason)
