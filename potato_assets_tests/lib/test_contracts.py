@@ -210,3 +210,33 @@ def test_a_suite_dict_from_any_file_runs(tmp_path):
     # an 'info' rule is reported but never fails the contract
     assert not outcome(result, "x_present").success
     assert result.soft_failures == []
+
+
+def test_nullable_ints_reach_gx_as_int64_only_when_complete_and_allowed(bronze):
+    fiber = bronze["fiber"]
+    suite = contracts.load_suite("bronze_fiber")
+    frame = contracts._gx_frame(fiber, suite)
+    assert str(frame["subject_id"].dtype) == "int64" and str(frame["week"].dtype) == "int64"
+    assert str(fiber["subject_id"].dtype) == "Int64"  # the caller's frame is untouched
+    with_gap = fiber.astype({"week": "Int64"}).copy()
+    with_gap.loc[with_gap.index[0], "week"] = pd.NA
+    assert str(contracts._gx_frame(with_gap, suite)["week"].dtype) == "Int64"
+    strict = {
+        "expectations": [
+            {
+                "type": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": "week", "type_list": ["Int64Dtype"]},
+            }
+        ]
+    }
+    assert str(contracts._gx_frame(fiber, strict)["week"].dtype) == "Int64"
+
+
+@pytest.mark.parametrize("column", ["subject_id", "week"])
+def test_range_rules_on_whole_number_columns_still_name_the_rows(bronze, column):
+    fiber = bronze["fiber"].copy()
+    fiber.loc[[4, 9], column] = [0, 0] if column == "subject_id" else [0, 105]
+    result = contracts.run_contract("bronze_fiber", fiber)
+    broken = outcome(result, f"{column}_range")
+    assert not broken.success and broken.unexpected_count == 2
+    assert sorted(e["source_line"] for e in broken.unexpected_examples) == sorted(fiber.loc[[4, 9], "source_line"])
