@@ -9,6 +9,9 @@ the calendar, and the subject's labels are rejected with the rows named.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 
 from potato_assets.lib.schema import GROUP_COL, WEEK_COL
@@ -18,11 +21,15 @@ class CalendarError(ValueError):
     """Week labels that no 7-day calendar can satisfy."""
 
 
-def subject_calendars(*labelled: pd.DataFrame) -> pd.DataFrame:
-    """One row per subject: `week1_start` and `n_labelled_rows`, from frames with
-    subject_id, date, week (and optionally source_file, source_line for error messages)."""
+def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per subject: `week1_start` and `n_labelled_rows`, from frames with subject_id,
+    date, week (and optionally source_line, and source_file or ``sources`` = each frame's file
+    name, for error messages)."""
     frames = [
-        f[[c for c in f.columns if c in (GROUP_COL, "date", WEEK_COL, "source_file", "source_line")]] for f in labelled
+        f[[c for c in f.columns if c in (GROUP_COL, "date", WEEK_COL, "source_line")]].assign(
+            _frame=i, _row=np.arange(len(f))
+        )
+        for i, f in enumerate(labelled)
     ]
     rows = pd.concat(frames, ignore_index=True).dropna(subset=[GROUP_COL, "date", WEEK_COL])
     if rows.empty:
@@ -32,9 +39,18 @@ def subject_calendars(*labelled: pd.DataFrame) -> pd.DataFrame:
     offset = (anchor - start).dt.days
     bad = rows[offset > 6]
     if not bad.empty:
+
+        def where(r: pd.Series) -> str:
+            frame = labelled[int(r["_frame"])]
+            if "source_file" in frame.columns:
+                file = frame["source_file"].iloc[int(r["_row"])]
+            else:
+                file = sources[int(r["_frame"])] if sources else None
+            line = f"line {int(r['source_line'])}" if "source_line" in r.index and pd.notna(r["source_line"]) else None
+            return f" ({' '.join(str(p) for p in (file, line) if p is not None)})" if file or line else ""
+
         examples = "; ".join(
-            f"subject {r[GROUP_COL]} {pd.Timestamp(r['date']).date()} labelled week {r[WEEK_COL]}"
-            + (f" ({r['source_file']} line {r['source_line']})" if "source_line" in bad.columns else "")
+            f"subject {r[GROUP_COL]} {pd.Timestamp(r['date']).date()} labelled week {r[WEEK_COL]}{where(r)}"
             for _, r in bad.head(5).iterrows()
         )
         raise CalendarError(f"{len(bad)} row(s) carry a week label that contradicts a 7-day calendar: {examples}")

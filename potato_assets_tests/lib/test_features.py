@@ -72,6 +72,15 @@ def test_contradictory_week_label_is_named():
         subject_calendars(WEIGHT, bad)
 
 
+def test_contradictory_week_label_names_its_file_and_line():
+    extra = fiber_rows([(1, "2024-01-20", 1, 1000.0, 10.0)]).assign(source_line=[7])
+    bad = pd.concat([FIBER.assign(source_line=range(2, 6)), extra], ignore_index=True)
+    with pytest.raises(CalendarError, match=r"labelled week 1 \(Potato_fiber_daily.csv line 7\)"):
+        subject_calendars(WEIGHT, bad, sources=("Potato_tidy.csv", "Potato_fiber_daily.csv"))
+    with pytest.raises(CalendarError, match=r"labelled week 1 \(daily.csv line 7\)"):
+        subject_calendars(WEIGHT, bad.assign(source_file="daily.csv"))
+
+
 def test_food_entries_are_placed_in_the_calendar_week(calendars):
     food = food_rows(
         [
