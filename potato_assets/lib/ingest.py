@@ -162,7 +162,7 @@ def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray, np.
     is_missing = stripped.str.lower().isin(MISSING_TOKENS).to_numpy(dtype=bool)
     reason = np.empty(len(raw), dtype=object)
     if kind == "str":
-        return raw.where(~is_missing, None).astype("string"), np.zeros(len(raw), dtype=bool), reason
+        return raw.where(~is_missing, None).astype(STRING), np.zeros(len(raw), dtype=bool), reason
     present = stripped.where(~is_missing)
     if kind == "date":
         parsed = pd.to_datetime(present, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
@@ -251,7 +251,7 @@ def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingest
         typed[column] = values
 
     rows = pd.DataFrame(typed)
-    rows[SOURCE_FILE_COL] = pd.Series(source_file, index=rows.index, dtype="string")
+    rows[SOURCE_FILE_COL] = pd.Series(source_file, index=rows.index, dtype=STRING)
     rows[SOURCE_LINE_COL] = line
     rows[INGESTED_AT_COL] = ingested_at
     bad_lines = set().union(*(set(p["line"]) for p in problems)) if problems else set()
