@@ -83,7 +83,7 @@ MLFLOW_STORE ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db
 
 mlflow-ui: setup
 	mkdir -p data/mlflow
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) -h 127.0.0.1 -p 5000
+	MLFLOW_DISABLE_TELEMETRY=$${MLFLOW_DISABLE_TELEMETRY:-true} $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) -h 127.0.0.1 -p 5000
 
 # The daemon alone (schedules, sensors, automation); `make dev` already runs one.
 daemon: setup

@@ -39,6 +39,8 @@ MLFLOW_HTTP_DEFAULTS: dict[str, str] = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # MLflow 3 sends usage telemetry by default; like Dagster's and GX's, it is off unless asked for.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 # DynamoDB: fail within seconds, not botocore's 60 s connect timeout with retries.
 DYNAMODB_CONNECT_TIMEOUT_S = 3
@@ -210,7 +212,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def bound_http_retries(environ: os._Environ[str] | dict[str, str] = os.environ) -> None:
-    """Set MLflow's HTTP retry/timeout variables to short bounds where the user has not set them."""
+    """Set MLflow's HTTP retry/timeout variables to short bounds, and its telemetry off, where the
+    user has not set them."""
     for name, value in MLFLOW_HTTP_DEFAULTS.items():
         environ.setdefault(name, value)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from dataclasses import replace
 from decimal import Decimal
@@ -186,6 +187,26 @@ def test_http_bounds_apply_only_where_unset():
     tracking.bound_http_retries(env)
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
     assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == tracking.MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    opted_in = {"MLFLOW_DISABLE_TELEMETRY": "false"}
+    tracking.bound_http_retries(opted_in)
+    assert opted_in["MLFLOW_DISABLE_TELEMETRY"] == "false"
+
+
+def test_mlflow_telemetry_is_off_in_a_process_that_logged_a_fit(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "from potato_assets.lib import tracking\n"
+        f"tracking.client_for(tracking.TrackingTarget('sqlite:///{tmp_path}/m.db', None, None))\n"
+        "from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY\n"
+        "print(MLFLOW_DISABLE_TELEMETRY.get())\n"
+    )
+    # MLflow also stays quiet under CI/pytest variables; this checks the project's own switch.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True"
 
 
 def test_passwords_in_uris_are_masked():
