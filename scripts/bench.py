@@ -181,6 +181,24 @@ def run_size(n_subjects: int, weeks: int, work: Path) -> dict:
     }
 
 
+def growth_lines(results: list[dict]) -> list[str]:
+    """How run time and memory grow between consecutive sizes: per 1,000 subjects added."""
+    out = []
+    ordered = sorted(results, key=lambda r: r["subjects"])
+    for small, big in zip(ordered, ordered[1:], strict=False):
+        added = (big["subjects"] - small["subjects"]) / 1000
+        if added <= 0:
+            continue
+        run = (big["run_s"] - small["run_s"]) / added
+        rss = ""
+        if big["peak_rss_mb"] and small["peak_rss_mb"]:
+            rss = f", peak RSS +{(big['peak_rss_mb'] - small['peak_rss_mb']) / added:.0f} MB"
+        out.append(
+            f"From {small['subjects']:,} to {big['subjects']:,} subjects: run +{run:.2f} s{rss} per 1,000 subjects."
+        )
+    return [""] + out if out else []
+
+
 def time_validate(args: list[str], cwd: Path, repeats: int = 5) -> float:
     env = {**os.environ, "PYTHONPATH": str(cwd)}
     times = []
@@ -263,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         f"plain Definitions {validate_one} s "
         f"(difference {validate_project - validate_one:+.2f} s).",
     ]
+    lines += growth_lines(results)
     table = "\n".join(lines)
     (args.out / "bench.md").write_text(table + "\n")
     print(table)
