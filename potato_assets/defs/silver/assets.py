@@ -13,7 +13,8 @@ from potato_assets.defs.common import (
     SCIENCE_OWNERS,
 )
 from potato_assets.lib import calendar, features
-from potato_assets.lib.schema import PREDICTOR_UNITS
+from potato_assets.lib.data_version import table_version
+from potato_assets.lib.schema import FIBER, PREDICTOR_UNITS, WEIGHT
 
 SILVER: dict[str, Any] = dict(
     group_name="silver",
@@ -24,11 +25,21 @@ SILVER: dict[str, Any] = dict(
 )
 
 
+# What the calendar reads: week labels and, for its error messages, the line (the file is known).
+CALENDAR_COLUMNS = ["subject_id", "date", "week", "source_line"]
+
+
+def versioned(table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    """The table with its content as data version: a recomputation that yields the same rows
+    leaves the version, and so everything downstream, as it was."""
+    return dg.Output(table, data_version=dg.DataVersion(table_version(table)))
+
+
 @dg.asset(
     key=["silver", "study_calendar"],
     ins={
-        "weight": dg.AssetIn(["bronze", "weight"]),
-        "fiber": dg.AssetIn(["bronze", "fiber"]),
+        "weight": dg.AssetIn(["bronze", "weight"], metadata={"columns": CALENDAR_COLUMNS}),
+        "fiber": dg.AssetIn(["bronze", "fiber"], metadata={"columns": CALENDAR_COLUMNS}),
     },
     description=(
         "Each subject's study calendar: the date its week 1 starts (weeks of 7 days), derived "
@@ -37,9 +48,9 @@ SILVER: dict[str, Any] = dict(
     owners=OWNERS,
     **SILVER,
 )
-def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> pd.DataFrame:
+def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     try:
-        return calendar.subject_calendars(weight, fiber)
+        return versioned(calendar.subject_calendars(weight, fiber, sources=(WEIGHT.file_name, FIBER.file_name)))
     except calendar.CalendarError as exc:
         raise dg.Failure(description=str(exc)) from None
 
@@ -57,17 +68,19 @@ def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> pd.DataFrame:
     owners=SCIENCE_OWNERS,
     **SILVER,
 )
-def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> pd.DataFrame:
-    return features.subject_trajectories(weight, calendars)
+def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    return versioned(features.subject_trajectories(weight, calendars))
 
 
 @dg.asset(
     key=["silver", "weekly_features"],
     ins={
-        "fiber": dg.AssetIn(["bronze", "fiber"]),
+        "fiber": dg.AssetIn(
+            ["bronze", "fiber"], metadata={"columns": ["subject_id", "week", "total_calories", "total_fiber_g"]}
+        ),
         # Only what the features use: decoding the free-text food column costs more than the rest.
         "nutrition": dg.AssetIn(["bronze", "nutrition"], metadata={"columns": ["subject_id", "date", "category"]}),
-        "weight": dg.AssetIn(["bronze", "weight"]),
+        "weight": dg.AssetIn(["bronze", "weight"], metadata={"columns": ["subject_id", "week"]}),
         "calendars": dg.AssetIn(["silver", "study_calendar"]),
     },
     description=(
@@ -84,11 +97,11 @@ def weekly_features(
     nutrition: pd.DataFrame,
     weight: pd.DataFrame,
     calendars: pd.DataFrame,
-) -> pd.DataFrame:
+) -> dg.Output[pd.DataFrame]:
     weeks = features.study_weeks(weight, calendars)
     table, left_out = features.weekly_features(fiber, nutrition, weeks, calendars)
     context.add_output_metadata(dict(left_out))
-    return table
+    return versioned(table)
 
 
 # Which input columns each modelling column comes from (OpenLineage columnLineage, the UI).
@@ -132,7 +145,7 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
 )
 def modeling_dataset(
     context: dg.AssetExecutionContext, trajectories: pd.DataFrame, weekly: pd.DataFrame
-) -> pd.DataFrame:
+) -> dg.Output[pd.DataFrame]:
     table, counts = features.modeling_dataset(trajectories, weekly)
     context.add_output_metadata({**counts, "subjects": int(table["subject_id"].nunique())})
-    return table
+    return versioned(table)
