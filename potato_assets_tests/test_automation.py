@@ -204,6 +204,16 @@ def test_landing_sensor_trusts_what_bronze_already_ingested(landing_sensor, inst
     resources = build_resources(settings_for(landing, tmp_path / "lake"))
     assert dg.materialize([ingest_landing], resources=resources, instance=instance).success
 
+    # Bronze ingested these very files, but before any observation of them (as after
+    # `--select '*'`): it recorded no landing version, so one re-ingest anchors it.
+    _, cursor = tick(landing_sensor, instance, None, landing.as_uri())
+    result, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
+    assert len(result.run_requests) == 1 and len(result.asset_events) == len(ALL_FILES)
+    for event in result.asset_events:
+        instance.report_runless_asset_event(event)  # as the daemon does
+    assert dg.materialize([ingest_landing], resources=resources, instance=instance).success
+
+    # The sensor starts over (cursor reset, new deployment): bronze holds the observed files.
     _, cursor = tick(landing_sensor, instance, None, landing.as_uri())
     result, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
     assert not result.run_requests, "files bronze already holds must not trigger a refresh"

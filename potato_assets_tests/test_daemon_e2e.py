@@ -1,5 +1,6 @@
 """The Dagster daemon and a code server, as deployed: a new landing file makes the landing
-sensor launch one run that materialises gold; the same file dropped again launches nothing."""
+sensor launch one run of ingest_landing, the automation sensor follows with the runs that bring
+silver and gold up to date (each asset once); the same file dropped again launches nothing."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ import pytest
 
 from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.conftest import free_port
+from potato_assets_tests.helpers import load_defs
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POLL_SECONDS = 5
 REPORT_KEY = dg.AssetKey(["gold", "reports", "model_report"])
+# Runs the automation sensor launches carry this tag (Dagster's asset daemon sets it).
+FROM_AUTOMATION = "dagster/from_automation_condition"
 
 
 class Processes:
@@ -148,21 +152,37 @@ def test_landing_drop_launches_one_run_and_a_repeat_drop_launches_none(deploymen
     launched = wait_for(lambda: runs(home), 90, "the landing sensor to launch a run", processes)
     assert len(launched) == 1 and launched[0].tags.get("potato/trigger") == "landing"
     run_id = launched[0].run_id
-    finished = wait_for(
-        lambda: next((r for r in runs(home) if r.run_id == run_id and r.is_finished), None),
-        240,
-        "the landing run to finish",
+
+    # The automation sensor takes it from there, one layer per tick, until the report exists.
+    def report_materialised():
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            return instance.get_latest_materialization_event(REPORT_KEY)
+        finally:
+            instance.dispose()
+
+    report = wait_for(report_materialised, 420, "the automation sensor to materialise gold", processes, interval=2)
+    all_runs = wait_for(
+        lambda: (rs := runs(home)) and all(r.is_finished for r in rs) and rs,
+        120,
+        "every launched run to finish",
         processes,
         interval=2,
     )
-    assert finished.status == dg.DagsterRunStatus.SUCCESS, processes.log("code_server")[-3000:]
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in all_runs), processes.log("code_server")[-3000:]
+    follow_ups = [r for r in all_runs if r.run_id != run_id]
+    assert follow_ups and all(r.tags.get(FROM_AUTOMATION) == "true" for r in follow_ups)
+    assert report.run_id in {r.run_id for r in follow_ups}
+    assert (lake / "gold" / "reports" / "model_report.html").stat().st_size > 0
+    # Each asset was materialised once: no layer ran twice on its way down.
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        report = instance.get_latest_materialization_event(REPORT_KEY)
-        assert report is not None and report.run_id == run_id
+        repo_keys = [k for k in load_defs().resolve_asset_graph().get_all_asset_keys() if k.path[0] != "landing"]
+        counts = {k.to_user_string(): len(instance.fetch_materializations(k, limit=5).records) for k in repo_keys}
     finally:
         instance.dispose()
-    assert (lake / "gold" / "reports" / "model_report.html").stat().st_size > 0
+    assert set(counts.values()) == {1}, counts
+    run_ids = sorted(r.run_id for r in all_runs)
 
     # The same file again (new mtime, same bytes): ticks go by, nothing is launched.
     shutil.copy(sample_dir / FIBER_FILE, landing / FIBER_FILE)
@@ -173,4 +193,4 @@ def test_landing_drop_launches_one_run_and_a_repeat_drop_launches_none(deploymen
         "three landing sensor ticks after the repeat drop",
         processes,
     )
-    assert [r.run_id for r in runs(home)] == [run_id]
+    assert sorted(r.run_id for r in runs(home)) == run_ids

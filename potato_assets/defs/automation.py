@@ -1,6 +1,6 @@
 """What runs the graph without a person: the daily refresh, the landing sensor, the automation
-sensor that propagates bronze refreshes downstream, and the sensors that report stale assets and
-failed runs (structured log event, metric, optional webhook).
+sensor that propagates changed data versions downstream, and the sensors that report stale assets
+and failed runs (structured log event, metric, optional webhook).
 
 All of them run in the Dagster daemon (`make dev` starts one next to the UI; in production
 `dagster-daemon run`).
@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from potato_assets.defs.bronze.assets import bronze_key, ingest_landing
+from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing_key
 from potato_assets.defs.common import SETTINGS
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import alerts, landing_scan
@@ -23,8 +23,14 @@ from potato_assets.settings import Settings
 
 LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
 BRONZE_KEY_BY_FILE = {spec.file_name: bronze_key(spec.asset_name) for spec in LANDING_FILES}
-# A landing change refreshes bronze and everything that depends on it, in one run.
-LANDING_TARGET = dg.AssetSelection.assets(ingest_landing).downstream()
+LANDING_KEY_BY_FILE = {spec.file_name: landing_key(spec.asset_name) for spec in LANDING_FILES}
+# A landing change re-ingests bronze (one step: a bad file writes nothing); the automation
+# sensor then reruns only the assets whose inputs' data versions changed.
+LANDING_TARGET = dg.AssetSelection.assets(ingest_landing)
+# The tag Dagster reads an asset event's data version from (`dg.ObserveResult(data_version=...)`
+# writes the same tag; AssetObservation.data_version reads it back).
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version"
 FRESHNESS_INTERVAL_SECONDS = 300
 
 
@@ -73,13 +79,16 @@ def _bootstrap_from_lake(
     context: dg.SensorEvaluationContext, landing: LandingZone, cursor: landing_scan.LandingCursor
 ) -> None:
     """Without a cursor (first start, reset), a file counts as ingested when bronze's last
-    materialisation recorded the same sha256: no redundant full refresh after `make run`."""
+    materialisation read the same sha256 AND recorded it as its landing input's data version.
+    Bronze ingested before any observation of its file (`--select '*'` does not observe) recorded
+    no version: one re-ingest anchors it (bronze keeps its versions, so nothing downstream reruns)
+    and the UI shows bronze up to date instead of stale."""
     for file_name, key in BRONZE_KEY_BY_FILE.items():
         if file_name in cursor.ingested or file_name not in cursor.seen:
             continue
         event = context.instance.get_latest_materialization_event(key)
         materialization = event.asset_materialization if event else None
-        if materialization is None:
+        if event is None or materialization is None:
             continue
         recorded = materialization.metadata.get("source_sha256")
         if recorded is None:
@@ -88,7 +97,11 @@ def _bootstrap_from_lake(
             digest = landing_scan.content_sha256(landing.uri(file_name))
         except FileNotFoundError:
             continue
-        if getattr(recorded, "value", recorded) == digest:
+        # The tag Dagster writes on a materialisation for each input's data version.
+        input_version = (event.tags or {}).get(
+            f"{INPUT_DATA_VERSION_TAG}/{LANDING_KEY_BY_FILE[file_name].to_user_string()}"
+        )
+        if getattr(recorded, "value", recorded) == digest and input_version == digest[: landing_scan.VERSION_LENGTH]:
             cursor.ingested[file_name] = cursor.seen[file_name].fingerprint
 
 
@@ -101,7 +114,8 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         description=(
             "Watches POTATO_LANDING_URI (folder or s3:// prefix). When a study CSV is new or "
             "changed (sha256 on disk, ETag on S3) and its size held still since the last tick, "
-            "requests one run of ingest_landing and everything downstream."
+            "records its content version (sha256) as an observation of its landing asset and "
+            "requests one run of ingest_landing; downstream_automation takes it from there."
         ),
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
@@ -113,9 +127,21 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
             _bootstrap_from_lake(context, landing, first)
             previous = landing_scan.LandingCursor(seen={}, ingested=first.ingested)
         decision = landing_scan.decide(previous, observed, LANDING_FILE_NAMES, ignored)
+        # Only versions that changed since the last record: the event log does not grow per tick.
+        decision.cursor.versions, new_versions = landing_scan.new_content_versions(
+            landing.landing_uri, previous, observed
+        )
         context.update_cursor(decision.cursor.to_json())
+        observations = [
+            dg.AssetObservation(
+                asset_key=LANDING_KEY_BY_FILE[name],
+                tags={DATA_VERSION_TAG: version},
+                metadata={"uri": landing.uri(name), "size_bytes": observed[name].size},
+            )
+            for name, version in sorted(new_versions.items())
+        ]
         if not decision.request:
-            return dg.SkipReason(decision.reason())
+            return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason()), asset_events=observations)
         context.log.info(
             json.dumps(
                 {
@@ -125,10 +151,11 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
                 }
             )
         )
-        return dg.RunRequest(
+        request = dg.RunRequest(
             run_key=decision.run_key,
             tags={"potato/trigger": "landing", "potato/changed_files": ",".join(decision.changed)},
         )
+        return dg.SensorResult(run_requests=[request], asset_events=observations)
 
     return landing_sensor
 
@@ -264,14 +291,20 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSi
 
 # --- propagation ------------------------------------------------------------------------------
 
-# Silver and gold carry `eager() & all_deps_blocking_checks_passed()`: after bronze is refreshed
-# on its own (UI, CLI), they follow once bronze's blocking checks passed. Dagster's implicit
-# automation sensor starts stopped; this one runs by default.
+# Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py): after bronze is refreshed (the
+# landing sensor, UI, CLI), each asset whose inputs' data versions changed follows once the
+# blocking checks upstream passed, one layer per tick. Dagster's implicit automation sensor
+# starts stopped; this one runs by default, as often as the landing sensor looks.
 downstream_automation = dg.AutomationConditionSensorDefinition(
     "downstream_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Evaluates the silver and gold automation conditions (eager after passing checks).",
+    minimum_interval_seconds=SETTINGS.landing_poll_seconds,
+    description=(
+        "Evaluates the silver and gold automation conditions: rebuild an asset when an input's "
+        "data version changed (or it went missing, or its code version changed), once upstream "
+        "blocking checks passed; every POTATO_LANDING_POLL_SECONDS."
+    ),
 )
 
 

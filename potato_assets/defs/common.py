@@ -23,6 +23,27 @@ FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=SETTINGS.
 # lake at the same time.
 LAKE_POOL = "lake"
 
-# Downstream layers follow a successful upstream refresh, but only once the upstream blocking
-# checks passed: bad bronze never propagates.
-DOWNSTREAM_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# Silver and gold rebuild when an input's DATA VERSION changed (content hashes from landing to
+# silver; gold's versions follow from its inputs' and code versions), not on every upstream run:
+# a landing change reruns only what depends on the changed content. Like eager(), but with
+# data_version_changed() in place of any_deps_updated(). `.since(HANDLED)` (what eager's
+# since_last_handled() is) keeps a change that arrives while a dependency still runs until this
+# asset is requested or materialised. Runs only once the upstream blocking checks passed: bad
+# bronze never propagates.
+INPUTS_CHANGED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).with_label(
+    "any_dep_data_version_changed"
+)
+HANDLED = (
+    dg.AutomationCondition.newly_requested()
+    | dg.AutomationCondition.newly_updated()
+    | dg.AutomationCondition.initial_evaluation()
+).with_label("handled")
+DOWNSTREAM_AUTOMATION = (
+    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.code_version_changed() | INPUTS_CHANGED).since(
+        HANDLED
+    )
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("inputs_changed")

@@ -6,6 +6,10 @@ and stores `LandingCursor.to_json()` as its cursor.
 A file's fingerprint is its S3 ETag, or the sha256 of a local file's bytes (recomputed only when
 its size or modification time moved). A file counts as settled once two consecutive looks saw
 the same size and fingerprint: a file still being copied waits for the next tick.
+
+A settled file's content version (sha256[:16], the data version `observe_landing` gives) is
+recorded once per change: `new_content_versions` reads an object store file only when its
+fingerprint moved (on disk the fingerprint already is the sha256).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class LandingCursor:
     seen: dict[str, Seen] = field(default_factory=dict)
     # The fingerprints the last requested run ingested, per file name.
     ingested: dict[str, str] = field(default_factory=dict)
+    # The last content version recorded per file name, with the fingerprint it was taken at.
+    versions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -57,6 +63,7 @@ class LandingCursor:
                 "v": CURSOR_VERSION,
                 "seen": {n: [s.size, s.modified, s.fingerprint] for n, s in sorted(self.seen.items())},
                 "ingested": dict(sorted(self.ingested.items())),
+                "versions": {n: list(v) for n, v in sorted(self.versions.items())},
             },
             separators=(",", ":"),
         )
@@ -71,7 +78,9 @@ class LandingCursor:
             if data.get("v") != CURSOR_VERSION:
                 return cls()
             seen = {n: Seen(int(v[0]), v[1], str(v[2])) for n, v in data["seen"].items()}
-            return cls(seen=seen, ingested={n: str(f) for n, f in data["ingested"].items()})
+            # "versions" came later: a cursor without it records each file's version once more.
+            versions = {n: (str(v[0]), str(v[1])) for n, v in data.get("versions", {}).items()}
+            return cls(seen=seen, ingested={n: str(f) for n, f in data["ingested"].items()}, versions=versions)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return cls()
 
@@ -141,13 +150,45 @@ def content_sha256(uri: str) -> str:
     return storage.sha256_hex(storage.to_upath(uri).read_bytes())
 
 
+# As many hex digits as observe_landing's and the bronze tables' data versions.
+VERSION_LENGTH = 16
+SHA256_PREFIX = "sha256:"
+
+
+def new_content_versions(
+    landing_uri: str, previous: LandingCursor, observed: Mapping[str, Seen]
+) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """The content version of each settled file whose fingerprint moved since its version was
+    last recorded. Returns (the cursor's next `versions`, {file name: version} to record now,
+    only where the version itself changed: same bytes under a new ETag record nothing)."""
+    versions = dict(previous.versions)
+    changed: dict[str, str] = {}
+    for name, seen in observed.items():
+        if not seen.same_content_as(previous.seen.get(name)):
+            continue  # still changing (or seen for the first time): wait until it settles
+        recorded = versions.get(name)
+        if recorded is not None and recorded[0] == seen.fingerprint:
+            continue
+        if seen.fingerprint.startswith(SHA256_PREFIX):
+            version = seen.fingerprint[len(SHA256_PREFIX) :][:VERSION_LENGTH]
+        else:
+            try:
+                version = content_sha256(storage.join(landing_uri, name))[:VERSION_LENGTH]
+            except FileNotFoundError:
+                continue
+        versions[name] = (seen.fingerprint, version)
+        if recorded is None or recorded[1] != version:
+            changed[name] = version
+    return versions, changed
+
+
 def fingerprint(obj: LandingObject, previous: Seen | None) -> str:
     """ETag on object stores; on disk the sha256, reused while size and mtime are unchanged."""
     if obj.etag:
         return "etag:" + obj.etag
     if previous is not None and (previous.size, previous.modified) == (obj.size, obj.modified):
         return previous.fingerprint
-    return "sha256:" + content_sha256(obj.uri)
+    return SHA256_PREFIX + content_sha256(obj.uri)
 
 
 def observe(landing_uri: str, names: Sequence[str], previous: LandingCursor) -> tuple[dict[str, Seen], tuple[str, ...]]:
@@ -183,7 +224,7 @@ def decide(
     """One run when every required file is present and settled and at least one is new."""
     missing = tuple(n for n in required if n not in observed)
     waiting = tuple(n for n in required if n in observed and not observed[n].same_content_as(previous.seen.get(n)))
-    next_cursor = LandingCursor(seen=dict(observed), ingested=dict(previous.ingested))
+    next_cursor = LandingCursor(seen=dict(observed), ingested=dict(previous.ingested), versions=dict(previous.versions))
     changed = tuple(n for n in required if n in observed and previous.ingested.get(n) != observed[n].fingerprint)
     # The run reads all files together, so it waits until all are present and settled.
     if missing or waiting or not changed:

@@ -1,0 +1,233 @@
+"""Work is skipped where nothing changed: the automation conditions (evaluated as the daemon's
+automation sensor does, on an ephemeral instance) request only the assets whose inputs' data
+versions changed, and the landing sensor records each landing file's content version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from potato_assets.defs import automation
+from potato_assets.defs.bronze.assets import ingest_landing
+from potato_assets.lib import landing_scan, storage
+from potato_assets.lib.schema import FIBER_FILE, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.settings import Settings
+from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for
+
+ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
+NUTRITION = dg.AssetKey(["bronze", "nutrition"])
+
+
+def copy_landing(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ALL_FILES:
+        shutil.copy(src / name, dst / name)
+
+
+class Automation:
+    """The project's definitions on one instance and lake, evaluated tick by tick."""
+
+    def __init__(self, instance: dg.DagsterInstance, landing: Path, lake: Path):
+        self.defs = load_defs()
+        self.instance, self.landing, self.lake = instance, landing, lake
+        self.graph = self.defs.resolve_asset_graph()
+        self.cursor = None
+
+    def tick(self) -> set[str]:
+        """One automation evaluation: the asset keys it requests."""
+        result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor)
+        self.cursor = result.cursor
+        return {
+            k.to_user_string()
+            for k in self.graph.get_all_asset_keys()
+            if self.graph.get(k).is_materializable and result.get_num_requested(k) > 0
+        }
+
+    def run(self, selection: dg.AssetSelection) -> None:
+        """Materialise a selection with its checks, as a run of that selection would."""
+        result = dg.materialize(
+            [*self.defs.assets, *(self.defs.asset_checks or [])],
+            selection=selection,
+            resources=resources_for(self.landing, self.lake),
+            instance=self.instance,
+        )
+        assert result.success
+
+    def ingest(self) -> None:
+        """What the landing sensor requests: ingest_landing (all four bronze tables)."""
+        self.run(dg.AssetSelection.assets(ingest_landing))
+
+    def follow(self, max_rounds: int = 8) -> list[set[str]]:
+        """Tick, run what was requested, repeat until a tick requests nothing."""
+        rounds = []
+        for _ in range(max_rounds):
+            requested = self.tick()
+            rounds.append(requested)
+            if not requested:
+                return rounds
+            self.run(dg.AssetSelection.keys(*requested))
+        pytest.fail(f"automation did not settle: {rounds}")
+
+    def downstream_of(self, key: dg.AssetKey) -> set[str]:
+        keys = dg.AssetSelection.assets(key).downstream(include_self=False).resolve(self.graph)
+        return {k.to_user_string() for k in keys}
+
+    def version(self, key: str) -> str | None:
+        event = self.instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
+        return event.tags.get("dagster/data_version") if event else None
+
+
+def edit_nutrition(landing: Path, lake: Path) -> None:
+    """Re-categorise one subject-week's beans entries: that week's beans flag in the modelling
+    table flips, nothing about weights does."""
+    lake_uri = lake.as_uri()
+    modeling = read_table(lake_uri, "silver/modeling_dataset")
+    weekly = read_table(lake_uri, "silver/weekly_features")
+    subject, week = modeling.loc[modeling["beans_week"] == 1, ["subject_id", "week"]].iloc[0]
+    start = weekly.loc[(weekly["subject_id"] == subject) & (weekly["week"] == week), "week_start"].iloc[0]
+    path = landing / NUTRITION_FILE
+    food = pd.read_csv(path, dtype=str, keep_default_na=False)
+    dates = pd.to_datetime(food["date"], errors="coerce")
+    rows = (
+        (food["subject_id"] == str(subject))
+        & (dates >= start)
+        & (dates < start + pd.Timedelta(days=7))
+        & (food["category"] == "beans")
+    )
+    assert rows.any()
+    food.loc[rows, "category"] = "vegetables"
+    food.to_csv(path, index=False)
+
+
+def test_only_what_depends_on_changed_content_reruns(sample_dir, tmp_path):
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    copy_landing(sample_dir, landing)
+    with dg.DagsterInstance.ephemeral() as instance:
+        auto = Automation(instance, landing, lake)
+        materialize_all(landing, lake, instance=instance)
+        # The daemon's first tick sets the baseline and requests nothing.
+        assert auto.tick() == set()
+
+        # The same landing files ingested again: bronze keeps its versions, nothing reruns.
+        versions = {k: auto.version(k) for k in ("bronze/nutrition", "bronze/quarantine")}
+        auto.ingest()
+        assert {k: auto.version(k) for k in versions} == versions
+        assert auto.follow() == [set()]
+
+        # One subject-week's food entries edited: what reads food entries reruns, layer by
+        # layer, until the versions stop changing; weights, calendar and trajectories do not.
+        edit_nutrition(landing, lake)
+        auto.ingest()
+        assert auto.version("bronze/nutrition") != versions["bronze/nutrition"]
+        rounds = auto.follow()
+        rebuilt = set().union(*rounds)
+        assert rounds[0] == {"silver/weekly_features"}
+        assert rebuilt == auto.downstream_of(NUTRITION)
+        unaffected = auto.downstream_of(dg.AssetKey(["bronze", "weight"])) - rebuilt
+        assert {"silver/study_calendar", "silver/subject_trajectories", "gold/figures/subject_trajectories"} <= (
+            unaffected
+        )
+        assert rounds[-1] == set()
+        # Each asset ran once: a dependency and its dependant materialised in the same run do
+        # not make the dependant run again on the next tick.
+        assert sum(len(r) for r in rounds) == len(rebuilt)
+
+        # A food entry's protein changed: no silver column reads it. Silver recomputes to the
+        # same content, keeps its version, and gold does not rerun.
+        weekly_version = auto.version("silver/weekly_features")
+        food = pd.read_csv(landing / NUTRITION_FILE, dtype=str, keep_default_na=False)
+        food.loc[0, "protein_g"] = str(float(food.loc[0, "protein_g"]) + 1.0)
+        food.to_csv(landing / NUTRITION_FILE, index=False)
+        auto.ingest()
+        assert auto.follow() == [{"silver/weekly_features"}, set()]
+        assert auto.version("silver/weekly_features") == weekly_version
+
+
+# --- the landing sensor records each file's content version ---------------------------------
+
+
+def tick(sensor, instance, cursor, landing_uri):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"landing": automation.LandingZone(landing_uri=landing_uri)},
+    )
+    result = sensor.evaluate_tick(context)
+    return result, result.cursor
+
+
+def observed_versions(result) -> dict[str, str]:
+    return {e.asset_key.to_user_string(): e.data_version for e in result.asset_events}
+
+
+@pytest.fixture
+def landing_sensor():
+    return automation.build_landing_sensor(Settings(lake_uri="file:///unused", landing_uri="file:///unused"))
+
+
+def content_version(path: Path) -> str:
+    return storage.sha256_hex(path.read_bytes())[:16]
+
+
+@pytest.mark.parametrize("where", ["disk", "s3"])
+def test_landing_sensor_records_content_versions_once_per_change(where, landing_sensor, sample_dir, tmp_path, request):
+    landing = tmp_path / "landing"
+    copy_landing(sample_dir, landing)
+    if where == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        bucket = f"landing-{uuid.uuid4().hex[:8]}"
+        s3.create_bucket(Bucket=bucket)
+        uri = f"s3://{bucket}/in"
+
+        def sync():
+            for name in ALL_FILES:
+                s3.put_object(Bucket=bucket, Key=f"in/{name}", Body=(landing / name).read_bytes())
+    else:
+        uri = landing.as_uri()
+
+        def sync():
+            pass
+
+    sync()
+    expected = {f"landing/{spec.asset_name}": content_version(landing / spec.file_name) for spec in LANDING_FILES}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result, cursor = tick(landing_sensor, instance, None, uri)
+        assert observed_versions(result) == {}, "a file seen once may still be growing"
+        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        assert observed_versions(result) == expected
+        assert len(result.run_requests) == 1
+        # The same content: ticks go by, nothing recorded (the event log does not grow).
+        sync()
+        for _ in range(2):
+            result, cursor = tick(landing_sensor, instance, cursor, uri)
+            assert observed_versions(result) == {}
+
+        with open(landing / FIBER_FILE, "a") as fh:
+            fh.write((sample_dir / FIBER_FILE).read_text().splitlines()[1] + "\n")
+        sync()
+        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        assert observed_versions(result) == {}, "not settled yet"
+        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        assert observed_versions(result) == {"landing/fiber": content_version(landing / FIBER_FILE)}
+        assert [r.tags["potato/changed_files"] for r in result.run_requests] == [FIBER_FILE]
+        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        assert observed_versions(result) == {}
+
+
+def test_cursor_keeps_recorded_versions_and_reads_older_cursors():
+    cursor = landing_scan.LandingCursor(
+        seen={"a.csv": landing_scan.Seen(3, 1.5, "etag:x")},
+        ingested={"a.csv": "etag:x"},
+        versions={"a.csv": ("etag:x", "0123456789abcdef")},
+    )
+    assert landing_scan.LandingCursor.from_json(cursor.to_json()) == cursor
+    older = json.loads(cursor.to_json())
+    del older["versions"]
+    restored = landing_scan.LandingCursor.from_json(json.dumps(older))
+    assert restored.versions == {} and restored.ingested == cursor.ingested
