@@ -260,7 +260,7 @@ def _gx_frame(df: pd.DataFrame, suite: dict[str, Any]) -> pd.DataFrame:
             )
     frame = df.reset_index(drop=True)
     converted = {
-        column: frame[column].to_numpy(dtype="int64")
+        str(column): frame[column].to_numpy(dtype="int64")
         for column, dtype in frame.dtypes.items()
         if isinstance(dtype, pd.Int64Dtype)
         and "int64" in allowed.get(str(column), {"int64"})
