@@ -118,6 +118,10 @@ def weekly_features(
 
     daily = fiber.dropna(subset=KEY)
     day_rows = study_week_rows(out, daily[GROUP_COL], daily[WEEK_COL])
+    # Add each week's days in date order, whatever the file's row order: the same log in another
+    # order gives the same bits (and so the same data version and model estimates).
+    order = np.lexsort((daily["date"].to_numpy(), day_rows))
+    daily, day_rows = daily.iloc[order], day_rows[order]
     kcal_sum, kcal_days = _sum_and_count(day_rows, daily["total_calories"], n)
     fiber_sum, fiber_days = _sum_and_count(day_rows, daily["total_fiber_g"], n)
     # Fiber per 1000 kcal over the days with both logged only.

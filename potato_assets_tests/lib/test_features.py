@@ -268,6 +268,19 @@ def test_fast_weekly_features_equal_the_reference_on_awkward_rows(calendars):
     assert pd.isna(fast.loc[(2, 2), "fiber_g_per_1000kcal"]) and fast.loc[(2, 2), "kcal_sum"] == 0.0
 
 
+def test_weekly_features_do_not_depend_on_the_order_of_the_log(seed_dir):
+    read = lambda n: pd.read_csv(seed_dir / n, parse_dates=["date"])  # noqa: E731
+    w, fb, n = read("Potato_tidy.csv"), read("Potato_fiber_daily.csv"), read("Potato_nutrition_rows.csv")
+    # Values whose float sums depend on the order they are added in.
+    fb["total_calories"] = fb["total_calories"] + np.random.default_rng(1).random(len(fb)) * 1e-3
+    cal = subject_calendars(w, fb)
+    weeks = study_weeks(w, cal)
+    f, _ = weekly_features(fb, n, weeks, cal)
+    shuffled = fb.sample(frac=1.0, random_state=3)
+    g, _ = weekly_features(shuffled, n.sample(frac=1.0, random_state=4), weeks, cal)
+    pd.testing.assert_frame_equal(f, g, check_exact=True)
+
+
 def test_fast_weekly_features_equal_the_reference_on_a_generated_cohort(tmp_path):
     from potato_assets.lib.ingest import parse_landing_csv
     from potato_assets.lib.schema import LANDING_FILES

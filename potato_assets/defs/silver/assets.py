@@ -76,7 +76,7 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> dg.Ou
     key=["silver", "weekly_features"],
     ins={
         "fiber": dg.AssetIn(
-            ["bronze", "fiber"], metadata={"columns": ["subject_id", "week", "total_calories", "total_fiber_g"]}
+            ["bronze", "fiber"], metadata={"columns": ["subject_id", "date", "week", "total_calories", "total_fiber_g"]}
         ),
         # Only what the features use: decoding the free-text food column costs more than the rest.
         "nutrition": dg.AssetIn(["bronze", "nutrition"], metadata={"columns": ["subject_id", "date", "category"]}),
