@@ -87,3 +87,28 @@ def cli_env(home: Path, landing: str | Path, lake: str | Path, **extra: str) -> 
 
 def run_cli(env: dict[str, str], cwd: Path, cmd: list[str] = MATERIALIZE_ALL, timeout: float = 600):
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def sensor_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None, landing_uri: str):
+    """One evaluation of a landing-watching sensor on ``instance``: (result, its new cursor)."""
+    from potato_assets.defs.resources import LandingZone
+
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"landing": LandingZone(landing_uri=landing_uri)}
+    )
+    result = sensor.evaluate_tick(context)
+    return result, result.cursor
+
+
+def graphql(base_url: str, query: str, timeout: float = 30) -> dict:
+    """A query to a running dagster-webserver's GraphQL endpoint; GraphQL errors fail the test."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{base_url}/graphql", data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.load(response)
+    assert "errors" not in body, body["errors"]
+    return body["data"]

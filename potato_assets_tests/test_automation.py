@@ -24,7 +24,7 @@ from potato_assets.defs.resources import build_resources
 from potato_assets.lib import alerts, landing_scan
 from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets.settings import Settings
-from potato_assets_tests.helpers import DAGSTER, cli_env, cli_home, load_defs, settings_for
+from potato_assets_tests.helpers import DAGSTER, cli_env, cli_home, load_defs, sensor_tick, settings_for
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
@@ -114,16 +114,6 @@ def test_daily_schedule_refreshes_every_asset_at_the_configured_time(instance):
 # --- the landing sensor -----------------------------------------------------------------------
 
 
-def tick(sensor, instance, cursor, landing_uri):
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"landing": automation.LandingZone(landing_uri=landing_uri)},
-    )
-    result = sensor.evaluate_tick(context)
-    return result, result.cursor
-
-
 def copy_landing(src: Path, dst: Path, names=ALL_FILES) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -139,21 +129,21 @@ def test_landing_sensor_waits_for_all_files_then_requests_one_run(landing_sensor
     landing = tmp_path / "landing"
     landing.mkdir()
     uri = landing.as_uri()
-    result, cursor = tick(landing_sensor, instance, None, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, None, uri)
     assert not result.run_requests and "not in the landing zone yet" in result.skip_message
     assert all(name in result.skip_message for name in ALL_FILES)
 
     copy_landing(sample_dir, landing, ALL_FILES[:2])
     (landing / "notes.csv").write_text("a,b\n1,2\n")
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and f"waiting for {FIBER_FILE}" in result.skip_message
     assert "ignored (not study files): notes.csv" in result.skip_message
 
     copy_landing(sample_dir, landing, ALL_FILES[2:])
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and f"{FIBER_FILE} changed since the last look" in result.skip_message
 
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(ALL_FILES)
@@ -162,7 +152,7 @@ def test_landing_sensor_waits_for_all_files_then_requests_one_run(landing_sensor
     # The same files dropped again (fresh mtimes, same bytes): nothing, tick after tick.
     copy_landing(sample_dir, landing)
     for _ in range(2):
-        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
         assert not result.run_requests and result.skip_message.startswith("no new or changed landing files")
 
 
@@ -170,8 +160,8 @@ def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sam
     landing = tmp_path / "landing"
     copy_landing(sample_dir, landing)
     uri = landing.as_uri()
-    _, cursor = tick(landing_sensor, instance, None, uri)
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    _, cursor = sensor_tick(landing_sensor, instance, None, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1
     first_key = result.run_requests[0].run_key
 
@@ -180,21 +170,21 @@ def test_a_growing_file_waits_until_its_size_holds(landing_sensor, instance, sam
     changed = rows[:-1]
     with open(landing / WEIGHT_FILE, "w") as fh:
         fh.writelines(changed[: len(changed) // 2])
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and f"{WEIGHT_FILE} changed since the last look" in result.skip_message
     with open(landing / WEIGHT_FILE, "a") as fh:
         fh.writelines(changed[len(changed) // 2 :])
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and "waiting until it settles" in result.skip_message
 
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1
     assert result.run_requests[0].tags["potato/changed_files"] == WEIGHT_FILE
 
     # Back to the original bytes: a change again, under a run key not used before.
     shutil.copy(sample_dir / WEIGHT_FILE, landing / WEIGHT_FILE)
-    _, cursor = tick(landing_sensor, instance, cursor, uri)
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    _, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1 and result.run_requests[0].run_key != first_key
 
 
@@ -206,22 +196,22 @@ def test_landing_sensor_trusts_what_bronze_already_ingested(landing_sensor, inst
 
     # Bronze ingested these very files, but before any observation of them (as after
     # `--select '*'`): it recorded no landing version, so one re-ingest anchors it.
-    _, cursor = tick(landing_sensor, instance, None, landing.as_uri())
-    result, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
+    _, cursor = sensor_tick(landing_sensor, instance, None, landing.as_uri())
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, landing.as_uri())
     assert len(result.run_requests) == 1 and len(result.asset_events) == len(ALL_FILES)
     for event in result.asset_events:
         instance.report_runless_asset_event(event)  # as the daemon does
     assert dg.materialize([ingest_landing], resources=resources, instance=instance).success
 
     # The sensor starts over (cursor reset, new deployment): bronze holds the observed files.
-    _, cursor = tick(landing_sensor, instance, None, landing.as_uri())
-    result, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
+    _, cursor = sensor_tick(landing_sensor, instance, None, landing.as_uri())
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, landing.as_uri())
     assert not result.run_requests, "files bronze already holds must not trigger a refresh"
 
     with open(landing / FIBER_FILE, "a") as fh:
         fh.write((sample_dir / FIBER_FILE).read_text().splitlines()[1] + "\n")
-    _, cursor = tick(landing_sensor, instance, cursor, landing.as_uri())
-    result, _ = tick(landing_sensor, instance, cursor, landing.as_uri())
+    _, cursor = sensor_tick(landing_sensor, instance, cursor, landing.as_uri())
+    result, _ = sensor_tick(landing_sensor, instance, cursor, landing.as_uri())
     assert [r.tags["potato/changed_files"] for r in result.run_requests] == [FIBER_FILE]
 
 
@@ -237,20 +227,20 @@ def test_landing_sensor_on_an_s3_prefix(landing_sensor, instance, moto_s3, sampl
     for name in ALL_FILES:
         upload(name)
     moto_s3.put_object(Bucket=bucket, Key="elsewhere/Potato_tidy.csv", Body=b"not under the prefix")
-    result, cursor = tick(landing_sensor, instance, None, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, None, uri)
     assert not result.run_requests
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert len(result.run_requests) == 1
     assert all(fp.startswith("etag:") for fp in json.loads(cursor)["ingested"].values())
 
     upload(WEIGHT_FILE)  # same bytes, same ETag
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and result.skip_message.startswith("no new or changed")
 
     upload(NUTRITION_FILE, (sample_dir / NUTRITION_FILE).read_bytes().replace(b"\n", b"\r\n"))
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert not result.run_requests and NUTRITION_FILE in result.skip_message
-    result, cursor = tick(landing_sensor, instance, cursor, uri)
+    result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
     assert [r.tags["potato/changed_files"] for r in result.run_requests] == [NUTRITION_FILE]
 
 

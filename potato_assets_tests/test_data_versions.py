@@ -18,7 +18,7 @@ from potato_assets.defs.bronze.assets import ingest_landing
 from potato_assets.lib import landing_scan, storage
 from potato_assets.lib.schema import FIBER_FILE, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets.settings import Settings
-from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for
+from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for, sensor_tick
 
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 NUTRITION = dg.AssetKey(["bronze", "nutrition"])
@@ -152,16 +152,6 @@ def test_only_what_depends_on_changed_content_reruns(sample_dir, tmp_path):
 # --- the landing sensor records each file's content version ---------------------------------
 
 
-def tick(sensor, instance, cursor, landing_uri):
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"landing": automation.LandingZone(landing_uri=landing_uri)},
-    )
-    result = sensor.evaluate_tick(context)
-    return result, result.cursor
-
-
 def observed_versions(result) -> dict[str, str]:
     return {e.asset_key.to_user_string(): e.data_version for e in result.asset_events}
 
@@ -197,26 +187,26 @@ def test_landing_sensor_records_content_versions_once_per_change(where, landing_
     sync()
     expected = {f"landing/{spec.asset_name}": content_version(landing / spec.file_name) for spec in LANDING_FILES}
     with dg.DagsterInstance.ephemeral() as instance:
-        result, cursor = tick(landing_sensor, instance, None, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, None, uri)
         assert observed_versions(result) == {}, "a file seen once may still be growing"
-        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
         assert observed_versions(result) == expected
         assert len(result.run_requests) == 1
         # The same content: ticks go by, nothing recorded (the event log does not grow).
         sync()
         for _ in range(2):
-            result, cursor = tick(landing_sensor, instance, cursor, uri)
+            result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
             assert observed_versions(result) == {}
 
         with open(landing / FIBER_FILE, "a") as fh:
             fh.write((sample_dir / FIBER_FILE).read_text().splitlines()[1] + "\n")
         sync()
-        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
         assert observed_versions(result) == {}, "not settled yet"
-        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
         assert observed_versions(result) == {"landing/fiber": content_version(landing / FIBER_FILE)}
         assert [r.tags["potato/changed_files"] for r in result.run_requests] == [FIBER_FILE]
-        result, cursor = tick(landing_sensor, instance, cursor, uri)
+        result, cursor = sensor_tick(landing_sensor, instance, cursor, uri)
         assert observed_versions(result) == {}
 
 

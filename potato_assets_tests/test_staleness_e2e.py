@@ -9,14 +9,12 @@ change shows up one layer at a time as the layers are rebuilt.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -26,7 +24,15 @@ from potato_assets.defs import automation
 from potato_assets.lib.schema import LANDING_FILES
 from potato_assets.settings import Settings
 from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import MATERIALIZE_ALL, cli_env, cli_home, load_defs, resources_for, run_cli
+from potato_assets_tests.helpers import (
+    MATERIALIZE_ALL,
+    cli_env,
+    cli_home,
+    graphql,
+    load_defs,
+    resources_for,
+    run_cli,
+)
 from potato_assets_tests.test_data_versions import edit_nutrition
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +47,7 @@ class Webserver:
         self.url, self.proc, self.log = url, proc, log
 
     def graphql(self, query: str) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.load(response)
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from potato_assets_tests.conftest import free_port
+from potato_assets_tests.helpers import graphql
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -61,13 +62,7 @@ class Webserver:
         self.url, self.proc, self.log = f"http://127.0.0.1:{port}", proc, log
 
     def graphql(self, query: str) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)["data"]
+        return graphql(self.url, query, timeout=10)
 
     def location_loaded(self) -> bool:
         if self.proc.poll() is not None:

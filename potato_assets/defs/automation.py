@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing_key
-from potato_assets.defs.common import SETTINGS
+from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import alerts, landing_scan
 from potato_assets.lib.schema import LANDING_FILES
@@ -27,10 +27,6 @@ LANDING_KEY_BY_FILE = {spec.file_name: landing_key(spec.asset_name) for spec in 
 # A landing change re-ingests bronze (one step: a bad file writes nothing); the automation
 # sensor then reruns only the assets whose inputs' data versions changed.
 LANDING_TARGET = dg.AssetSelection.assets(ingest_landing)
-# The tag Dagster reads an asset event's data version from (`dg.ObserveResult(data_version=...)`
-# writes the same tag; AssetObservation.data_version reads it back).
-DATA_VERSION_TAG = "dagster/data_version"
-INPUT_DATA_VERSION_TAG = "dagster/input_data_version"
 FRESHNESS_INTERVAL_SECONDS = 300
 
 

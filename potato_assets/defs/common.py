@@ -14,6 +14,12 @@ SCIENCE_OWNERS = ["team:analytics"]
 # Bumped when an asset's code changes what it produces, so unchanged assets show as up to date.
 CODE_VERSION = "1"
 
+# Tags Dagster writes and reads on asset events (no public constant): an event's data version
+# (`dg.ObserveResult(data_version=...)` writes it, AssetObservation.data_version reads it) and,
+# on a materialisation, each input's data version under `{INPUT_DATA_VERSION_TAG}/{input key}`.
+DATA_VERSION_TAG = "dagster/data_version"
+INPUT_DATA_VERSION_TAG = "dagster/input_data_version"
+
 # Bronze and gold must have been materialised within the window (default 26 h: a daily refresh
 # plus slack); the daemon evaluates it and the UI shows it.
 FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=SETTINGS.freshness_hours))

@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from potato_assets.defs.common import DATA_VERSION_TAG
 from potato_assets.lib.models import ModelFit
 from potato_assets.settings import Settings
 
 MODELING_KEY = dg.AssetKey(["silver", "modeling_dataset"])
-DATA_VERSION_TAG = "dagster/data_version"
 
 
 class ExperimentTracker(dg.ConfigurableResource):

@@ -120,8 +120,8 @@ def weekly_features(
     day_rows = study_week_rows(out, daily[GROUP_COL], daily[WEEK_COL])
     # Add each week's days in date order, whatever the file's row order: the same log in another
     # order gives the same bits (and so the same data version and model estimates).
-    order = np.lexsort((daily["date"].to_numpy(), day_rows))
-    daily, day_rows = daily.iloc[order], day_rows[order]
+    by_date = np.lexsort((daily["date"].to_numpy(), day_rows))
+    daily, day_rows = daily.iloc[by_date], day_rows[by_date]
     kcal_sum, kcal_days = _sum_and_count(day_rows, daily["total_calories"], n)
     fiber_sum, fiber_days = _sum_and_count(day_rows, daily["total_fiber_g"], n)
     # Fiber per 1000 kcal over the days with both logged only.
@@ -155,8 +155,8 @@ def weekly_features(
         count_cols[f"{cat}_eaten"] = _masked_int(counts[:, i] > 0, no_food)
     for i, cat in enumerate(FOOD_CATEGORIES):
         count_cols[f"{cat}_entries"] = _masked_int(counts[:, i], no_food)
-    order = ["food_entries"] + [f"{c}_{s}" for c in FOOD_CATEGORIES for s in ("eaten", "entries")]
-    out = pd.concat([out, pd.DataFrame({c: count_cols[c] for c in order})], axis=1)
+    columns = ["food_entries"] + [f"{c}_{s}" for c in FOOD_CATEGORIES for s in ("eaten", "entries")]
+    out = pd.concat([out, pd.DataFrame({c: count_cols[c] for c in columns})], axis=1)
 
     left_out = {
         "daily_rows_outside_study_weeks": int((day_rows < 0).sum()),
