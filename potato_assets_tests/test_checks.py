@@ -255,3 +255,28 @@ def test_cli_materialize_exits_non_zero_when_a_blocking_check_fails(sample_dir, 
     assert (tmp_path / "lake" / "bronze" / "weight.parquet").exists()
     assert not (tmp_path / "lake" / "silver").exists()
     assert not (tmp_path / "lake" / "gold").exists()
+
+
+def test_quarantine_gate_fails_when_the_stored_table_is_not_the_one_the_event_log_describes(sample_dir, tmp_path):
+    lake = tmp_path / "lake"
+    with dg.instance_for_test() as instance:
+        defs = load_defs()
+        assets_and_checks = [*defs.assets, *(defs.asset_checks or [])]
+        resources = resources_for(sample_dir, lake)
+        first = dg.materialize(
+            assets_and_checks, selection=dg.AssetSelection.groups("bronze"), resources=resources, instance=instance
+        )
+        assert evaluation(first, WEIGHT_KEY, "quarantine_share").passed
+        # Someone rewrites the stored table behind Dagster's back: 10 rows fewer.
+        stored = lake / "bronze" / "weight.parquet"
+        pd.read_parquet(stored).iloc[10:].to_parquet(stored, index=False)
+        again = dg.materialize(
+            assets_and_checks,
+            selection=dg.AssetSelection.checks(dg.AssetCheckKey(WEIGHT_KEY, "quarantine_share")),
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+        )
+    gate = evaluation(again, WEIGHT_KEY, "quarantine_share")
+    assert not gate.passed
+    assert "the stored table has 590 rows but its latest materialisation reports 600 read" in gate.description

@@ -34,6 +34,10 @@ def roundtrip(lake_uri: str) -> dg.ExecuteInProcessResult:
 def test_local_lake_layout_roundtrip_and_metadata(tmp_path):
     lake = tmp_path / "lake"
     result = roundtrip(lake.as_uri())
+    # LakeFiles finds the tables where the IO manager wrote them, and counts rows from the footer.
+    files = LakeFiles(lake_uri=lake.as_uri())
+    assert files.table_rows(dg.AssetKey(["bronze", "thing"])) == 2
+    assert files.table_uri(dg.AssetKey(["silver", "copy"])) == (lake / "silver" / "copy.parquet").as_uri()
     written = pd.read_parquet(lake / "bronze" / "thing.parquet")
     pd.testing.assert_frame_equal(written, FRAME, check_dtype=False)
     assert (lake / "silver" / "copy.parquet").exists()
@@ -58,6 +62,7 @@ def test_s3_lake_roundtrip(moto_s3):
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     moto_s3.create_bucket(Bucket=bucket)
     roundtrip(f"s3://{bucket}/prefix")
+    assert LakeFiles(lake_uri=f"s3://{bucket}/prefix").table_rows(dg.AssetKey(["silver", "copy"])) == 2
     keys = sorted(o["Key"] for o in moto_s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["prefix/bronze/thing.parquet", "prefix/silver/copy.parquet"]
     body = moto_s3.get_object(Bucket=bucket, Key="prefix/silver/copy.parquet")["Body"].read()

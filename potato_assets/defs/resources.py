@@ -18,10 +18,13 @@ def column_schema(df: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
 
 
+TABLE_EXTENSION = ".parquet"
+
+
 class LakeParquetIOManager(dg.UPathIOManager):
     """Asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written atomically (see lib/storage.py)."""
 
-    extension = ".parquet"
+    extension = TABLE_EXTENSION
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         if not isinstance(obj, pd.DataFrame):
@@ -73,6 +76,14 @@ class LakeFiles(dg.ConfigurableResource):
         target = self.uri(relative)
         storage.write_bytes_atomic(storage.to_upath(target), data)
         return target
+
+    def table_uri(self, key: dg.AssetKey) -> str:
+        """Where the lake IO manager keeps the table of asset ``key``."""
+        return self.uri("/".join(key.path) + TABLE_EXTENSION)
+
+    def table_rows(self, key: dg.AssetKey) -> int:
+        """Row count of the stored table, from the parquet footer (the table is not loaded)."""
+        return storage.parquet_row_count(storage.to_upath(self.table_uri(key)))
 
 
 class LandingZone(dg.ConfigurableResource):

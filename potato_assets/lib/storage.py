@@ -115,5 +115,13 @@ def read_parquet_bytes(data: bytes, columns: Sequence[str] | None = None) -> pd.
     return pd.read_parquet(buffer, columns=list(columns))
 
 
+def parquet_row_count(path: UPath) -> int:
+    """Rows of the parquet table at ``path``, from its footer: no data page is read."""
+    import pyarrow.parquet as pq
+
+    with path.open("rb") as handle:
+        return int(pq.ParquetFile(handle).metadata.num_rows)
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
