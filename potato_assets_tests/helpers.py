@@ -112,3 +112,54 @@ def graphql(base_url: str, query: str, timeout: float = 30) -> dict:
         body = json.load(response)
     assert "errors" not in body, body["errors"]
     return body["data"]
+
+
+class LoopbackReceiver:
+    """An HTTP server on 127.0.0.1 that accepts every POST and keeps (path, body, gunzipped): the
+    far end of webhooks and of the OpenLineage and OTLP exporters. ``status``, ``delay`` (seconds
+    before answering) and ``response`` (a JSON body) shape its answer."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, response: bytes = b"") -> None:
+        import gzip
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.posts: list[tuple[str, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                receiver.posts.append((self.path, body))
+                time.sleep(delay)
+                self.send_response(status)
+                if response:
+                    self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(response)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def bodies(self, path: str | None = None) -> list[bytes]:
+        return [b for p, b in self.posts if path is None or p == path]
+
+    def json(self, path: str | None = None) -> list:
+        import json
+
+        return [json.loads(b) for b in self.bodies(path)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +23,15 @@ from potato_assets.defs.resources import build_resources
 from potato_assets.lib import alerts, landing_scan
 from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets.settings import Settings
-from potato_assets_tests.helpers import DAGSTER, cli_env, cli_home, load_defs, sensor_tick, settings_for
+from potato_assets_tests.helpers import (
+    DAGSTER,
+    LoopbackReceiver,
+    cli_env,
+    cli_home,
+    load_defs,
+    sensor_tick,
+    settings_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
@@ -33,32 +40,12 @@ ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 # --- a real webhook on loopback ---------------------------------------------------------------
 
 
-class Webhook:
-    def __init__(self, status: int = 200, delay: float = 0.0):
-        self.status, self.delay = status, delay
-        self.posts: list[dict] = []
-        hook = self
+class Webhook(LoopbackReceiver):
+    """An alert webhook at `{server}/hook`; `.json()` is what was POSTed to it."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.posts.append(json.loads(body))
-                time.sleep(hook.delay)
-                self.send_response(hook.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def url(self) -> str:
+        return super().url + "/hook"
 
 
 @pytest.fixture
@@ -295,7 +282,7 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
         return result.skip_message, result.cursor
 
     message, cursor = run(None)
-    assert message == "no freshness changes" and not webhook.posts
+    assert message == "no freshness changes" and not webhook.json()
     assert json.loads(cursor)["bronze/weight"] == "fresh"
     assert json.loads(cursor)["bronze/fiber"] == "unknown"
 
@@ -315,22 +302,22 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
     lags = [json.loads(r.getMessage()) for r in records if "potato_freshness_lag_seconds" in r.getMessage()]
     assert {r["attributes"]["asset_key"] for r in lags} == {"bronze/weight", "gold/models/model_summary"}
     assert all(27 * 3600 - 60 < r["value"] < 27 * 3600 + 60 for r in lags)
-    assert sorted(p["event"]["asset_key"] for p in webhook.posts) == [
+    assert sorted(p["event"]["asset_key"] for p in webhook.json()) == [
         "bronze/weight",
         "gold/models/model_summary",
     ]
-    assert {p["event"]["event"] for p in webhook.posts} == {"asset_stale"}
-    assert "stale" in webhook.posts[0]["text"] and webhook.posts[0]["event"]["window_hours"] == 26
+    assert {p["event"]["event"] for p in webhook.json()} == {"asset_stale"}
+    assert "stale" in webhook.json()[0]["text"] and webhook.json()[0]["event"]["window_hours"] == 26
 
     message, cursor = run(cursor)
-    assert message.startswith("no freshness changes (2 stale") and len(webhook.posts) == 2
+    assert message.startswith("no freshness changes (2 stale") and len(webhook.json()) == 2
 
     for key in watched:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
     offset[0] = 0.0
     message, cursor = run(cursor)
     assert message == "reported 2 freshness change(s)"
-    assert [p["event"]["event"] for p in webhook.posts[2:]] == ["asset_fresh", "asset_fresh"]
+    assert [p["event"]["event"] for p in webhook.json()[2:]] == ["asset_fresh", "asset_fresh"]
 
 
 def test_every_bronze_and_gold_asset_has_a_freshness_window():
@@ -363,11 +350,11 @@ def test_run_failure_sensor_reports_the_failed_step(instance, webhook):
         resources={"alerts_sink": automation.AlertSink(webhook_url=webhook.url)},
     ).for_run_failure()
     automation.run_failure_alerts(context)
-    assert len(webhook.posts) == 1
-    event = webhook.posts[0]["event"]
+    assert len(webhook.json()) == 1
+    event = webhook.json()[0]["event"]
     assert event["event"] == "run_failed" and event["job_name"] == "doomed"
     assert event["run_id"] == result.run_id and event["failed_steps"] == ["explode"]
-    assert "kaboom: the lake is on fire" in webhook.posts[0]["text"]
+    assert "kaboom: the lake is on fire" in webhook.json()[0]["text"]
 
 
 # --- alerts: structured event, metric, webhook with a bounded timeout ---------------------------
@@ -399,7 +386,7 @@ def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
     slow = Webhook(delay=3.0)
     try:
         outcome = alerts.report(event, metric=None, webhook_url=failing.url, log=logger)
-        assert outcome.delivered is False and "HTTP 500" in outcome.error and len(failing.posts) == 1
+        assert outcome.delivered is False and "HTTP 500" in outcome.error and len(failing.json()) == 1
         started = time.monotonic()
         outcome = alerts.report(event, metric=None, webhook_url=slow.url, timeout=0.5, log=logger)
         assert time.monotonic() - started < 2.5 and outcome.delivered is False

@@ -18,7 +18,7 @@ import pytest
 
 from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import load_defs
+from potato_assets_tests.helpers import cli_home, load_defs
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -78,9 +78,7 @@ def wait_for(predicate, timeout: float, what: str, processes: Processes, interva
 
 @pytest.fixture
 def deployment(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    home = cli_home(tmp_path)
     landing = tmp_path / "landing"
     landing.mkdir()
     port = free_port()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from potato_assets.lib import synthetic
 from potato_assets.lib.models import MODEL_NAMES
 from potato_assets.lib.schema import LANDING_FILES
 from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import materialize_all, read_table
+from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -33,18 +32,11 @@ GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")
 BIG_COHORT = synthetic.CohortSpec(n_subjects=3000, n_weeks=12, seed=424242)
 
 
-def cli_env(tmp_path: Path, landing: str, lake: str, **extra: str) -> dict[str, str]:
-    home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "POTATO_LANDING_URI": landing,
-        "POTATO_LAKE_URI": lake,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        **extra,
-    }
+def fresh_cli_env(tmp_path: Path, landing: str, lake: str, **extra: str) -> dict[str, str]:
+    """A CLI environment with a DAGSTER_HOME of its own for each call."""
+    run_dir = tmp_path / f"run-{uuid.uuid4().hex[:6]}"
+    run_dir.mkdir()
+    return cli_env(cli_home(run_dir), landing, lake, **extra)
 
 
 def materialize_cli(env: dict[str, str], cwd: Path, **popen) -> subprocess.Popen:
@@ -127,7 +119,7 @@ def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recover
     synthetic.write_cohort(BIG_COHORT, big)
 
     proc = materialize_cli(
-        cli_env(tmp_path, str(big), str(lake)),
+        fresh_cli_env(tmp_path, str(big), str(lake)),
         tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -265,7 +257,7 @@ def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_
     moto_port = int(os.environ["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
     relay_port = free_port()
     relay = Relay(relay_port, moto_port, delay=0.05)
-    env = cli_env(
+    env = fresh_cli_env(
         tmp_path,
         f"s3://{bucket}/big",
         lake,

@@ -5,13 +5,11 @@ where absent). One run serves every test here; the configuration is the reposito
 
 from __future__ import annotations
 
-import gzip
-import http.server
 import json
+import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -22,7 +20,7 @@ import pytest
 
 from potato_assets.lib import telemetry
 from potato_assets_tests.conftest import REPO, free_port
-from potato_assets_tests.helpers import MATERIALIZE_ALL, read_table
+from potato_assets_tests.helpers import MATERIALIZE_ALL, LoopbackReceiver, cli_home, read_table
 from potato_assets_tests.lib.test_lineage import validate_event
 
 OBSERVABILITY = REPO / "observability"
@@ -30,36 +28,8 @@ DASHBOARDS = sorted((OBSERVABILITY / "grafana" / "dashboards").glob("*.json"))
 ALERT_RULES = OBSERVABILITY / "prometheus" / "alerts.yml"
 
 
-class Receiver(http.server.ThreadingHTTPServer):
-    """Accepts every POST on loopback and keeps (path, body)."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, bytes]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                receiver.posts.append((self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def bodies(self, path: str) -> list[bytes]:
-        return [b for p, b in self.posts if p == path]
+# OpenLineage and OTLP endpoints answer 200 with a JSON body.
+ENDPOINT_ANSWER = b"{}"
 
 
 def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
@@ -77,8 +47,8 @@ def _wait_http(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
 @dataclass
 class ObservedRun:
     lake: Path
-    lineage: Receiver
-    otlp: Receiver
+    lineage: LoopbackReceiver
+    otlp: LoopbackReceiver
     run_id: str
     stderr: str
     pushgateway: str | None = None
@@ -122,14 +92,12 @@ def _start_prometheus_stack(tmp: Path) -> tuple[str, str, list[subprocess.Popen]
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory, sample_dir):
     tmp = tmp_path_factory.mktemp("observed")
-    home = tmp / "dagster_home"
-    home.mkdir()
     # The repository's own instance config: this is what wires the handler into every run.
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    lineage_rx, otlp_rx = Receiver(), Receiver()
+    home = cli_home(tmp)
+    lineage_rx, otlp_rx = LoopbackReceiver(response=ENDPOINT_ANSWER), LoopbackReceiver(response=ENDPOINT_ANSWER)
     stack = _start_prometheus_stack(tmp)
     env = {
-        **{k: v for k, v in __import__("os").environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
         "DAGSTER_HOME": str(home),
         "POTATO_LAKE_URI": str(tmp / "lake"),
         "POTATO_LANDING_URI": str(sample_dir),
@@ -160,8 +128,8 @@ def observed(tmp_path_factory, sample_dir):
         for p in stack[2] if stack else []:
             p.terminate()
             p.wait(timeout=10)
-        lineage_rx.shutdown()
-        otlp_rx.shutdown()
+        lineage_rx.close()
+        otlp_rx.close()
 
 
 # --- OpenLineage ------------------------------------------------------------------------------
@@ -483,12 +451,10 @@ def test_a_failed_run_sends_fail_events_with_the_error(tmp_path, sample_dir):
     landing = tmp_path / "landing"
     shutil.copytree(sample_dir, landing, ignore=shutil.ignore_patterns("*.md"))
     (landing / "Potato_tidy.csv").write_text("just,garbage\n1,2\n")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    receiver = Receiver()
+    home = cli_home(tmp_path)
+    receiver = LoopbackReceiver(response=ENDPOINT_ANSWER)
     env = {
-        **{k: v for k, v in __import__("os").environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(("POTATO_", "OTEL_", "OPENLINEAGE_"))},
         "DAGSTER_HOME": str(home),
         "POTATO_LAKE_URI": str(tmp_path / "lake"),
         "POTATO_LANDING_URI": str(landing),
@@ -505,7 +471,7 @@ def test_a_failed_run_sends_fail_events_with_the_error(tmp_path, sample_dir):
             timeout=600,
         )
     finally:
-        receiver.shutdown()
+        receiver.close()
     assert proc.returncode != 0
     events = [json.loads(b) for b in receiver.bodies("/api/v1/lineage")]
     for event in events:

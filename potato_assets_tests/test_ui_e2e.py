@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import graphql
+from potato_assets_tests.helpers import cli_home, graphql
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -158,9 +158,7 @@ GRAPH_SETTINGS = (
 
 @pytest.fixture
 def webserver(tmp_path, sample_dir):
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    home = cli_home(tmp_path)
     port = free_port()
     env = {
         **os.environ,

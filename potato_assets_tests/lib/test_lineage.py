@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import socket
-import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from potato_assets.lib import lineage
+from potato_assets_tests.helpers import LoopbackReceiver
 
 SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "openlineage-spec"
 RUN_ID = "5573011a-899b-42dc-b4b5-7a53a1bfe7b7"
@@ -212,41 +211,15 @@ def test_no_url_gives_the_noop_emitter_and_prints_nothing(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-class _Collector(http.server.ThreadingHTTPServer):
-    def __init__(self, delay: float = 0.0) -> None:
-        self.bodies: list[tuple[str, dict]] = []
-        self.delay = delay
-
-        collector = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                time.sleep(collector.delay)
-                collector.bodies.append((self.path, json.loads(body)))
-                self.send_response(201)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
 def test_http_emitter_posts_to_marquez_endpoint():
-    server = _Collector()
+    server = LoopbackReceiver(status=201)
     try:
         emitter = lineage.emitter_from_env({"OPENLINEAGE_URL": server.url})
         emitter.emit(lineage.build_run_event(lineage.START, _job()))
-        assert [p for p, _ in server.bodies] == ["/api/v1/lineage"]
-        validate_event(server.bodies[0][1])
+        assert [p for p, _ in server.posts] == ["/api/v1/lineage"]
+        validate_event(server.json()[0])
     finally:
-        server.shutdown()
+        server.close()
 
 
 class _Records(logging.Handler):
@@ -277,7 +250,7 @@ def test_unreachable_marquez_costs_one_short_attempt_and_one_log_line():
 
 
 def test_a_hanging_marquez_is_cut_off_by_the_timeout():
-    server = _Collector(delay=3.0)
+    server = LoopbackReceiver(status=201, delay=3.0)
     try:
         emitter = lineage.HttpLineageEmitter(server.url, timeout=0.5)
         started = time.monotonic()
@@ -286,4 +259,4 @@ def test_a_hanging_marquez_is_cut_off_by_the_timeout():
         assert time.monotonic() - started < 2.5
         assert emitter.failures == 1
     finally:
-        server.shutdown()
+        server.close()
