@@ -9,6 +9,13 @@ Suite ``meta.example_columns`` names the columns shown beside unexpected values 
 GX is imported on first use only (it takes seconds), with its analytics and progress bars off.
 One ephemeral context per process; a suite's GX objects are built once and reused.
 No Dagster here: results are plain dataclasses.
+
+A suite runs in two passes over one batch. The first asks GX only whether each rule holds
+(``BOOLEAN_ONLY``: no unexpected-row lists, about 2.5x faster on 700k rows). The second asks for
+details (observed values, unexpected counts, example rows) only where they say something: rules
+that failed, table-level rules (row count, columns, types), and rules that allow some bad rows
+(``mostly``). A row rule that passed with no allowance had, by definition, no unexpected rows:
+its count is reported as 0 and its percent is not computed.
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ import pandas as pd
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 SEVERITIES = ("critical", "warning", "info")
 EXAMPLE_COUNT = 5
+# Rules judged row by row: when one passes with no ``mostly`` allowance, it had no unexpected rows.
+ROW_RULE_TYPES = frozenset(
+    {
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_be_unique",
+        "expect_compound_columns_to_be_unique",
+    }
+)
 
 
 class ContractError(ValueError):
@@ -183,16 +200,18 @@ class _GxRunner:
             batch_definition = asset.add_batch_definition_whole_dataframe(f"{name}_whole")
         else:
             batch_definition = cached[0]
-        gx_suite = self.gx.ExpectationSuite(
-            name=name,
-            expectations=[
-                {k: v for k, v in exp.items() if k in ("type", "kwargs", "meta", "severity")}
-                for exp in suite["expectations"]
-            ],
-            meta=suite.get("meta"),
-        )
+        gx_suite = self.gx_suite(name, suite["expectations"], suite.get("meta"))
         self._prepared[name] = (batch_definition, gx_suite, fingerprint)
         return batch_definition, gx_suite
+
+    def gx_suite(self, name: str, expectations: list[dict[str, Any]], meta: Any = None) -> Any:
+        return self.gx.ExpectationSuite(
+            name=name,
+            expectations=[
+                {k: v for k, v in exp.items() if k in ("type", "kwargs", "meta", "severity")} for exp in expectations
+            ],
+            meta=meta,
+        )
 
 
 _RUNNER: _GxRunner | None = None
@@ -223,12 +242,21 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
         batch_definition, gx_suite = runner.prepared(suite)
         # GX's pandas engine handles a plain RangeIndex best (examples carry index positions).
         batch = batch_definition.get_batch(batch_parameters={"dataframe": _gx_frame(df, suite)})
-        validation = batch.validate(gx_suite, result_format=result_format)
-    by_rule = {r.expectation_config.meta.get("rule"): r for r in validation.results}
+        first = batch.validate(gx_suite, result_format={"result_format": "BOOLEAN_ONLY"})
+        held = {r.expectation_config.meta.get("rule"): bool(r.success) for r in first.results}
+        detailed = [exp for exp in suite["expectations"] if _needs_details(exp, held.get(exp["meta"]["rule"]))]
+        by_rule: dict[str, Any] = {}
+        if detailed:
+            details_suite = runner.gx_suite(f"{suite['name']}_details", detailed, suite.get("meta"))
+            second = batch.validate(details_suite, result_format=result_format)
+            by_rule = {r.expectation_config.meta.get("rule"): r for r in second.results}
     outcomes = []
     for exp in suite["expectations"]:
         rule = exp["meta"]["rule"]
         r = by_rule.get(rule)
+        if r is None and held.get(rule) and not _needs_details(exp, True):
+            outcomes.append(_clean_row_rule(exp))
+            continue
         if r is None:
             outcomes.append(
                 ExpectationOutcome(
@@ -244,6 +272,25 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
             continue
         outcomes.append(_outcome(exp, r, example_columns, set(df.columns)))
     return ContractResult(suite=suite["name"], outcomes=tuple(outcomes), rows=len(df))
+
+
+def _needs_details(exp: dict[str, Any], held: bool | None) -> bool:
+    """Whether the second pass must compute this rule's details (see the module docstring)."""
+    allows_some = (exp.get("kwargs") or {}).get("mostly") not in (None, 1, 1.0)
+    return not held or exp["type"] not in ROW_RULE_TYPES or allows_some
+
+
+def _clean_row_rule(exp: dict[str, Any]) -> ExpectationOutcome:
+    """A row rule that held with no allowance: no unexpected rows, nothing else to report."""
+    return ExpectationOutcome(
+        rule=exp["meta"]["rule"],
+        expectation=exp["type"],
+        kwargs=_plain(exp.get("kwargs", {})),
+        severity=exp.get("severity", "critical"),
+        success=True,
+        why=exp["meta"].get("why", ""),
+        unexpected_count=0,
+    )
 
 
 def _gx_frame(df: pd.DataFrame, suite: dict[str, Any]) -> pd.DataFrame:
