@@ -71,7 +71,7 @@ class Automation:
             rounds.append(requested)
             if not requested:
                 return rounds
-            self.run(dg.AssetSelection.keys(*requested))
+            self.run(dg.AssetSelection.assets(*requested))
         pytest.fail(f"automation did not settle: {rounds}")
 
     def downstream_of(self, key: dg.AssetKey) -> set[str]:

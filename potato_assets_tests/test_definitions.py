@@ -11,7 +11,18 @@ from pathlib import Path
 from potato_assets_tests.helpers import load_defs
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "definitions.json"
-HEAVY = ("statsmodels", "linearmodels", "matplotlib", "great_expectations", "mlflow", "scipy")
+# Imported by steps when they run, never by loading the definitions (code server, daemon, CLI).
+HEAVY = (
+    "statsmodels",
+    "linearmodels",
+    "matplotlib",
+    "great_expectations",
+    "mlflow",
+    "scipy",
+    "pandas",
+    "numpy",
+    "pyarrow",
+)
 
 
 def describe_definitions() -> dict:
@@ -68,7 +79,7 @@ def test_required_asset_keys_exist():
     assert any(k.startswith("gold/figures/") for k in keys)
 
 
-def test_loading_definitions_imports_no_statistics_stack():
+def test_loading_definitions_imports_no_statistics_or_dataframe_stack():
     code = (
         "import sys\n"
         "from potato_assets.definitions import defs\n"
@@ -77,3 +88,27 @@ def test_loading_definitions_imports_no_statistics_stack():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_table_and_table_input_is_typed_dataframe():
+    import dagster as dg
+    import pandas as pd
+
+    from potato_assets.defs.common import DataFrame
+
+    job = load_defs().resolve_implicit_global_asset_job_def()
+    outputs, inputs = {}, {}
+    for node in job.graph.node_defs:
+        outputs |= {f"{node.name}.{out.name}": out.dagster_type.key for out in node.output_defs}
+        inputs |= {f"{node.name}<{inp.name}": inp.dagster_type.key for inp in node.input_defs}
+    silver = ("study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset")
+    table_steps = {"ingest_landing", "fit_models", *(f"silver__{name}" for name in silver)}
+    tables = {k: v for k, v in outputs.items() if k.split(".")[0] in table_steps}
+    assert len(tables) == 4 + 4 + 4 and set(tables.values()) == {"DataFrame"}, tables
+    # figures, the report and the checks write no table
+    assert {v for k, v in outputs.items() if k not in tables} <= {"Any", "Nothing"}
+    loaded = {k: v for k, v in inputs.items() if v != "Nothing"}
+    assert "gold__reports__model_report<summary" in loaded and "fit_models<modeling" in loaded
+    assert set(loaded.values()) == {"DataFrame"}, loaded
+    assert dg.check_dagster_type(DataFrame, pd.DataFrame({"a": [1]})).success
+    assert not dg.check_dagster_type(DataFrame, {"a": [1]}).success

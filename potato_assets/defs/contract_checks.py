@@ -8,8 +8,8 @@ which shows in the UI but lets the run go on.
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
+from potato_assets.defs.common import DataFrame
 from potato_assets.lib import contracts
 
 
@@ -66,7 +66,7 @@ def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -
             + str(suite.get("notes", ""))
         ),
     )
-    def _contract(value: pd.DataFrame) -> dg.AssetCheckResult:
+    def _contract(value: DataFrame) -> dg.AssetCheckResult:
         return contract_check_result(contracts.run_contract(suite_name, value))
 
     return _contract

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
 from potato_assets.lib import storage
 from potato_assets.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from upath import UPath
 
 
@@ -27,6 +27,8 @@ class LakeParquetIOManager(dg.UPathIOManager):
     extension = TABLE_EXTENSION
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        import pandas as pd
+
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(
                 f"{context.asset_key.to_user_string()} must return a pandas DataFrame, got {type(obj).__name__}"

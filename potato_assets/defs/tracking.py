@@ -8,14 +8,15 @@ experiment, and tracking is a side channel that can fail without failing the mod
 """
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 
-from potato_assets.defs.common import DATA_VERSION_TAG
-from potato_assets.lib.models import ModelFit
+from potato_assets.defs.common import DATA_VERSION_TAG, DataFrame
 from potato_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from potato_assets.lib.models import ModelFit
 
 MODELING_KEY = dg.AssetKey(["silver", "modeling_dataset"])
 
@@ -35,8 +36,8 @@ class ExperimentTracker(dg.ConfigurableResource):
         self,
         context: dg.AssetExecutionContext,
         asset_key: dg.AssetKey,
-        fit: ModelFit,
-        modeling: pd.DataFrame | None = None,
+        fit: "ModelFit",
+        modeling: "DataFrame | None" = None,
     ) -> dict[str, Any]:
         """Log one fit; returns metadata for the model's materialisation.
 
@@ -101,7 +102,7 @@ def _latest_data_version(context: dg.AssetExecutionContext, key: dg.AssetKey) ->
     return event.asset_materialization.tags.get(DATA_VERSION_TAG)
 
 
-def _figures(context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None) -> dict[str, bytes]:
+def _figures(context: dg.AssetExecutionContext, fit: "ModelFit", modeling: "DataFrame | None") -> dict[str, bytes]:
     """This fit's fiber slope over the data, when the modelling table is at hand."""
     if modeling is None:
         return {}

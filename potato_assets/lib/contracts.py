@@ -6,7 +6,8 @@ reported only) and ``meta.rule`` (a short unique name) and ``meta.why`` (the rea
 Suite ``meta.example_columns`` names the columns shown beside unexpected values (e.g.
 ``source_line`` so a reviewer can find the line in the landing CSV).
 
-GX is imported on first use only (it takes seconds), with its analytics and progress bars off.
+GX and pandas are imported on first use (GX takes seconds; loading the definitions only reads the
+suite files), GX with its analytics and progress bars off.
 One ephemeral context per process; a suite's GX objects are built once and reused.
 No Dagster here: results are plain dataclasses.
 
@@ -27,9 +28,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 SEVERITIES = ("critical", "warning", "info")
@@ -298,6 +300,8 @@ def _gx_frame(df: pd.DataFrame, suite: dict[str, Any]) -> pd.DataFrame:
     nullable Int64 columns without missing values as int64 (same values). GX checks ranges of
     numpy ints vectorised but of pandas' nullable ints one Python call per row (~1 s per
     column of 700k rows). A column whose type rule does not allow int64 is left as it is."""
+    import pandas as pd
+
     allowed: dict[str, set[str]] = {}
     for exp in suite["expectations"]:
         if exp["type"] == "expect_column_values_to_be_in_type_list":
@@ -358,6 +362,8 @@ def _error(info: Any) -> str | None:
 
 def _plain(value: Any) -> Any:
     """JSON-safe: numpy scalars to Python, timestamps to ISO text, NA/NaN/inf to None."""
+    import pandas as pd
+
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):

@@ -17,6 +17,9 @@ data they are positively correlated, so the true SE of the difference is smaller
 root used here: the band is conservative and a WARN means a real disagreement — typically
 between-subject confounding that fixed effects removes and pooled OLS does not (the logic of the
 Hausman test).
+
+numpy and pandas are imported inside the rules: the Dagster checks read the constants below when
+the definitions load, which must not pay for importing them.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 FIBER_TERM = "fiber_g_week"
 AGREEMENT_Z = 1.96
@@ -59,6 +62,8 @@ def all_converged(summary: pd.DataFrame) -> Verdict:
 
 def finite_estimates(model: str, coefficients: pd.DataFrame) -> Verdict:
     """Every estimate and standard error finite, and every standard error positive."""
+    import numpy as np
+
     est = coefficients["estimate"].to_numpy(dtype=float)
     se = coefficients["std_error"].to_numpy(dtype=float)
     bad = ~np.isfinite(est) | ~np.isfinite(se) | ~(se > 0)
@@ -79,6 +84,8 @@ def finite_estimates(model: str, coefficients: pd.DataFrame) -> Verdict:
 
 
 def mixed_not_singular(summary: pd.DataFrame, model: str = "mixed_effects") -> Verdict:
+    import pandas as pd
+
     row = _row(summary, model)
     singular = bool(row["singular"]) if row["singular"] is not None and not pd.isna(row["singular"]) else False
     facts = {
@@ -111,6 +118,8 @@ def enough_clusters(summary: pd.DataFrame, model: str, minimum: int = MIN_CLUSTE
 
 def fiber_estimates_agree(coefficients: dict[str, pd.DataFrame], z: float = AGREEMENT_Z) -> Verdict:
     """Pairwise |b_a - b_b| <= z * sqrt(se_a^2 + se_b^2) for the fiber slope (see module doc)."""
+    import numpy as np
+
     fiber: dict[str, tuple[float, float]] = {}
     for model, table in coefficients.items():
         row = table[table["term"] == FIBER_TERM]

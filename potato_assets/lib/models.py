@@ -29,7 +29,6 @@ import pandas as pd
 
 from potato_assets.lib.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
 
-MODEL_NAMES: tuple[str, ...] = ("ols_cluster", "fixed_effects", "mixed_effects")
 COEF_COLUMNS: tuple[str, ...] = (
     "term",
     "estimate",

@@ -3,6 +3,9 @@
 Writes are atomic: a reader sees the previous complete object or the new complete object, never
 half of one. Locally that is a temporary sibling file, fsync, then os.replace; on S3 a PUT (or a
 completed multipart upload) is already all-or-nothing, so the object is written in one call.
+
+pandas and pyarrow are imported where tables are read or written: the landing sensor and the
+definitions load use this module for paths and bytes only.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 if TYPE_CHECKING:
+    import pandas as pd
     from upath import UPath
 
 
@@ -102,6 +104,8 @@ def read_parquet(path: UPath, columns: Sequence[str] | None = None) -> pd.DataFr
 
 
 def read_parquet_bytes(data: bytes, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
     if columns is None:
         return pd.read_parquet(io.BytesIO(data))
     import pyarrow.parquet as pq

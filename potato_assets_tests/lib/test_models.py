@@ -19,6 +19,7 @@ import pytest
 from scipy import stats
 
 from potato_assets.lib import models
+from potato_assets.lib.schema import MODEL_NAMES
 
 PREDICTORS = ["fiber_g_week", "kcal_week_thousands", "beans_week", "potato_week"]
 COEF_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
@@ -416,7 +417,7 @@ def test_fixed_effects_rejects_duplicate_subject_weeks():
 
 
 def test_tables_keys_and_json(fits):
-    assert models.MODEL_NAMES == ("ols_cluster", "fixed_effects", "mixed_effects")
+    assert MODEL_NAMES == ("ols_cluster", "fixed_effects", "mixed_effects")
     for name, fit in fits.items():
         assert fit.name == name
         assert list(fit.coefficients.columns) == COEF_COLUMNS
@@ -430,7 +431,7 @@ def test_tables_keys_and_json(fits):
         json.dumps(fit.summary)
     table = models.model_summary_table(list(fits.values()))
     assert list(table.columns) == SUMMARY_KEYS
-    assert list(table["model"]) == list(models.MODEL_NAMES)
+    assert list(table["model"]) == list(MODEL_NAMES)
     assert table.loc[2, "r2"] is None or pd.isna(table.loc[2, "r2"])
 
 

@@ -8,12 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from potato_assets.defs.common import CODE_VERSION, FRESHNESS, LAKE_POOL, OWNERS
+from potato_assets.defs.common import CODE_VERSION, FRESHNESS, LAKE_POOL, OWNERS, DataFrame
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import storage
-from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
 from potato_assets.lib.schema import LANDING_FILES
 
 QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
@@ -54,6 +52,7 @@ def observe_landing(landing: LandingZone) -> Iterator[dg.ObserveResult]:
 
 
 BRONZE: dict[str, Any] = dict(
+    dagster_type=DataFrame,
     group_name="bronze",
     kinds={"pandas", "parquet"},
     owners=OWNERS,
@@ -96,6 +95,10 @@ BRONZE: dict[str, Any] = dict(
     },
 )
 def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
+    import pandas as pd
+
+    from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
+
     ingested_at = pd.Timestamp.now(tz="UTC")
     results: dict[str, tuple[IngestResult, str]] = {}
     # Parse everything before yielding anything: one bad file writes nothing at all.

@@ -7,10 +7,9 @@ and gold in the same run and the automation condition keeps them from following 
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
-from potato_assets.defs.common import SETTINGS
+from potato_assets.defs.common import SETTINGS, DataFrame
 from potato_assets.defs.contract_checks import contract_check
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.lib.schema import LANDING_FILES, LandingFile
@@ -43,7 +42,7 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
         ),
     )
     def _quarantine_share(
-        context: dg.AssetCheckExecutionContext, quarantine: pd.DataFrame, lake: LakeFiles
+        context: dg.AssetCheckExecutionContext, quarantine: DataFrame, lake: LakeFiles
     ) -> dg.AssetCheckResult:
         # The counts come from the materialisation that wrote the stored table; the identity
         # kept = read - quarantined - duplicates proves they describe this very table, whose

@@ -6,10 +6,10 @@ The fits themselves are plain functions in lib/models.py; this module wires them
 import json
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from potato_assets.defs.common import (
     CODE_VERSION,
@@ -17,11 +17,11 @@ from potato_assets.defs.common import (
     FRESHNESS,
     LAKE_POOL,
     SCIENCE_OWNERS,
+    DataFrame,
 )
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.defs.tracking import ExperimentTracker
-from potato_assets.lib import models, report
-from potato_assets.lib.schema import FORMULA
+from potato_assets.lib.schema import FORMULA, MODEL_NAMES
 
 MODELS_PREFIX = ["gold", "models"]
 SUMMARY_NAME = "model_summary"
@@ -69,14 +69,16 @@ def _json_safe(value: Any) -> Any:
                 key=model_key(name),
                 description=f"{MODEL_DESCRIPTIONS[name]} `{FORMULA}`. Tidy coefficient table in original units.",
                 kinds={"statsmodels" if name != "fixed_effects" else "linearmodels", "parquet"},
+                dagster_type=DataFrame,
                 **GOLD,
             )
-            for name in models.MODEL_NAMES
+            for name in MODEL_NAMES
         },
         SUMMARY_NAME: dg.AssetOut(
             key=model_key(SUMMARY_NAME),
             description="One row per model: nobs, n_groups, r2 (within R² for FE), se_type, converged, singular, variance components, log-likelihood.",
             kinds={"pandas", "parquet"},
+            dagster_type=DataFrame,
             **GOLD,
         ),
     },
@@ -85,8 +87,10 @@ def fit_models(
     context: dg.AssetExecutionContext,
     lake: LakeFiles,
     experiment_tracker: ExperimentTracker,
-    modeling: pd.DataFrame,
+    modeling: DataFrame,
 ) -> Iterator[dg.Output]:
+    from potato_assets.lib import models
+
     # All three models are fitted on the same snapshot, so the summary always describes them together.
     fitters = {
         "ols_cluster": models.fit_ols_cluster,
@@ -94,7 +98,7 @@ def fit_models(
         "mixed_effects": models.fit_mixed_effects,
     }
     fits = []
-    for name in models.MODEL_NAMES:
+    for name in MODEL_NAMES:
         fit = fitters[name](modeling)
         fits.append(fit)
         # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/tracking.py).
@@ -125,7 +129,7 @@ def fit_models(
     )
 
 
-MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in models.MODEL_NAMES}
+MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in MODEL_NAMES}
 
 
 @dg.asset(
@@ -138,11 +142,13 @@ MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in models.MODEL_NAMES}
 )
 def fiber_vs_weight_change_figure(
     lake: LakeFiles,
-    modeling: pd.DataFrame,
-    ols_cluster: pd.DataFrame,
-    fixed_effects: pd.DataFrame,
-    mixed_effects: pd.DataFrame,
+    modeling: DataFrame,
+    ols_cluster: DataFrame,
+    fixed_effects: DataFrame,
+    mixed_effects: DataFrame,
 ) -> dg.MaterializeResult:
+    from potato_assets.lib import report
+
     coefficients = {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
     png = report.fiber_vs_weight_change_png(modeling, coefficients)
     return _figure_result(lake, "fiber_vs_weight_change", png)
@@ -156,11 +162,15 @@ def fiber_vs_weight_change_figure(
     pool=LAKE_POOL,
     **GOLD,
 )
-def subject_trajectories_figure(lake: LakeFiles, trajectories: pd.DataFrame) -> dg.MaterializeResult:
+def subject_trajectories_figure(lake: LakeFiles, trajectories: DataFrame) -> dg.MaterializeResult:
+    from potato_assets.lib import report
+
     return _figure_result(lake, "subject_trajectories", report.trajectories_png(trajectories))
 
 
 def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResult:
+    from potato_assets.lib import report
+
     uri = lake.write_bytes(f"gold/figures/{name}.png", png)
     return dg.MaterializeResult(
         metadata={
@@ -188,20 +198,22 @@ def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResu
 def model_report(
     context: dg.AssetExecutionContext,
     lake: LakeFiles,
-    ols_cluster: pd.DataFrame,
-    fixed_effects: pd.DataFrame,
-    mixed_effects: pd.DataFrame,
-    summary: pd.DataFrame,
-    modeling: pd.DataFrame,
-    trajectories: pd.DataFrame,
+    ols_cluster: DataFrame,
+    fixed_effects: DataFrame,
+    mixed_effects: DataFrame,
+    summary: DataFrame,
+    modeling: DataFrame,
+    trajectories: DataFrame,
 ) -> dg.MaterializeResult:
+    from potato_assets.lib import report
+
     markdown, html = report.render_report(
         coefficients={"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects},
         summary=summary,
         modeling=modeling,
         trajectories=trajectories,
         figure_paths={name: f"../figures/{name}.png" for name in FIGURES},
-        generated_at=pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         data_versions=None,
     )
     md_uri = lake.write_bytes("gold/reports/model_report.md", markdown.encode("utf-8"))

@@ -6,11 +6,11 @@ estimates that disagree) is visible in the UI and the run's check results.
 """
 
 import dagster as dg
-import pandas as pd
 
+from potato_assets.defs.common import DataFrame
 from potato_assets.defs.gold.assets import SUMMARY_NAME, model_key
 from potato_assets.lib import model_validation as mv
-from potato_assets.lib.models import MODEL_NAMES
+from potato_assets.lib.schema import MODEL_NAMES
 
 SUMMARY_KEY = model_key(SUMMARY_NAME)
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -31,7 +31,7 @@ def _result(verdict: mv.Verdict, severity: dg.AssetCheckSeverity) -> dg.AssetChe
     name="all_models_converged",
     description="ERROR when any of the three models did not converge (the mixed model must also reach the profiled REML optimum).",
 )
-def all_models_converged(summary: pd.DataFrame) -> dg.AssetCheckResult:
+def all_models_converged(summary: DataFrame) -> dg.AssetCheckResult:
     return _result(mv.all_converged(summary), ERROR)
 
 
@@ -46,10 +46,10 @@ def all_models_converged(summary: pd.DataFrame) -> dg.AssetCheckResult:
     ),
 )
 def fiber_estimates_agree(
-    summary: pd.DataFrame,
-    ols_cluster: pd.DataFrame,
-    fixed_effects: pd.DataFrame,
-    mixed_effects: pd.DataFrame,
+    summary: DataFrame,
+    ols_cluster: DataFrame,
+    fixed_effects: DataFrame,
+    mixed_effects: DataFrame,
 ) -> dg.AssetCheckResult:
     verdict = mv.fiber_estimates_agree(
         {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
@@ -63,7 +63,7 @@ def finite_estimates_check(name: str) -> dg.AssetChecksDefinition:
         name="finite_estimates",
         description="ERROR when any estimate or standard error is non-finite, or a standard error is not positive.",
     )
-    def _finite(value: pd.DataFrame) -> dg.AssetCheckResult:
+    def _finite(value: DataFrame) -> dg.AssetCheckResult:
         return _result(mv.finite_estimates(name, value), ERROR)
 
     return _finite
@@ -76,7 +76,7 @@ def enough_clusters_check(name: str) -> dg.AssetChecksDefinition:
         additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
         description=f"ERROR when the cluster-robust standard errors come from fewer than {mv.MIN_CLUSTERS} subjects.",
     )
-    def _clusters(value: pd.DataFrame, summary: pd.DataFrame) -> dg.AssetCheckResult:
+    def _clusters(value: DataFrame, summary: DataFrame) -> dg.AssetCheckResult:
         return _result(mv.enough_clusters(summary, name), ERROR)
 
     return _clusters
@@ -88,7 +88,7 @@ def enough_clusters_check(name: str) -> dg.AssetChecksDefinition:
     additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
     description="WARN when the random-intercept variance is at its boundary (lme4's isSingular rule).",
 )
-def mixed_effects_not_singular(value: pd.DataFrame, summary: pd.DataFrame) -> dg.AssetCheckResult:
+def mixed_effects_not_singular(value: DataFrame, summary: DataFrame) -> dg.AssetCheckResult:
     return _result(mv.mixed_not_singular(summary), WARN)
 
 

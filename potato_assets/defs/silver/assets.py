@@ -3,7 +3,6 @@
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from potato_assets.defs.common import (
     CODE_VERSION,
@@ -11,12 +10,12 @@ from potato_assets.defs.common import (
     LAKE_POOL,
     OWNERS,
     SCIENCE_OWNERS,
+    DataFrame,
 )
-from potato_assets.lib import calendar, features
-from potato_assets.lib.data_version import table_version
 from potato_assets.lib.schema import FIBER, PREDICTOR_UNITS, WEIGHT
 
 SILVER: dict[str, Any] = dict(
+    dagster_type=DataFrame,
     group_name="silver",
     kinds={"pandas", "parquet"},
     code_version=CODE_VERSION,
@@ -29,9 +28,11 @@ SILVER: dict[str, Any] = dict(
 CALENDAR_COLUMNS = ["subject_id", "date", "week", "source_line"]
 
 
-def versioned(table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def versioned(table: DataFrame) -> dg.Output:
     """The table with its content as data version: a recomputation that yields the same rows
     leaves the version, and so everything downstream, as it was."""
+    from potato_assets.lib.data_version import table_version
+
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)))
 
 
@@ -48,7 +49,9 @@ def versioned(table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     owners=OWNERS,
     **SILVER,
 )
-def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.Output:
+    from potato_assets.lib import calendar
+
     try:
         return versioned(calendar.subject_calendars(weight, fiber, sources=(WEIGHT.file_name, FIBER.file_name)))
     except calendar.CalendarError as exc:
@@ -68,7 +71,9 @@ def study_calendar(weight: pd.DataFrame, fiber: pd.DataFrame) -> dg.Output[pd.Da
     owners=SCIENCE_OWNERS,
     **SILVER,
 )
-def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.Output:
+    from potato_assets.lib import features
+
     return versioned(features.subject_trajectories(weight, calendars))
 
 
@@ -93,11 +98,13 @@ def subject_trajectories(weight: pd.DataFrame, calendars: pd.DataFrame) -> dg.Ou
 )
 def weekly_features(
     context: dg.AssetExecutionContext,
-    fiber: pd.DataFrame,
-    nutrition: pd.DataFrame,
-    weight: pd.DataFrame,
-    calendars: pd.DataFrame,
-) -> dg.Output[pd.DataFrame]:
+    fiber: DataFrame,
+    nutrition: DataFrame,
+    weight: DataFrame,
+    calendars: DataFrame,
+) -> dg.Output:
+    from potato_assets.lib import features
+
     weeks = features.study_weeks(weight, calendars)
     table, left_out = features.weekly_features(fiber, nutrition, weeks, calendars)
     context.add_output_metadata(dict(left_out))
@@ -143,9 +150,9 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
     metadata={"dagster/column_lineage": MODELING_COLUMN_LINEAGE},
     **SILVER,
 )
-def modeling_dataset(
-    context: dg.AssetExecutionContext, trajectories: pd.DataFrame, weekly: pd.DataFrame
-) -> dg.Output[pd.DataFrame]:
+def modeling_dataset(context: dg.AssetExecutionContext, trajectories: DataFrame, weekly: DataFrame) -> dg.Output:
+    from potato_assets.lib import features
+
     table, counts = features.modeling_dataset(trajectories, weekly)
     context.add_output_metadata({**counts, "subjects": int(table["subject_id"].nunique())})
     return versioned(table)
