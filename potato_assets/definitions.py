@@ -3,8 +3,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from potato_assets.lib.runtime import settle_process
+
 
 @dg.definitions
 @cache  # a run resolves the code location ~6 times; build the definitions once per process
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    definitions = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    settle_process()  # what is loaded now lives as long as the process: keep the GC off it
+    return definitions

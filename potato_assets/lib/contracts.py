@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from potato_assets.lib.runtime import long_lived_imports
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -180,8 +182,9 @@ class _GxRunner:
 
     def __init__(self) -> None:
         os.environ["GX_ANALYTICS_ENABLED"] = "false"
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        with long_lived_imports():
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
@@ -205,6 +208,13 @@ class _GxRunner:
         gx_suite = self.gx_suite(name, suite["expectations"], suite.get("meta"))
         self._prepared[name] = (batch_definition, gx_suite, fingerprint)
         return batch_definition, gx_suite
+
+    def release_batches(self) -> None:
+        """Drop the frames GX keeps after validating: its engine caches every batch it loaded,
+        one per suite, so all bronze and silver tables stayed in memory for the whole run."""
+        batches = self.datasource.get_execution_engine().batch_manager
+        batches.reset_batch_cache()
+        batches.batch_data_cache.clear()
 
     def gx_suite(self, name: str, expectations: list[dict[str, Any]], meta: Any = None) -> Any:
         return self.gx.ExpectationSuite(
@@ -244,14 +254,17 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
         batch_definition, gx_suite = runner.prepared(suite)
         # GX's pandas engine handles a plain RangeIndex best (examples carry index positions).
         batch = batch_definition.get_batch(batch_parameters={"dataframe": _gx_frame(df, suite)})
-        first = batch.validate(gx_suite, result_format={"result_format": "BOOLEAN_ONLY"})
-        held = {r.expectation_config.meta.get("rule"): bool(r.success) for r in first.results}
-        detailed = [exp for exp in suite["expectations"] if _needs_details(exp, held.get(exp["meta"]["rule"]))]
-        by_rule: dict[str, Any] = {}
-        if detailed:
-            details_suite = runner.gx_suite(f"{suite['name']}_details", detailed, suite.get("meta"))
-            second = batch.validate(details_suite, result_format=result_format)
-            by_rule = {r.expectation_config.meta.get("rule"): r for r in second.results}
+        try:
+            first = batch.validate(gx_suite, result_format={"result_format": "BOOLEAN_ONLY"})
+            held = {r.expectation_config.meta.get("rule"): bool(r.success) for r in first.results}
+            detailed = [exp for exp in suite["expectations"] if _needs_details(exp, held.get(exp["meta"]["rule"]))]
+            by_rule: dict[str, Any] = {}
+            if detailed:
+                details_suite = runner.gx_suite(f"{suite['name']}_details", detailed, suite.get("meta"))
+                second = batch.validate(details_suite, result_format=result_format)
+                by_rule = {r.expectation_config.meta.get("rule"): r for r in second.results}
+        finally:
+            runner.release_batches()
     outcomes = []
     for exp in suite["expectations"]:
         rule = exp["meta"]["rule"]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from potato_assets.lib.runtime import long_lived_imports
 from potato_assets.lib.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
 
 COEF_COLUMNS: tuple[str, ...] = (
@@ -143,7 +144,8 @@ def _coef_table(
     terms: list[str], est: np.ndarray, se: np.ndarray, dist: str, df_t: float | None = None
 ) -> pd.DataFrame:
     """Tidy table with Wald statistic, two-sided p-value and 95% CI from a t(df_t) or normal law."""
-    from scipy import stats
+    with long_lived_imports():
+        from scipy import stats
 
     est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
     law = stats.t(df_t) if dist == "t" else stats.norm()
@@ -208,7 +210,8 @@ def fit_ols_cluster(df: pd.DataFrame) -> ModelFit:
     with ``use_t=True`` it sets ``df_resid_inference = G-1`` for cluster covariances. That df is
     checked here, so a change in statsmodels' behaviour fails loudly instead of silently.
     """
-    import statsmodels.api as sm
+    with long_lived_imports():
+        import statsmodels.api as sm
 
     data = _validate(df)
     y, x, groups = data[OUTCOME].to_numpy(), _design(data), _group_codes(data)
@@ -261,7 +264,8 @@ def fit_fixed_effects(df: pd.DataFrame) -> ModelFit:
     slopes, residuals and slope block of the sandwich are the same as without it. linearmodels'
     own p-values use t(N-G-4); the reported ones are recomputed with t(G-1) as Stata does.
     """
-    from linearmodels.panel import PanelOLS
+    with long_lived_imports():
+        from linearmodels.panel import PanelOLS
 
     data = _validate(df)
     _check_panel(data)
@@ -426,7 +430,8 @@ class _ProfiledReml:
         ``extra_thetas`` (e.g. where MixedLM ended) are candidates too, so the result is never
         below a point that was actually reached.
         """
-        from scipy.optimize import minimize_scalar
+        with long_lived_imports():
+            from scipy.optimize import minimize_scalar
 
         grid = np.concatenate([[0.0], np.logspace(-8, np.log10(THETA_UPPER), 71)])
         values = np.array([self.llf(t) for t in grid])
@@ -471,7 +476,8 @@ def fit_mixed_effects(df: pd.DataFrame, *, statsmodels_max_groups: int = STATSMO
 
 def _mixed_attempts(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float) -> tuple[list[dict], Any]:
     """Run every (start, method) MixedLM REML fit; return a record of each and the best result."""
-    import statsmodels.api as sm
+    with long_lived_imports():
+        import statsmodels.api as sm
 
     model = sm.MixedLM(y, xs, groups=groups)
     starts = {

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from potato_assets.lib.runtime import long_lived_imports
 from potato_assets.lib.schema import (
     FORMULA,
     GROUP_COL,
@@ -221,8 +222,9 @@ def _grouped_mean_ci(y: pd.Series, by: pd.Series | np.ndarray) -> pd.DataFrame:
 
 
 def _new_figure(width: float, height: float, dpi: int = 110) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    with long_lived_imports():
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from potato_assets.lib.models import ModelFit
+from potato_assets.lib.runtime import long_lived_imports
 from potato_assets.lib.schema import FORMULA, PREDICTOR_UNITS
 
 EXPERIMENT_NAMES: tuple[str, ...] = ("ols_cluster", "fixed_effects", "mixed_effects")
@@ -252,7 +253,8 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
 def client_for(target: TrackingTarget) -> Any:
     bound_http_retries()
     _prepare_local_store(target.tracking_uri)
-    from mlflow import MlflowClient
+    with long_lived_imports():
+        from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
 

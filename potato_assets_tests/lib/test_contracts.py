@@ -332,3 +332,23 @@ def test_two_passes_report_what_one_detailed_pass_reports(bronze, silver, suite_
             fast += 1
         assert ours == theirs, o.rule
     assert fast > 0  # the one-pass-only path was taken
+
+
+def test_validated_frames_are_not_kept_by_gx(bronze):
+    import gc
+
+    import pandas as pd
+
+    contracts.run_contract("bronze_weight", bronze["weight"])
+    contracts.run_contract("bronze_fiber", bronze["fiber"])
+    gc.collect()
+    engine = contracts._runner().datasource.get_execution_engine()
+    assert engine.batch_manager.loaded_batch_ids == [] and engine.batch_manager.batch_cache == {}
+    ours = {id(bronze[name]) for name in bronze}
+    shapes = {(len(bronze[n]), tuple(bronze[n].columns)) for n in ("weight", "fiber")}
+    kept = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, pd.DataFrame) and id(o) not in ours and (len(o), tuple(o.columns)) in shapes
+    ]
+    assert kept == []
