@@ -74,6 +74,21 @@ class Automation:
             self.run(dg.AssetSelection.assets(*requested))
         pytest.fail(f"automation did not settle: {rounds}")
 
+    def deploy_code_version(self, key: str, code_version: str) -> None:
+        """The same definitions with one asset's code version bumped, as after a deploy."""
+        target = dg.AssetKey(key.split("/"))
+
+        def bump(spec: dg.AssetSpec) -> dg.AssetSpec:
+            return spec.replace_attributes(code_version=code_version) if spec.key == target else spec
+
+        assets = [
+            a.map_asset_specs(bump) if isinstance(a, dg.AssetsDefinition) and target in a.keys else a
+            for a in self.defs.assets or []
+        ]
+        self.defs = dg.Definitions(assets=assets, asset_checks=self.defs.asset_checks, resources=self.defs.resources)
+        self.graph = self.defs.resolve_asset_graph()
+        assert self.graph.get(target).code_version == code_version
+
     def downstream_of(self, key: dg.AssetKey) -> set[str]:
         keys = dg.AssetSelection.assets(key).downstream(include_self=False).resolve(self.graph)
         return {k.to_user_string() for k in keys}
@@ -147,6 +162,14 @@ def test_only_what_depends_on_changed_content_reruns(sample_dir, tmp_path):
         auto.ingest()
         assert auto.follow() == [{"silver/weekly_features"}, set()]
         assert auto.version("silver/weekly_features") == weekly_version
+
+        # A deploy bumps weekly_features' code version: it reruns although no input changed;
+        # its table comes out the same, so nothing downstream follows.
+        auto.deploy_code_version("silver/weekly_features", "2")
+        assert auto.follow() == [{"silver/weekly_features"}, set()]
+        assert auto.version("silver/weekly_features") == weekly_version
+        # ...and a tick later, with the new code version recorded, it stays put.
+        assert auto.tick() == set()
 
 
 # --- the landing sensor records each file's content version ---------------------------------
