@@ -76,7 +76,7 @@ infra-apply:
 	terraform -chdir=$(TF_DIR) apply -input=false tfplan
 
 bench: setup
-	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000
+	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000 --repeats 3
 
 # The local store that `make run` writes (another: make mlflow-ui MLFLOW_STORE=postgresql://...).
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db

@@ -29,7 +29,16 @@ def test_growth_is_reported_per_thousand_subjects_between_sizes():
 @pytest.mark.e2e
 def test_bench_runs_and_prints_the_table(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--sizes", "60", "--validate-repeats", "1"]
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench.py"),
+            "--sizes",
+            "60",
+            "--validate-repeats",
+            "1",
+            "--repeats",
+            "2",
+        ]
         + ["--out", str(tmp_path)],
         capture_output=True,
         text=True,
@@ -42,5 +51,9 @@ def test_bench_runs_and_prints_the_table(tmp_path):
     (size,) = report["sizes"]
     assert size["subjects"] == 60 and size["mixed_converged"] is True
     assert 0 < size["run_s"] < size["wall_s"]
+    # two materialisations, each with its own process's peak RSS; the table row is one of them
+    assert len(size["runs"]) == 2 and all(r["peak_rss_mb"] > 100 for r in size["runs"])
+    assert {k: size[k] for k in ("wall_s", "run_s", "peak_rss_mb")} in size["runs"]
+    assert "materialised 2 times" in out.stdout
     assert 0 < size["silver_assets_s"] < size["layers_s"]["silver"]
     assert {"ingest_landing", "fit_models", "silver__weekly_features_contract"} <= set(size["steps_s"])

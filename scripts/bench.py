@@ -7,7 +7,7 @@ layer from Dagster's step stats. It also times `dagster definitions validate` fo
 against a one-asset project. Results print as a Markdown table and land in bench_results/.
 
 Not a test: numbers depend on the machine. Usage:
-    python scripts/bench.py [--sizes 1000 10000 50000] [--weeks 12] [--out bench_results]
+    python scripts/bench.py [--sizes 1000 10000 50000] [--weeks 12] [--repeats 1] [--out bench_results]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -92,20 +91,16 @@ def prepare_mlflow_store(uri: str) -> None:
     tracking.client_for(tracking.TrackingTarget(uri, None, None)).search_experiments()
 
 
-def run_size(n_subjects: int, weeks: int, work: Path) -> dict:
+def materialise_once(landing: Path, run_dir: Path) -> dict:
+    """One `dagster asset materialize --select '*'` in a fresh process, DAGSTER_HOME, lake and
+    MLflow store (created untimed); its wall time, own peak RSS, run duration and step times."""
     import dagster as dg
 
-    from potato_assets.lib.synthetic import CohortSpec, write_cohort
-
-    landing, lake, home = work / "landing", work / "lake", work / "home"
-    for d in (landing, lake, home):
-        shutil.rmtree(d, ignore_errors=True)
+    lake, home = run_dir / "lake", run_dir / "home"
+    shutil.rmtree(run_dir, ignore_errors=True)
     home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    t0 = time.perf_counter()
-    write_cohort(CohortSpec(n_subjects=n_subjects, n_weeks=weeks), landing)
-    generate_s = time.perf_counter() - t0
-    mlflow_uri = f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
+    mlflow_uri = f"sqlite:///{run_dir / 'mlflow' / 'mlflow.db'}"
     prepare_mlflow_store(mlflow_uri)
     env = {
         **os.environ,
@@ -115,27 +110,23 @@ def run_size(n_subjects: int, weeks: int, work: Path) -> dict:
         "MLFLOW_TRACKING_URI": mlflow_uri,
         "GX_ANALYTICS_ENABLED": "false",
     }
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    log = run_dir / "materialize.log"
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [
-            str(BIN / "dagster"),
-            "asset",
-            "materialize",
-            "-m",
-            "potato_assets.definitions",
-            "--select",
-            "*",
-        ],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-    )
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"],
+            env=env,
+            cwd=run_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        # wait4: this child's own resource usage (RUSAGE_CHILDREN would be the largest child so far)
+        _, status, usage = os.wait4(proc.pid, 0)
     wall_s = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"materialisation of {n_subjects} subjects failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"materialisation in {run_dir} failed:\n{log.read_text()[-4000:]}")
+    peak_kib = usage.ru_maxrss
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         run = instance.get_runs(limit=1)[0]
@@ -153,30 +144,47 @@ def run_size(n_subjects: int, weeks: int, work: Path) -> dict:
             steps[stat.step_key] = round(duration, 3)
     finally:
         instance.dispose()
+    return {
+        "wall_s": round(wall_s, 2),
+        "run_s": round(run_s, 2),
+        "silver_assets_s": round(silver_assets, 2),
+        "peak_rss_mb": round(peak_kib / 1024, 1),
+        "layers_s": {k: round(v, 2) for k, v in layers.items()},
+        "steps_s": steps,
+    }
+
+
+def run_size(n_subjects: int, weeks: int, work: Path, repeats: int = 1) -> dict:
+    """Generate one cohort, materialise it ``repeats`` times; the median run (by run time) is
+    reported, every run's wall time, run time and peak RSS are kept beside it."""
+    from potato_assets.lib.synthetic import CohortSpec, write_cohort
+
+    landing = work / "landing"
+    shutil.rmtree(landing, ignore_errors=True)
+    t0 = time.perf_counter()
+    write_cohort(CohortSpec(n_subjects=n_subjects, n_weeks=weeks), landing)
+    generate_s = time.perf_counter() - t0
+    runs = [materialise_once(landing, work / f"run{i}") for i in range(repeats)]
+    median = sorted(runs, key=lambda r: r["run_s"])[(len(runs) - 1) // 2]
     # The mixed model alone, on the modelling table the run wrote, in this warm process.
     import pandas as pd
 
     from potato_assets.lib.models import fit_mixed_effects
 
-    modeling = pd.read_parquet(lake / "silver" / "modeling_dataset.parquet")
+    modeling = pd.read_parquet(work / "run0" / "lake" / "silver" / "modeling_dataset.parquet")
     fit_mixed_effects(modeling.head(2000))  # warm imports
     t0 = time.perf_counter()
     mixed = fit_mixed_effects(modeling)
     mixed_s = time.perf_counter() - t0
     return {
+        **median,
+        "runs": [{k: r[k] for k in ("wall_s", "run_s", "peak_rss_mb")} for r in runs],
         "mixed_model_s": round(mixed_s, 2),
         "mixed_converged": mixed.summary["converged"],
         "modeling_rows": len(modeling),
         "subjects": n_subjects,
         "weeks": weeks,
         "generate_s": round(generate_s, 2),
-        "wall_s": round(wall_s, 2),
-        "run_s": round(run_s, 2),
-        "silver_assets_s": round(silver_assets, 2),
-        # ru_maxrss of children is the largest child, and only grows: report it only if it grew.
-        "peak_rss_mb": round(peak_kib / 1024, 1) if peak_kib > before else None,
-        "layers_s": {k: round(v, 2) for k, v in layers.items()},
-        "steps_s": steps,
         "landing_mb": round(sum(f.stat().st_size for f in landing.iterdir()) / 1e6, 1),
     }
 
@@ -227,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--out", type=Path, default=REPO / "bench_results")
     parser.add_argument("--validate-repeats", type=int, default=5, help="definitions-validate timings (median)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="materialisations per size; the table shows the median run"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         validate_one = time_validate(["-f", "one_asset.py"], work, args.validate_repeats)
         for size in args.sizes:
             print(f"materialising {size} subjects × {args.weeks} weeks …", flush=True)
-            results.append(run_size(size, args.weeks, work / f"n{size}"))
+            results.append(run_size(size, args.weeks, work / f"n{size}", args.repeats))
     report = {
         "machine": machine(),
         "definitions_validate_s": {
@@ -275,13 +286,29 @@ def main(argv: list[str] | None = None) -> int:
         "start-up and interpreter exit included. Run: Dagster's run duration (start to success) for "
         "every asset and check. Layer times are Dagster step durations, asset checks counted with "
         "their asset's layer; silver assets: the four silver steps without their contract checks. "
-        "The MLflow store exists before the run (created untimed, as after a first run).",
+        "The MLflow store exists before the run (created untimed, as after a first run). "
+        "Peak RSS: the materialising process's own maximum resident set.",
         f"`dagster definitions validate` (median of {args.validate_repeats}): potato_assets {validate_project} s; "
         f"a one-asset project loaded the same way (load_from_defs_folder) {validate_one_project} s "
         f"(difference {validate_project - validate_one_project:+.2f} s); a one-asset file with a "
         f"plain Definitions {validate_one} s "
         f"(difference {validate_project - validate_one:+.2f} s).",
     ]
+    if args.repeats > 1:
+        lines += [
+            "",
+            f"Each size materialised {args.repeats} times; the table shows the median run by run time. All runs:",
+        ]
+        lines += [
+            f"- {r['subjects']:,}: CLI process "
+            + ", ".join(str(x["wall_s"]) for x in r["runs"])
+            + " s; run "
+            + ", ".join(str(x["run_s"]) for x in r["runs"])
+            + " s; peak RSS "
+            + ", ".join(str(x["peak_rss_mb"]) for x in r["runs"])
+            + " MB"
+            for r in results
+        ]
     lines += growth_lines(results)
     table = "\n".join(lines)
     (args.out / "bench.md").write_text(table + "\n")
