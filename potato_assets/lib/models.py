@@ -144,8 +144,7 @@ def _coef_table(
     terms: list[str], est: np.ndarray, se: np.ndarray, dist: str, df_t: float | None = None
 ) -> pd.DataFrame:
     """Tidy table with Wald statistic, two-sided p-value and 95% CI from a t(df_t) or normal law."""
-    with long_lived_imports():
-        from scipy import stats
+    from scipy import stats  # loaded with statsmodels: nothing new to freeze here
 
     est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
     law = stats.t(df_t) if dist == "t" else stats.norm()
@@ -430,8 +429,7 @@ class _ProfiledReml:
         ``extra_thetas`` (e.g. where MixedLM ended) are candidates too, so the result is never
         below a point that was actually reached.
         """
-        with long_lived_imports():
-            from scipy.optimize import minimize_scalar
+        from scipy.optimize import minimize_scalar  # loaded with statsmodels
 
         grid = np.concatenate([[0.0], np.logspace(-8, np.log10(THETA_UPPER), 71)])
         values = np.array([self.llf(t) for t in grid])

@@ -29,7 +29,6 @@ from potato_assets.lib.models import ModelFit
 from potato_assets.lib.runtime import long_lived_imports
 from potato_assets.lib.schema import FORMULA, PREDICTOR_UNITS
 
-EXPERIMENT_NAMES: tuple[str, ...] = ("ols_cluster", "fixed_effects", "mixed_effects")
 # Tags that identify "the same materialisation" across step retries and re-executions.
 IDENTITY_TAGS: tuple[str, ...] = ("dagster.root_run_id", "dagster.asset_key")
 
