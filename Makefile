@@ -58,7 +58,7 @@ lint: setup
 	$(BIN)/mypy potato_assets
 
 sample-data: setup
-	$(BIN)/python -m potato_assets.lib.synthetic --subjects 50 --weeks 12 --out potato_assets/sample_data
+	$(BIN)/python -m potato_assets.study.synthetic --subjects 50 --weeks 12 --out potato_assets/sample_data
 
 clean-lake:
 	rm -rf data/lake

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from potato_assets.lib.runtime import settle_process
+from potato_assets.lib.process import settle_process
 
 
 @dg.definitions

@@ -1,6 +1,6 @@
 """Print where the lake and the report are (used by `make run`)."""
 
-from potato_assets.lib.storage import join
+from potato_assets.lib.lake.storage import join
 from potato_assets.settings import load_settings
 
 if __name__ == "__main__":

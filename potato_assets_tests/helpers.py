@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from potato_assets.defs.resources import build_resources
-from potato_assets.lib import storage
+from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings, normalize_uri
 
 

@@ -20,9 +20,10 @@ import pytest
 from potato_assets.defs import automation
 from potato_assets.defs.bronze.assets import ingest_landing
 from potato_assets.defs.resources import build_resources
-from potato_assets.lib import alerts, landing_scan
-from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.lib.lake import landing as landing_scan
+from potato_assets.lib.observe import alerts
 from potato_assets.settings import Settings
+from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.helpers import (
     DAGSTER,
     LoopbackReceiver,

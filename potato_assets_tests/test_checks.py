@@ -16,9 +16,9 @@ from potato_assets.defs.gold import checks as gold_checks
 from potato_assets.defs.gold.assets import fit_models
 from potato_assets.defs.resources import LakeIOManager
 from potato_assets.defs.silver.assets import study_calendar
-from potato_assets.lib import model_validation as mv
-from potato_assets.lib.ingest import parse_landing_csv
-from potato_assets.lib.schema import FIBER, LANDING_FILES, WEIGHT
+from potato_assets.study import validation as mv
+from potato_assets.study.ingest import parse_landing_csv
+from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
 from potato_assets_tests.helpers import cli_env, cli_home, load_defs, resources_for, run_cli
 
 WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
@@ -193,7 +193,7 @@ def test_fewer_than_twenty_clusters_is_an_error(tmp_path):
 
 
 def test_fiber_estimates_agree_on_unconfounded_data():
-    from potato_assets.lib import models
+    from potato_assets.study import models
 
     panel = disagreeing_panel()
     rng = np.random.default_rng(11)

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from potato_assets.lib.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.conftest import free_port
 from potato_assets_tests.helpers import cli_home, load_defs
 

@@ -15,9 +15,10 @@ import pytest
 
 from potato_assets.defs import automation
 from potato_assets.defs.bronze.assets import ingest_landing
-from potato_assets.lib import landing_scan, storage
-from potato_assets.lib.schema import FIBER_FILE, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.lib.lake import landing as landing_scan
+from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings
+from potato_assets.study.schema import FIBER_FILE, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for, sensor_tick
 
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from potato_assets.lib import synthetic
-from potato_assets.lib.schema import LANDING_FILES, MODEL_NAMES
+from potato_assets.study import synthetic
+from potato_assets.study.schema import LANDING_FILES, MODEL_NAMES
 from potato_assets_tests.conftest import free_port
 from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from potato_assets.lib import telemetry
+from potato_assets.lib.observe import telemetry
 from potato_assets_tests.conftest import REPO, free_port
 from potato_assets_tests.helpers import MATERIALIZE_ALL, LoopbackReceiver, cli_home, read_table
 from potato_assets_tests.lib.test_lineage import validate_event

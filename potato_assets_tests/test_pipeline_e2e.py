@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from potato_assets.lib.schema import LANDING_FILES
+from potato_assets.study.schema import LANDING_FILES
 from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table, run_cli
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,8 @@ import dagster as dg
 import pytest
 
 from potato_assets.defs import automation
-from potato_assets.lib.schema import LANDING_FILES
 from potato_assets.settings import Settings
+from potato_assets.study.schema import LANDING_FILES
 from potato_assets_tests.conftest import free_port
 from potato_assets_tests.helpers import (
     MATERIALIZE_ALL,

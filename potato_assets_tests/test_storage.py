@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from potato_assets.defs.resources import LakeFiles, LakeIOManager, LandingZone
-from potato_assets.lib import storage
+from potato_assets.lib.lake import storage
 
 FRAME = pd.DataFrame({"subject_id": pd.array([1, 2], dtype="Int64"), "x": [1.5, float("nan")], "s": ["a", None]})
 

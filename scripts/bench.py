@@ -157,7 +157,7 @@ def materialise_once(landing: Path, run_dir: Path) -> dict:
 def run_size(n_subjects: int, weeks: int, work: Path, repeats: int = 1) -> dict:
     """Generate one cohort, materialise it ``repeats`` times; the median run (by run time) is
     reported, every run's wall time, run time and peak RSS are kept beside it."""
-    from potato_assets.lib.synthetic import CohortSpec, write_cohort
+    from potato_assets.study.synthetic import CohortSpec, write_cohort
 
     landing = work / "landing"
     shutil.rmtree(landing, ignore_errors=True)
@@ -169,7 +169,7 @@ def run_size(n_subjects: int, weeks: int, work: Path, repeats: int = 1) -> dict:
     # The mixed model alone, on the modelling table the run wrote, in this warm process.
     import pandas as pd
 
-    from potato_assets.lib.models import fit_mixed_effects
+    from potato_assets.study.models import fit_mixed_effects
 
     modeling = pd.read_parquet(work / "run0" / "lake" / "silver" / "modeling_dataset.parquet")
     fit_mixed_effects(modeling.head(2000))  # warm imports

@@ -17,9 +17,10 @@ import dagster as dg
 from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing_key
 from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS
 from potato_assets.defs.resources import LandingZone
-from potato_assets.lib import alerts, landing_scan
-from potato_assets.lib.schema import LANDING_FILES
+from potato_assets.lib.lake import landing as landing_scan
+from potato_assets.lib.observe import alerts
 from potato_assets.settings import Settings
+from potato_assets.study.schema import LANDING_FILES
 
 LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
 BRONZE_KEY_BY_FILE = {spec.file_name: bronze_key(spec.asset_name) for spec in LANDING_FILES}

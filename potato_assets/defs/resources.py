@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from potato_assets.lib import storage
+from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ TABLE_EXTENSION = ".parquet"
 
 
 class LakeParquetIOManager(dg.UPathIOManager):
-    """Asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written atomically (see lib/storage.py)."""
+    """Asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written atomically (see lib/lake/storage.py)."""
 
     extension = TABLE_EXTENSION
 

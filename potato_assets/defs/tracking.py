@@ -16,7 +16,7 @@ from potato_assets.defs.common import DATA_VERSION_TAG, DataFrame
 from potato_assets.settings import Settings
 
 if TYPE_CHECKING:
-    from potato_assets.lib.models import ModelFit
+    from potato_assets.study.models import ModelFit
 
 MODELING_KEY = dg.AssetKey(["silver", "modeling_dataset"])
 
@@ -106,7 +106,7 @@ def _figures(context: dg.AssetExecutionContext, fit: "ModelFit", modeling: "Data
     """This fit's fiber slope over the data, when the modelling table is at hand."""
     if modeling is None:
         return {}
-    from potato_assets.lib import report
+    from potato_assets.report import build as report
 
     try:
         return {"fiber_vs_weight_change": report.fiber_vs_weight_change_png(modeling, {fit.name: fit.coefficients})}

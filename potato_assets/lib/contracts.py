@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from potato_assets.lib.runtime import long_lived_imports
+from potato_assets.lib.process import long_lived_imports
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from potato_assets.lib.models import ModelFit
-from potato_assets.lib.runtime import long_lived_imports
-from potato_assets.lib.schema import FORMULA, PREDICTOR_UNITS
+from potato_assets.lib.process import long_lived_imports
+from potato_assets.study.models import ModelFit
+from potato_assets.study.schema import FORMULA, PREDICTOR_UNITS
 
 # Tags that identify "the same materialisation" across step retries and re-executions.
 IDENTITY_TAGS: tuple[str, ...] = ("dagster.root_run_id", "dagster.asset_key")

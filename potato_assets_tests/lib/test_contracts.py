@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from potato_assets.lib import calendar, contracts, features
-from potato_assets.lib.ingest import parse_landing_csv
-from potato_assets.lib.schema import LANDING_FILES
+from potato_assets.lib import contracts
+from potato_assets.study import calendar, features
+from potato_assets.study.ingest import parse_landing_csv
+from potato_assets.study.schema import LANDING_FILES
 
 BRONZE = {spec.asset_name: spec for spec in LANDING_FILES}
 SILVER = ("study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset")

@@ -1,4 +1,4 @@
-"""Content versions of tables (potato_assets.lib.data_version.table_version)."""
+"""Content versions of tables (potato_assets.lib.lake.data_version.table_version)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib.data_version import VERSION_LENGTH, table_version
+from potato_assets.lib.lake.data_version import VERSION_LENGTH, table_version
 
 
 def make_table() -> pd.DataFrame:

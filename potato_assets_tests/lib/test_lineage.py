@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from potato_assets.lib import lineage
+from potato_assets.lib.observe import lineage
 from potato_assets_tests.helpers import LoopbackReceiver
 
 SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "openlineage-spec"

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from potato_assets.lib import telemetry
+from potato_assets.lib.observe import telemetry
 
 RUN_ID = "a429554c-36b3-4c99-a8b1-8a3786e087d1"
 
@@ -87,11 +87,11 @@ def test_off_means_no_imports_and_no_output():
         "import sys, logging\n"
         "from potato_assets.definitions import defs\n"
         "defs()\n"
-        "from potato_assets.lib import telemetry\n"
+        "from potato_assets.lib.observe import telemetry\n"
         "assert telemetry.telemetry_from_env({}) is None\n"
         "labels = {'asset_key': 'gold/x', 'layer': 'gold'}\n"
         "telemetry.record_metric(telemetry.FRESHNESS_LAG, 5.0, labels)\n"
-        "from potato_assets.defs.observability import ObservabilityHandler\n"
+        "from potato_assets.lib.observe.handler import ObservabilityHandler\n"
         "h = ObservabilityHandler()\n"
         "r = logging.LogRecord('dagster', 10, 'f', 1, 'm', (), None)\n"
         f"r.dagster_meta = {{'run_id': '{RUN_ID}', 'dagster_event': None}}\n"

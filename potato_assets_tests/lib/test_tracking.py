@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib import models, tracking
+from potato_assets.lib import tracking
+from potato_assets.study import models
 from potato_assets_tests.conftest import free_port
 
 

@@ -11,8 +11,8 @@ import dagster as dg
 
 from potato_assets.defs.common import CODE_VERSION, FRESHNESS, LAKE_POOL, OWNERS, DataFrame
 from potato_assets.defs.resources import LandingZone
-from potato_assets.lib import storage
-from potato_assets.lib.schema import LANDING_FILES
+from potato_assets.lib.lake import storage
+from potato_assets.study.schema import LANDING_FILES
 
 QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
 
@@ -97,7 +97,7 @@ BRONZE: dict[str, Any] = dict(
 def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
     import pandas as pd
 
-    from potato_assets.lib.ingest import FileDefect, IngestResult, parse_landing_csv
+    from potato_assets.study.ingest import FileDefect, IngestResult, parse_landing_csv
 
     ingested_at = pd.Timestamp.now(tz="UTC")
     results: dict[str, tuple[IngestResult, str]] = {}

@@ -12,7 +12,7 @@ from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
 from potato_assets.defs.common import SETTINGS, DataFrame
 from potato_assets.defs.contract_checks import contract_check
 from potato_assets.defs.resources import LakeFiles
-from potato_assets.lib.schema import LANDING_FILES, LandingFile
+from potato_assets.study.schema import LANDING_FILES, LandingFile
 
 EXAMPLE_RECORDS = 10
 

@@ -1,6 +1,6 @@
 """Gold: three models of next-week weight change, their summary, figures and the report.
 
-The fits themselves are plain functions in lib/models.py; this module wires them to the lake.
+The fits themselves are plain functions in study/models.py; this module wires them to the lake.
 """
 
 import json
@@ -21,7 +21,7 @@ from potato_assets.defs.common import (
 )
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.defs.tracking import ExperimentTracker
-from potato_assets.lib.schema import FORMULA, MODEL_NAMES
+from potato_assets.study.schema import FORMULA, MODEL_NAMES
 
 MODELS_PREFIX = ["gold", "models"]
 SUMMARY_NAME = "model_summary"
@@ -89,7 +89,7 @@ def fit_models(
     experiment_tracker: ExperimentTracker,
     modeling: DataFrame,
 ) -> Iterator[dg.Output]:
-    from potato_assets.lib import models
+    from potato_assets.study import models
 
     # All three models are fitted on the same snapshot, so the summary always describes them together.
     fitters = {
@@ -147,7 +147,7 @@ def fiber_vs_weight_change_figure(
     fixed_effects: DataFrame,
     mixed_effects: DataFrame,
 ) -> dg.MaterializeResult:
-    from potato_assets.lib import report
+    from potato_assets.report import build as report
 
     coefficients = {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
     png = report.fiber_vs_weight_change_png(modeling, coefficients)
@@ -163,13 +163,13 @@ def fiber_vs_weight_change_figure(
     **GOLD,
 )
 def subject_trajectories_figure(lake: LakeFiles, trajectories: DataFrame) -> dg.MaterializeResult:
-    from potato_assets.lib import report
+    from potato_assets.report import build as report
 
     return _figure_result(lake, "subject_trajectories", report.trajectories_png(trajectories))
 
 
 def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResult:
-    from potato_assets.lib import report
+    from potato_assets.report import build as report
 
     uri = lake.write_bytes(f"gold/figures/{name}.png", png)
     return dg.MaterializeResult(
@@ -205,7 +205,7 @@ def model_report(
     modeling: DataFrame,
     trajectories: DataFrame,
 ) -> dg.MaterializeResult:
-    from potato_assets.lib import report
+    from potato_assets.report import build as report
 
     markdown, html = report.render_report(
         coefficients={"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects},

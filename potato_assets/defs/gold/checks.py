@@ -1,4 +1,4 @@
-"""Gold validation checks on the three fitted models (rules in lib/model_validation.py).
+"""Gold validation checks on the three fitted models (rules in study/validation.py).
 
 Not blocking: the report still renders and shows the models as they are, while a failed check
 (ERROR: not converged, non-finite numbers, too few clusters; WARN: singular mixed fit, fiber
@@ -9,8 +9,8 @@ import dagster as dg
 
 from potato_assets.defs.common import DataFrame
 from potato_assets.defs.gold.assets import SUMMARY_NAME, model_key
-from potato_assets.lib import model_validation as mv
-from potato_assets.lib.schema import MODEL_NAMES
+from potato_assets.study import validation as mv
+from potato_assets.study.schema import MODEL_NAMES
 
 SUMMARY_KEY = model_key(SUMMARY_NAME)
 ERROR = dg.AssetCheckSeverity.ERROR

@@ -7,7 +7,7 @@ they never contact MLflow themselves. A failure is a warning: tracking is a side
 import dagster as dg
 
 from potato_assets.defs.gold.assets import model_key
-from potato_assets.lib.schema import MODEL_NAMES
+from potato_assets.study.schema import MODEL_NAMES
 
 CHECK_NAME = "experiment_tracking"
 

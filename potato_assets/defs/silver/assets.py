@@ -12,7 +12,7 @@ from potato_assets.defs.common import (
     SCIENCE_OWNERS,
     DataFrame,
 )
-from potato_assets.lib.schema import FIBER, PREDICTOR_UNITS, WEIGHT
+from potato_assets.study.schema import FIBER, PREDICTOR_UNITS, WEIGHT
 
 SILVER: dict[str, Any] = dict(
     dagster_type=DataFrame,
@@ -31,7 +31,7 @@ CALENDAR_COLUMNS = ["subject_id", "date", "week", "source_line"]
 def versioned(table: DataFrame) -> dg.Output:
     """The table with its content as data version: a recomputation that yields the same rows
     leaves the version, and so everything downstream, as it was."""
-    from potato_assets.lib.data_version import table_version
+    from potato_assets.lib.lake.data_version import table_version
 
     return dg.Output(table, data_version=dg.DataVersion(table_version(table)))
 
@@ -50,7 +50,7 @@ def versioned(table: DataFrame) -> dg.Output:
     **SILVER,
 )
 def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.Output:
-    from potato_assets.lib import calendar
+    from potato_assets.study import calendar
 
     try:
         return versioned(calendar.subject_calendars(weight, fiber, sources=(WEIGHT.file_name, FIBER.file_name)))
@@ -72,7 +72,7 @@ def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.Output:
     **SILVER,
 )
 def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.Output:
-    from potato_assets.lib import features
+    from potato_assets.study import features
 
     return versioned(features.subject_trajectories(weight, calendars))
 
@@ -103,7 +103,7 @@ def weekly_features(
     weight: DataFrame,
     calendars: DataFrame,
 ) -> dg.Output:
-    from potato_assets.lib import features
+    from potato_assets.study import features
 
     weeks = features.study_weeks(weight, calendars)
     table, left_out = features.weekly_features(fiber, nutrition, weeks, calendars)
@@ -151,7 +151,7 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
     **SILVER,
 )
 def modeling_dataset(context: dg.AssetExecutionContext, trajectories: DataFrame, weekly: DataFrame) -> dg.Output:
-    from potato_assets.lib import features
+    from potato_assets.study import features
 
     table, counts = features.modeling_dataset(trajectories, weekly)
     context.add_output_metadata({**counts, "subjects": int(table["subject_id"].nunique())})

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.runtime import long_lived_imports
-from potato_assets.lib.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
+from potato_assets.lib.process import long_lived_imports
+from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
 
 COEF_COLUMNS: tuple[str, ...] = (
     "term",

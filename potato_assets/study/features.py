@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.calendar import assign_study_week, week_start
-from potato_assets.lib.schema import FOOD_CATEGORIES, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
+from potato_assets.study.calendar import assign_study_week, week_start
+from potato_assets.study.schema import FOOD_CATEGORIES, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
 
 KEY = [GROUP_COL, WEEK_COL]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.schema import GROUP_COL, WEEK_COL
+from potato_assets.study.schema import GROUP_COL, WEEK_COL
 
 
 class CalendarError(ValueError):

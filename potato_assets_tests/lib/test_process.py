@@ -1,4 +1,4 @@
-"""gc.freeze after heavy imports (lib/runtime.py): frozen when modules were loaded, not otherwise."""
+"""gc.freeze after heavy imports (lib/process.py): frozen when modules were loaded, not otherwise."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_a_lazy_import_that_loads_modules_freezes_them_and_a_repeat_freezes_noth
     out = run_python(
         """
         import gc
-        from potato_assets.lib.runtime import long_lived_imports
+        from potato_assets.lib.process import long_lived_imports
         start = gc.get_freeze_count()
         with long_lived_imports():
             import decimal, fractions, statistics

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from potato_assets.lib.ingest import FileDefect, decode, parse_landing_csv
-from potato_assets.lib.schema import FIBER, NUTRITION, WEIGHT
+from potato_assets.study.ingest import FileDefect, decode, parse_landing_csv
+from potato_assets.study.schema import FIBER, NUTRITION, WEIGHT
 
 NOW = pd.Timestamp("2026-01-01T00:00:00Z")
 

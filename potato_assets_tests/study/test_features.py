@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib.calendar import CalendarError, assign_study_week, subject_calendars
-from potato_assets.lib.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
-from potato_assets.lib.schema import FOOD_CATEGORIES
+from potato_assets.study.calendar import CalendarError, assign_study_week, subject_calendars
+from potato_assets.study.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
+from potato_assets.study.schema import FOOD_CATEGORIES
 
 D = pd.Timestamp
 
@@ -282,9 +282,9 @@ def test_weekly_features_do_not_depend_on_the_order_of_the_log(seed_dir):
 
 
 def test_fast_weekly_features_equal_the_reference_on_a_generated_cohort(tmp_path):
-    from potato_assets.lib.ingest import parse_landing_csv
-    from potato_assets.lib.schema import LANDING_FILES
-    from potato_assets.lib.synthetic import CohortSpec, write_cohort
+    from potato_assets.study.ingest import parse_landing_csv
+    from potato_assets.study.schema import LANDING_FILES
+    from potato_assets.study.synthetic import CohortSpec, write_cohort
 
     write_cohort(CohortSpec(n_subjects=300, n_weeks=12, seed=11), tmp_path)
     at = pd.Timestamp("2026-01-01", tz="UTC")

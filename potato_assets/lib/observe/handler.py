@@ -36,7 +36,7 @@ EXTENSIONS_BY_KIND = {"png": (".png",), "markdown": (".md",), "html": (".html",)
 
 
 def _enabled_sinks() -> dict[str, Any]:
-    from potato_assets.lib import lineage, telemetry
+    from potato_assets.lib.observe import lineage, telemetry
     from potato_assets.settings import load_settings
 
     # Read when the first run record arrives in this process (the run's own environment).
@@ -114,7 +114,7 @@ def layer_of(key: dg.AssetKey) -> str:
 
 def asset_uris(key: dg.AssetKey, graph: ProjectGraph, settings: Any) -> list[str]:
     """The objects an asset is stored as: the naming both ends of a lineage edge agree on."""
-    from potato_assets.lib import storage
+    from potato_assets.lib.lake import storage
 
     file_name = graph.metadata(key).get("file_name")
     if layer_of(key) == "landing" and file_name is not None:
@@ -193,15 +193,15 @@ class ObservabilityHandler(logging.Handler):
         if not cls._on:
             return
         if sinks["lineage_url"]:
-            from potato_assets.lib import lineage
+            from potato_assets.lib.observe import lineage
 
             cls._emitter = lineage.emitter_from_env()
         if sinks["otlp"]:
-            from potato_assets.lib import telemetry
+            from potato_assets.lib.observe import telemetry
 
             cls._telemetry = telemetry.telemetry_from_env()
         if sinks["json_logs"]:
-            from potato_assets.lib.telemetry import JsonLogFormatter
+            from potato_assets.lib.observe.telemetry import JsonLogFormatter
 
             cls._json = logging.StreamHandler(sys.stderr)
             cls._json.setFormatter(JsonLogFormatter())
@@ -254,12 +254,12 @@ class ObservabilityHandler(logging.Handler):
     # -- lineage helpers -------------------------------------------------------------------------
 
     def _parent(self, run: RunState) -> Any:
-        from potato_assets.lib import lineage
+        from potato_assets.lib.observe import lineage
 
         return lineage.ParentRun(self._sinks["namespace"], run.job_name, run.run_id)
 
     def _dataset(self, run: RunState, key: dg.AssetKey, *, output: bool) -> list[Any]:
-        from potato_assets.lib import lineage
+        from potato_assets.lib.observe import lineage
 
         graph = project_graph()
         settings = self._sinks["settings"]
@@ -296,7 +296,7 @@ class ObservabilityHandler(logging.Handler):
         }
 
     def _asset_job(self, run: RunState, key: dg.AssetKey) -> Any:
-        from potato_assets.lib import lineage
+        from potato_assets.lib.observe import lineage
 
         graph = project_graph()
         name = lineage_job_name(key)
@@ -313,7 +313,7 @@ class ObservabilityHandler(logging.Handler):
         )
 
     def _check_job(self, run: RunState, check: dg.AssetCheckKey) -> Any:
-        from potato_assets.lib import lineage
+        from potato_assets.lib.observe import lineage
 
         name = check_job_name(check)
         inputs = self._dataset(run, check.asset_key, output=False)
@@ -332,7 +332,7 @@ class ObservabilityHandler(logging.Handler):
     def _send(self, event_type: str, job: Any, error: tuple[str, str | None] | None = None) -> None:
         if self._emitter is None:
             return
-        from potato_assets.lib import lineage
+        from potato_assets.lib.observe import lineage
 
         message, stack = error if error else (None, None)
         self._emitter.emit(lineage.build_run_event(event_type, job, error_message=message, error_stack=stack))
@@ -340,7 +340,7 @@ class ObservabilityHandler(logging.Handler):
     def _observe(self, run: RunState, name: str, value: float, **labels: str) -> None:
         if self._telemetry is None and not self._sinks["pushgateway"]:
             return
-        from potato_assets.lib import telemetry
+        from potato_assets.lib.observe import telemetry
 
         obs = telemetry.observation(name, value, **labels)
         run.observations.append(obs)
@@ -360,7 +360,7 @@ class ObservabilityHandler(logging.Handler):
                 run_id, f"run {job_name}", {"dagster.run_id": run_id, "dagster.job_name": job_name}
             )
         if self._emitter is not None:
-            from potato_assets.lib import lineage
+            from potato_assets.lib.observe import lineage
 
             self._send(
                 lineage.START,
@@ -392,7 +392,7 @@ class ObservabilityHandler(logging.Handler):
                 },
             )
         if self._emitter is not None:
-            from potato_assets.lib import lineage
+            from potato_assets.lib.observe import lineage
 
             for key in plan.assets:
                 self._send(lineage.START, self._asset_job(run, key))
@@ -441,7 +441,7 @@ class ObservabilityHandler(logging.Handler):
                 step.plan.checks.append(check)
 
     def _step_end(self, run: RunState, event: Any, error: tuple[str, str | None] | None) -> None:
-        from potato_assets.lib import lineage, telemetry
+        from potato_assets.lib.observe import lineage, telemetry
 
         step = run.steps.pop(event.step_key, None)
         if step is None:
@@ -531,7 +531,7 @@ class ObservabilityHandler(logging.Handler):
             step.span.end()
 
     def _run_end(self, run: RunState, error: tuple[str, str | None] | None) -> None:
-        from potato_assets.lib import lineage, telemetry
+        from potato_assets.lib.observe import lineage, telemetry
 
         self._runs.pop(run.run_id, None)
         status = "success" if error is None else "failure"
@@ -567,7 +567,7 @@ class ObservabilityHandler(logging.Handler):
     def _log_line(self, record: logging.LogRecord, meta: dict[str, Any], run: RunState | None) -> None:
         if self._json is None and self._telemetry is None:
             return
-        from potato_assets.lib import telemetry
+        from potato_assets.lib.observe import telemetry
 
         event = meta.get("dagster_event")
         step_key = meta.get("step_key")

@@ -37,7 +37,7 @@ CHECK_EVALUATIONS = "potato_check_evaluations_total"
 CHECK_FAILURES = "potato_check_failures_total"
 FRESHNESS_LAG = "potato_freshness_lag_seconds"
 LAST_MATERIALIZATION = "potato_asset_last_materialization_timestamp_seconds"
-# Recorded outside runs by the freshness sensor (lib/alerts.py -> record_metric), not by a run.
+# Recorded outside runs by the freshness sensor (lib/observe/alerts.py -> record_metric), not by a run.
 ASSET_STALE = "potato_asset_stale"
 OUTSIDE_RUNS = frozenset({FRESHNESS_LAG, ASSET_STALE})
 

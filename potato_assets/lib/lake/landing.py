@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from potato_assets.lib import storage
+from potato_assets.lib.lake import storage
 
 CURSOR_VERSION = 1
 

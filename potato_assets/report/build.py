@@ -25,8 +25,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.runtime import long_lived_imports
-from potato_assets.lib.schema import (
+from potato_assets.lib.process import long_lived_imports
+from potato_assets.study.schema import (
     FORMULA,
     GROUP_COL,
     OUTCOME,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.schema import (
+from potato_assets.study.schema import (
     INGESTED_AT_COL,
     SOURCE_FILE_COL,
     SOURCE_LINE_COL,

@@ -1,4 +1,4 @@
-"""Tests of lib/models.py against independent numpy computations on seeded synthetic panels.
+"""Tests of study/models.py against independent numpy computations on seeded synthetic panels.
 
 Every reference (least squares, sandwiches, within transform, GLS, REML conversions) is written
 here from the formulas, not taken from the module's helpers; the one helper used directly, the
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from potato_assets.lib import models
-from potato_assets.lib.schema import MODEL_NAMES
+from potato_assets.study import models
+from potato_assets.study.schema import MODEL_NAMES
 
 PREDICTORS = ["fiber_g_week", "kcal_week_thousands", "beans_week", "potato_week"]
 COEF_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
@@ -437,7 +437,7 @@ def test_tables_keys_and_json(fits):
 
 def test_import_is_lazy():
     code = (
-        "import sys, potato_assets.lib.models\n"
+        "import sys, potato_assets.study.models\n"
         "heavy = [m for m in ('statsmodels', 'linearmodels', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

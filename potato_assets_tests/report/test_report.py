@@ -1,4 +1,4 @@
-"""Tests for potato_assets.lib.report: figures, Markdown/HTML report, escaping, lazy imports."""
+"""Tests for potato_assets.report.build: figures, Markdown/HTML report, escaping, lazy imports."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib import report
-from potato_assets.lib.schema import FORMULA, PREDICTOR_UNITS, PREDICTORS
+from potato_assets.report import build as report
+from potato_assets.study.schema import FORMULA, PREDICTOR_UNITS, PREDICTORS
 
 MODELS = ("ols_cluster", "fixed_effects", "mixed_effects")
 FIG_PATHS = {
@@ -422,7 +422,7 @@ def test_text_from_data_is_escaped_in_html():
 
 def test_import_does_not_load_matplotlib_or_markdown():
     code = (
-        "import sys, potato_assets.lib.report as r; "
+        "import sys, potato_assets.report.build as r; "
         "bad = [m for m in ('matplotlib', 'markdown', 'scipy') if m in sys.modules]; "
         "print(','.join(bad))"
     )

@@ -2,7 +2,7 @@
 
 This module writes ``Potato_tidy.csv`` (weekly weigh-ins), ``Potato_fiber_daily.csv`` (daily
 intake log) and ``Potato_nutrition_rows.csv`` (itemised food entries) for any number of subjects
-and study weeks. Names and column order come from :mod:`potato_assets.lib.schema`. The data are
+and study weeks. Names and column order come from :mod:`potato_assets.study.schema`. The data are
 invented. They are not a copy, resample or perturbation of the seed study. The generator is built
 from the published figures below and from what the landing files must look like. Plain
 numpy/pandas/pyarrow; no Dagster.
@@ -131,7 +131,7 @@ returns every subject's calendar start.
 
 CLI::
 
-    python -m potato_assets.lib.synthetic --subjects 50 --weeks 12 --seed 20240101 --out DIR
+    python -m potato_assets.study.synthetic --subjects 50 --weeks 12 --seed 20240101 --out DIR
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from potato_assets.lib import schema
+from potato_assets.study import schema
 
 __all__ = [
     "FOOD_ITEMS",
@@ -803,7 +803,7 @@ def write_cohort(spec: CohortSpec, directory: str | os.PathLike[str]) -> dict[st
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     defaults = {f.name: f.default for f in fields(CohortSpec)}
     parser = argparse.ArgumentParser(
-        prog="python -m potato_assets.lib.synthetic",
+        prog="python -m potato_assets.study.synthetic",
         description="Write a seeded synthetic potato-diet cohort (the study's three landing CSVs).",
     )
     parser.add_argument("--subjects", type=int, default=defaults["n_subjects"])

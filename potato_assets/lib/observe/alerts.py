@@ -39,7 +39,7 @@ def record_metric(name: str, value: float, attributes: Mapping[str, str], log: L
     record = {"metric": name, "value": float(value), "attributes": dict(attributes)}
     (log or LOGGER).info(json.dumps(record, sort_keys=True))
     if name in (ASSET_STALE, FRESHNESS_LAG) and "asset_key" in attributes:
-        from potato_assets.lib import telemetry
+        from potato_assets.lib.observe import telemetry
         from potato_assets.settings import load_settings
 
         telemetry.record_metric(

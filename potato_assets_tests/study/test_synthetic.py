@@ -1,4 +1,4 @@
-"""Tests for the seeded synthetic cohort generator (potato_assets.lib.synthetic)."""
+"""Tests for the seeded synthetic cohort generator (potato_assets.study.synthetic)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib import schema, synthetic
-from potato_assets.lib.synthetic import (
+from potato_assets.study import schema, synthetic
+from potato_assets.study.synthetic import (
     CohortSpec,
     generate_cohort,
     subject_start_dates,
@@ -323,7 +323,7 @@ def test_tiny_cohort_and_single_week_work():
 def test_cli_writes_the_three_files(tmp_path):
     out = tmp_path / "cli"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cmd = [sys.executable, "-m", "potato_assets.lib.synthetic", "--subjects", "12", "--weeks",
+    cmd = [sys.executable, "-m", "potato_assets.study.synthetic", "--subjects", "12", "--weeks",
            "5", "--seed", "3", "--out", str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr

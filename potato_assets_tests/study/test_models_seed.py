@@ -2,7 +2,7 @@
 
 The modelling table is built by the pipeline's own silver functions from the seed CSVs; the
 references (least squares, cluster sandwiches, within transform, statsmodels' optimisers) are
-independent of lib/models.py.
+independent of study/models.py.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.lib import models
-from potato_assets.lib.calendar import subject_calendars
-from potato_assets.lib.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
-from potato_assets.lib.ingest import parse_landing_csv
-from potato_assets.lib.schema import FIBER, NUTRITION, PREDICTORS, WEIGHT
+from potato_assets.study import models
+from potato_assets.study.calendar import subject_calendars
+from potato_assets.study.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
+from potato_assets.study.ingest import parse_landing_csv
+from potato_assets.study.schema import FIBER, NUTRITION, PREDICTORS, WEIGHT
 
 NOW = pd.Timestamp("2026-01-01T00:00:00Z")
 

@@ -1,0 +1,1 @@
+"""The study's science: plain functions on tables. No Dagster, no storage, no process tuning."""
