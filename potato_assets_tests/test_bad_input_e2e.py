@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.study.schema import FIBER, LANDING_FILES, MODEL_NAMES, NUTRITION, WEIGHT
+from potato_assets.study.models import MODEL_NAMES
+from potato_assets.study.schema import FIBER, LANDING_FILES, NUTRITION, WEIGHT
 from potato_assets_tests.helpers import materialize_all, read_table
 
 pytestmark = pytest.mark.e2e

@@ -157,7 +157,7 @@ def run_gold(tmp_path: Path, modeling: pd.DataFrame) -> dg.ExecuteInProcessResul
     defs_checks = [
         gold_checks.all_models_converged,
         gold_checks.fiber_estimates_agree,
-        gold_checks.mixed_effects_not_singular,
+        *gold_checks.not_singular_checks,
         *gold_checks.finite_estimates_checks,
         *gold_checks.enough_clusters_checks,
     ]
@@ -193,21 +193,14 @@ def test_fewer_than_twenty_clusters_is_an_error(tmp_path):
 
 
 def test_fiber_estimates_agree_on_unconfounded_data():
-    from potato_assets.study import models
+    from potato_assets.study.models import MODELS
 
     panel = disagreeing_panel()
     rng = np.random.default_rng(11)
     # Same within-subject effect, subject intercepts unrelated to fiber: the models agree.
     subject_effect = rng.normal(0, 0.5, panel["subject_id"].nunique())[panel["subject_id"].to_numpy() - 1]
     panel["delta_kg_next"] = subject_effect - 0.01 * panel["fiber_g_week"] + rng.normal(0, 0.3, len(panel))
-    fits = {
-        f.name: f.coefficients
-        for f in (
-            models.fit_ols_cluster(panel),
-            models.fit_fixed_effects(panel),
-            models.fit_mixed_effects(panel),
-        )
-    }
+    fits = {spec.name: spec.fit(panel).coefficients for spec in MODELS}
     verdict = mv.fiber_estimates_agree(fits)
     assert verdict.passed, verdict.description
 
@@ -242,8 +235,8 @@ def test_model_validation_rules_fail_on_bad_fits():
     assert not converged.passed and "mixed_effects" in converged.description
     assert not mv.enough_clusters(summary, "ols_cluster").passed
     assert mv.enough_clusters(summary, "fixed_effects").passed
-    assert not mv.mixed_not_singular(summary).passed
-    assert mv.mixed_not_singular(summary.assign(singular=[None, None, False])).passed
+    assert not mv.not_singular(summary, "mixed_effects").passed
+    assert mv.not_singular(summary.assign(singular=[None, None, False]), "mixed_effects").passed
 
 
 @pytest.mark.e2e

@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 
 from potato_assets.study import synthetic
-from potato_assets.study.schema import LANDING_FILES, MODEL_NAMES
+from potato_assets.study.models import MODEL_NAMES
+from potato_assets.study.schema import LANDING_FILES
 from potato_assets_tests.conftest import free_port
 from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table
 

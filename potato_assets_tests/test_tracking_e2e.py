@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from potato_assets.defs.tracking import ExperimentTracker
-from potato_assets.study.schema import MODEL_NAMES
+from potato_assets.study.models import MODEL_NAMES
 from potato_assets_tests.conftest import REPO, free_port
 from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for
 

@@ -16,7 +16,7 @@ from potato_assets.defs.common import DATA_VERSION_TAG, DataFrame
 from potato_assets.settings import Settings
 
 if TYPE_CHECKING:
-    from potato_assets.study.models import ModelFit
+    from potato_assets.study.fitting import ModelFit
 
 MODELING_KEY = dg.AssetKey(["silver", "modeling_dataset"])
 

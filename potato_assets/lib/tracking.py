@@ -26,7 +26,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from potato_assets.lib.process import long_lived_imports
-from potato_assets.study.models import ModelFit
+from potato_assets.study.fitting import ModelFit
+from potato_assets.study.models import MODELS_BY_NAME, OLS_CLUSTER
 from potato_assets.study.schema import FORMULA, PREDICTOR_UNITS
 
 # Tags that identify "the same materialisation" across step retries and re-executions.
@@ -108,16 +109,13 @@ def _finite(value: Any) -> float | None:
 
 
 def optimiser(fit: ModelFit) -> str:
-    """How the estimate was found: closed form for OLS/FE, the kept optimiser for REML."""
-    if fit.name == "mixed_effects":
-        kept = fit.details.get("kept_attempt")
-        if kept:
-            method, start = kept.get("method"), kept.get("start")
-            return f"statsmodels MixedLM REML, method={method} from start={start}"
-        return "profiled REML (GLS at the profiled optimum; no MixedLM fit kept)"
-    if fit.name == "fixed_effects":
-        return "closed form (within transformation, linearmodels PanelOLS)"
-    return "closed form (least squares, statsmodels OLS)"
+    """How the estimate was found: the model's closed form, or the optimiser attempt it kept."""
+    spec = MODELS_BY_NAME.get(fit.name, OLS_CLUSTER)
+    kept = fit.details.get("kept_attempt") if spec.optimiser else None
+    if kept:
+        method, start = kept.get("method"), kept.get("start")
+        return f"{spec.optimiser}, method={method} from start={start}"
+    return spec.estimation
 
 
 def fit_metrics(fit: ModelFit) -> dict[str, float]:

@@ -135,5 +135,3 @@ PREDICTOR_UNITS: dict[str, str] = {
     "potato_week": "1 if any potato entry was logged that week, else 0",
 }
 FORMULA = f"{OUTCOME} ~ " + " + ".join(PREDICTORS)
-# The three fits (study/models.py), each a gold table gold/models/<name>.
-MODEL_NAMES: tuple[str, ...] = ("ols_cluster", "fixed_effects", "mixed_effects")

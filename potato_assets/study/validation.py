@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 FIBER_TERM = "fiber_g_week"
 AGREEMENT_Z = 1.96
 MIN_CLUSTERS = 20
-CLUSTERED_MODELS = ("ols_cluster", "fixed_effects")
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ def finite_estimates(model: str, coefficients: pd.DataFrame) -> Verdict:
     return Verdict(True, f"{model}: all {len(terms)} estimates and SEs finite, SEs positive.", facts)
 
 
-def mixed_not_singular(summary: pd.DataFrame, model: str = "mixed_effects") -> Verdict:
+def not_singular(summary: pd.DataFrame, model: str) -> Verdict:
+    """A model with variance components: the between-subject variance is away from 0."""
     import pandas as pd
 
     row = _row(summary, model)

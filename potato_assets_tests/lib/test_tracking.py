@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from potato_assets.lib import tracking
-from potato_assets.study import models
+from potato_assets.study import fitting
 from potato_assets_tests.conftest import free_port
 
 
@@ -38,8 +38,8 @@ def small_panel(seed: int = 1, n_subjects: int = 12, n_weeks: int = 6) -> pd.Dat
 
 
 @pytest.fixture(scope="module")
-def fit() -> models.ModelFit:
-    return models.fit_ols_cluster(small_panel())
+def fit() -> fitting.ModelFit:
+    return fitting.fit_ols_cluster(small_panel())
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def target(tmp_path) -> tracking.TrackingTarget:
     return tracking.TrackingTarget(tracking_uri=f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
 
 
-def record_for(fit: models.ModelFit, run_id: str = "run-1", root: str | None = None) -> tracking.FitRecord:
+def record_for(fit: fitting.ModelFit, run_id: str = "run-1", root: str | None = None) -> tracking.FitRecord:
     return tracking.fit_record(
         fit,
         dagster_run_id=run_id,

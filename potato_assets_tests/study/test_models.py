@@ -1,4 +1,4 @@
-"""Tests of study/models.py against independent numpy computations on seeded synthetic panels.
+"""Tests of study/fitting.py against independent numpy computations on seeded synthetic panels.
 
 Every reference (least squares, sandwiches, within transform, GLS, REML conversions) is written
 here from the formulas, not taken from the module's helpers; the one helper used directly, the
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from potato_assets.study import models
-from potato_assets.study.schema import MODEL_NAMES
+from potato_assets.study import fitting
+from potato_assets.study.models import MODEL_NAMES, MODELS
 
 PREDICTORS = ["fiber_g_week", "kcal_week_thousands", "beans_week", "potato_week"]
 COEF_COLUMNS = ["term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high"]
@@ -133,11 +133,11 @@ def panel() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def fits(panel: pd.DataFrame) -> dict[str, models.ModelFit]:
+def fits(panel: pd.DataFrame) -> dict[str, fitting.ModelFit]:
     return {
-        "ols_cluster": models.fit_ols_cluster(panel),
-        "fixed_effects": models.fit_fixed_effects(panel),
-        "mixed_effects": models.fit_mixed_effects(panel),
+        "ols_cluster": fitting.fit_ols_cluster(panel),
+        "fixed_effects": fitting.fit_fixed_effects(panel),
+        "mixed_effects": fitting.fit_mixed_effects(panel),
     }
 
 
@@ -264,7 +264,7 @@ def test_profiled_reml_matches_statsmodels_definition(panel):
     raw = panel[PREDICTORS].to_numpy(float)
     xs, _, _ = rescaled_design(panel, raw.mean(axis=0), raw.std(axis=0))
     codes = pd.factorize(groups)[0]
-    profile = models._ProfiledReml(xs, y, codes)
+    profile = fitting._ProfiledReml(xs, y, codes)
     model = sm.MixedLM(y, xs, groups=codes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -280,7 +280,7 @@ def test_profiled_reml_matches_statsmodels_definition(panel):
 
 
 def test_singular_when_no_subject_effect():
-    fit = models.fit_mixed_effects(make_panel(SINGULAR_SEED, subject_sd=0.0))
+    fit = fitting.fit_mixed_effects(make_panel(SINGULAR_SEED, subject_sd=0.0))
     s = fit.summary
     assert s["singular"] is True
     assert s["group_var"] < 1e-6 * s["residual_var"]  # numerically 0
@@ -289,7 +289,7 @@ def test_singular_when_no_subject_effect():
 
 
 def test_not_singular_with_strong_subject_effect():
-    fit = models.fit_mixed_effects(make_panel(5, n_subjects=30, subject_sd=1.0))
+    fit = fitting.fit_mixed_effects(make_panel(5, n_subjects=30, subject_sd=1.0))
     s = fit.summary
     assert s["singular"] is False
     assert 0.5 < s["group_var"] < 2.0  # true subject variance is 1.0
@@ -313,7 +313,7 @@ def test_default_optimiser_stops_short_but_kept_fit_reaches_profile_maximum():
     raw = df[PREDICTORS].to_numpy(float)
     xs, _, log_det = rescaled_design(df, raw.mean(axis=0), raw.std(axis=0))
     default = direct_mixedlm(y, xs, groups, None)
-    fit = models.fit_mixed_effects(df)
+    fit = fitting.fit_mixed_effects(df)
     kept = fit.summary["log_likelihood"]
     assert default.converged and default.llf + log_det < kept - 0.1
     profile = fit.details["profile"]
@@ -328,15 +328,15 @@ def test_default_optimiser_stops_short_but_kept_fit_reaches_profile_maximum():
 def test_not_converged_when_only_the_short_fit_is_available(monkeypatch):
     """With every attempt but statsmodels' default call suppressed, the kept fit is the short one:
     it must be flagged as not converged, with the profile's theta and llf reported."""
-    real = models._one_attempt
+    real = fitting._one_attempt
 
     def default_only(model, method, start):
         if method is None:
             return real(model, method, start)
         return {"method": method, "llf": None, "converged": False, "theta": None}, None
 
-    monkeypatch.setattr(models, "_one_attempt", default_only)
-    fit = models.fit_mixed_effects(make_panel(SHORT_SEED, subject_sd=SHORT_SD))
+    monkeypatch.setattr(fitting, "_one_attempt", default_only)
+    fit = fitting.fit_mixed_effects(make_panel(SHORT_SEED, subject_sd=SHORT_SD))
     profile = fit.details["profile"]
     assert fit.details["statsmodels_converged"] is True  # statsmodels' own claim
     assert fit.details["at_profile_optimum"] is False and fit.summary["converged"] is False
@@ -348,12 +348,12 @@ def test_profile_solution_reported_when_no_mixedlm_fit_runs(monkeypatch):
     """If every MixedLM call fails, the GLS solution at the profiled optimum is reported,
     flagged as not converged, and it is the GLS estimate at the reported variance components."""
     monkeypatch.setattr(
-        models,
+        fitting,
         "_one_attempt",
         lambda model, method, start: ({"method": method, "theta": None}, None),
     )
     df = make_panel(5, n_subjects=20, subject_sd=0.5)
-    fit = models.fit_mixed_effects(df)
+    fit = fitting.fit_mixed_effects(df)
     assert fit.summary["converged"] is False and fit.details["kept_attempt"] is None
     np.testing.assert_allclose(fit.summary["group_var"] / fit.summary["residual_var"], fit.details["profile"]["theta"])
     y, x, groups = arrays(df)
@@ -373,7 +373,7 @@ def test_profile_solution_reported_when_no_mixedlm_fit_runs(monkeypatch):
 # 6. Bad input
 # ------------------------------------------------------------------------------------------------
 
-FITTERS = [models.fit_ols_cluster, models.fit_fixed_effects, models.fit_mixed_effects]
+FITTERS = [fitting.fit_ols_cluster, fitting.fit_fixed_effects, fitting.fit_mixed_effects]
 
 
 @pytest.mark.parametrize("fitter", FITTERS)
@@ -408,7 +408,7 @@ def test_constant_predictor_is_named(fitter):
 def test_fixed_effects_rejects_duplicate_subject_weeks():
     df = make_panel(1, n_subjects=10, n_weeks=4)
     with pytest.raises(ValueError, match="duplicated"):
-        models.fit_fixed_effects(pd.concat([df, df.iloc[:1]], ignore_index=True))
+        fitting.fit_fixed_effects(pd.concat([df, df.iloc[:1]], ignore_index=True))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ def test_tables_keys_and_json(fits):
         assert isinstance(fit.text, str) and "Coefficients" in fit.text
         json.dumps(fit.details)
         json.dumps(fit.summary)
-    table = models.model_summary_table(list(fits.values()))
+    table = fitting.model_summary_table(list(fits.values()))
     assert list(table.columns) == SUMMARY_KEYS
     assert list(table["model"]) == list(MODEL_NAMES)
     assert table.loc[2, "r2"] is None or pd.isna(table.loc[2, "r2"])
@@ -437,18 +437,35 @@ def test_tables_keys_and_json(fits):
 
 def test_import_is_lazy():
     code = (
-        "import sys, potato_assets.study.models\n"
+        "import sys, potato_assets.study.fitting\n"
         "heavy = [m for m in ('statsmodels', 'linearmodels', 'scipy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
+def test_registry_import_loads_no_numerics():
+    code = (
+        "import sys, potato_assets.study.models\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'statsmodels') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+def test_every_registered_model_fits_under_its_name(panel):
+    for spec in MODELS:
+        fit = spec.fit(panel)
+        assert fit.name == spec.name and fit.summary["model"] == spec.name
+        assert ("Intercept" not in set(fit.coefficients["term"])) == spec.absorbs_intercept
+        assert (fit.summary["group_var"] is not None) == spec.has_variance_components
+
+
 def test_profiled_solver_path_matches_mixedlm_path():
     """Large panels use the profiled REML solver alone; on a panel both can fit they agree."""
     df = make_panel(11, n_subjects=60)
-    via_statsmodels = models.fit_mixed_effects(df)
-    via_profile = models.fit_mixed_effects(df, statsmodels_max_groups=10)
+    via_statsmodels = fitting.fit_mixed_effects(df)
+    via_profile = fitting.fit_mixed_effects(df, statsmodels_max_groups=10)
     assert via_profile.details["attempts"] == [] and via_statsmodels.details["attempts"]
     assert via_profile.summary["converged"] is True
     assert via_profile.summary["log_likelihood"] == pytest.approx(via_statsmodels.summary["log_likelihood"], abs=1e-6)

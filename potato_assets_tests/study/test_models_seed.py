@@ -2,7 +2,7 @@
 
 The modelling table is built by the pipeline's own silver functions from the seed CSVs; the
 references (least squares, cluster sandwiches, within transform, statsmodels' optimisers) are
-independent of study/models.py.
+independent of study/fitting.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.study import models
+from potato_assets.study import fitting
 from potato_assets.study.calendar import subject_calendars
 from potato_assets.study.features import modeling_dataset, study_weeks, subject_trajectories, weekly_features
 from potato_assets.study.ingest import parse_landing_csv
@@ -54,7 +54,7 @@ def test_ols_cluster_matches_numpy_and_sandwich(seed_modeling):
     g = len(np.unique(groups))
     # CR1, statsmodels' default small-sample correction for cluster SEs.
     cov = cluster_sandwich(X, y - X @ beta, groups) * g / (g - 1) * (n - 1) / (n - k)
-    fit = models.fit_ols_cluster(d)
+    fit = fitting.fit_ols_cluster(d)
     table = fit.coefficients.set_index("term").loc[["Intercept", *PREDICTORS]]
     np.testing.assert_allclose(table["estimate"], beta, rtol=1e-9)
     np.testing.assert_allclose(table["std_error"], np.sqrt(np.diag(cov)), rtol=1e-9)
@@ -71,7 +71,7 @@ def test_fixed_effects_match_within_transform_and_sandwich(seed_modeling):
     n, g = len(d), d["subject_id"].nunique()
     k = len(PREDICTORS) + 1  # slopes + constant, absorbed effects not counted (Stata xtreg, fe)
     cov = cluster_sandwich(X, y - X @ beta, d["subject_id"].to_numpy()) * g / (g - 1) * (n - 1) / (n - k)
-    fit = models.fit_fixed_effects(d)
+    fit = fitting.fit_fixed_effects(d)
     table = fit.coefficients.set_index("term").loc[list(PREDICTORS)]
     np.testing.assert_allclose(table["estimate"], beta, rtol=1e-8)
     np.testing.assert_allclose(table["std_error"], np.sqrt(np.diag(cov)), rtol=1e-8)
@@ -87,7 +87,7 @@ def test_mixed_model_reaches_the_best_reml_likelihood(seed_modeling):
     for c in PREDICTORS:
         d[c] = (d[c] - d[c].mean()) / d[c].std(ddof=0)
     model = smf.mixedlm("delta_kg_next ~ " + " + ".join(PREDICTORS), d, groups=d["subject_id"])
-    fit = models.fit_mixed_effects(seed_modeling)
+    fit = fitting.fit_mixed_effects(seed_modeling)
     # The module reports the REML log-likelihood in original units: convert the standardised
     # fits' values by log|det A| of the scaling (A = diag(1, 1/sd_j) after centring).
     sds = seed_modeling[list(PREDICTORS)].std(ddof=0).to_numpy()

@@ -1,6 +1,7 @@
-"""Gold: three models of next-week weight change, their summary, figures and the report.
+"""Gold: the registry's models of next-week weight change, their summary, figures and the report.
 
-The fits themselves are plain functions in study/models.py; this module wires them to the lake.
+The models are the entries of study/models.py (fits in study/fitting.py); this module wires them to
+the lake. Inputs that take one table per model arrive as keyword arguments named after the models.
 """
 
 import json
@@ -21,18 +22,14 @@ from potato_assets.defs.common import (
 )
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.defs.tracking import ExperimentTracker
-from potato_assets.study.schema import FORMULA, MODEL_NAMES
+from potato_assets.study.models import MODELS
+from potato_assets.study.schema import FORMULA
 
 MODELS_PREFIX = ["gold", "models"]
 SUMMARY_NAME = "model_summary"
 FIGURES = {
     "fiber_vs_weight_change": "Weekly fiber (g) against next-week weight change (kg), with the three models' fiber slopes.",
     "subject_trajectories": "Per-subject weight change from baseline by study week, with the cohort mean and 95% CI.",
-}
-MODEL_DESCRIPTIONS = {
-    "ols_cluster": "Pooled OLS with standard errors clustered by subject.",
-    "fixed_effects": "Within-subject (entity) fixed effects, standard errors clustered by subject.",
-    "mixed_effects": "Random-intercept linear mixed model by REML (best of several optimisers, checked against the profiled REML optimum).",
 }
 GOLD: dict[str, Any] = dict(
     group_name="gold",
@@ -65,14 +62,14 @@ def _json_safe(value: Any) -> Any:
     ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"])},
     outs={
         **{
-            name: dg.AssetOut(
-                key=model_key(name),
-                description=f"{MODEL_DESCRIPTIONS[name]} `{FORMULA}`. Tidy coefficient table in original units.",
-                kinds={"statsmodels" if name != "fixed_effects" else "linearmodels", "parquet"},
+            spec.name: dg.AssetOut(
+                key=model_key(spec.name),
+                description=f"{spec.description} `{FORMULA}`. Tidy coefficient table in original units.",
+                kinds={spec.library, "parquet"},
                 dagster_type=DataFrame,
                 **GOLD,
             )
-            for name in MODEL_NAMES
+            for spec in MODELS
         },
         SUMMARY_NAME: dg.AssetOut(
             key=model_key(SUMMARY_NAME),
@@ -89,17 +86,13 @@ def fit_models(
     experiment_tracker: ExperimentTracker,
     modeling: DataFrame,
 ) -> Iterator[dg.Output]:
-    from potato_assets.study import models
+    from potato_assets.study.fitting import model_summary_table
 
-    # All three models are fitted on the same snapshot, so the summary always describes them together.
-    fitters = {
-        "ols_cluster": models.fit_ols_cluster,
-        "fixed_effects": models.fit_fixed_effects,
-        "mixed_effects": models.fit_mixed_effects,
-    }
+    # All models are fitted on the same snapshot, so the summary always describes them together.
     fits = []
-    for name in MODEL_NAMES:
-        fit = fitters[name](modeling)
+    for spec in MODELS:
+        name = spec.name
+        fit = spec.fit(modeling)
         fits.append(fit)
         # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/tracking.py).
         tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, modeling)
@@ -121,7 +114,7 @@ def fit_models(
                 **tracking_metadata,
             },
         )
-    summary = models.model_summary_table(fits)
+    summary = model_summary_table(fits)
     yield dg.Output(
         summary,
         output_name=SUMMARY_NAME,
@@ -129,7 +122,8 @@ def fit_models(
     )
 
 
-MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in MODEL_NAMES}
+# One input per model, named after it and typed here: the functions take them as **coefficients.
+MODEL_INS = {spec.name: dg.AssetIn(model_key(spec.name), dagster_type=DataFrame) for spec in MODELS}
 
 
 @dg.asset(
@@ -143,14 +137,11 @@ MODEL_INS = {name: dg.AssetIn(model_key(name)) for name in MODEL_NAMES}
 def fiber_vs_weight_change_figure(
     lake: LakeFiles,
     modeling: DataFrame,
-    ols_cluster: DataFrame,
-    fixed_effects: DataFrame,
-    mixed_effects: DataFrame,
+    **coefficients: DataFrame,
 ) -> dg.MaterializeResult:
-    from potato_assets.report import build as report
+    from potato_assets.report import figures
 
-    coefficients = {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
-    png = report.fiber_vs_weight_change_png(modeling, coefficients)
+    png = figures.fiber_vs_weight_change_png(modeling, coefficients)
     return _figure_result(lake, "fiber_vs_weight_change", png)
 
 
@@ -163,20 +154,20 @@ def fiber_vs_weight_change_figure(
     **GOLD,
 )
 def subject_trajectories_figure(lake: LakeFiles, trajectories: DataFrame) -> dg.MaterializeResult:
-    from potato_assets.report import build as report
+    from potato_assets.report import figures
 
-    return _figure_result(lake, "subject_trajectories", report.trajectories_png(trajectories))
+    return _figure_result(lake, "subject_trajectories", figures.trajectories_png(trajectories))
 
 
 def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResult:
-    from potato_assets.report import build as report
+    from potato_assets.report import figures
 
     uri = lake.write_bytes(f"gold/figures/{name}.png", png)
     return dg.MaterializeResult(
         metadata={
             "uri": uri,
             "size_bytes": len(png),
-            "figure": dg.MetadataValue.md(report.png_markdown_embed(png, FIGURES[name])),
+            "figure": dg.MetadataValue.md(figures.png_markdown_embed(png, FIGURES[name])),
         }
     )
 
@@ -198,23 +189,20 @@ def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResu
 def model_report(
     context: dg.AssetExecutionContext,
     lake: LakeFiles,
-    ols_cluster: DataFrame,
-    fixed_effects: DataFrame,
-    mixed_effects: DataFrame,
     summary: DataFrame,
     modeling: DataFrame,
     trajectories: DataFrame,
+    **coefficients: DataFrame,
 ) -> dg.MaterializeResult:
-    from potato_assets.report import build as report
+    from potato_assets.report.render import render_report
 
-    markdown, html = report.render_report(
-        coefficients={"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects},
+    markdown, html = render_report(
+        coefficients=coefficients,
         summary=summary,
         modeling=modeling,
         trajectories=trajectories,
         figure_paths={name: f"../figures/{name}.png" for name in FIGURES},
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        data_versions=None,
     )
     md_uri = lake.write_bytes("gold/reports/model_report.md", markdown.encode("utf-8"))
     html_uri = lake.write_bytes("gold/reports/model_report.html", html.encode("utf-8"))

@@ -1,16 +1,20 @@
-"""Gold validation checks on the three fitted models (rules in study/validation.py).
+"""Gold validation checks on the registry's fitted models (rules in study/validation.py).
 
 Not blocking: the report still renders and shows the models as they are, while a failed check
 (ERROR: not converged, non-finite numbers, too few clusters; WARN: singular mixed fit, fiber
 estimates that disagree) is visible in the UI and the run's check results.
 """
 
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import dagster as dg
 
 from potato_assets.defs.common import DataFrame
-from potato_assets.defs.gold.assets import SUMMARY_NAME, model_key
+from potato_assets.defs.gold.assets import MODEL_INS, SUMMARY_NAME, model_key
 from potato_assets.study import validation as mv
-from potato_assets.study.schema import MODEL_NAMES
+from potato_assets.study.models import MODELS
 
 SUMMARY_KEY = model_key(SUMMARY_NAME)
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -35,26 +39,34 @@ def all_models_converged(summary: DataFrame) -> dg.AssetCheckResult:
     return _result(mv.all_converged(summary), ERROR)
 
 
-@dg.asset_check(
+def _with_inputs(fn: Callable[..., Any], names: Iterable[str]) -> Callable[..., Any]:
+    """``fn(..., **tables)`` with one named DataFrame parameter per name.
+
+    Asset checks, unlike assets, refuse ``**kwargs`` for their additional_ins; the signature
+    lists the registry's models so no hand-written signature has to.
+    """
+    signature = inspect.signature(fn)
+    fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    named = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=DataFrame) for n in names]
+    fn.__signature__ = signature.replace(parameters=[*fixed, *named])  # type: ignore[attr-defined]
+    return fn
+
+
+def _fiber_estimates_agree(summary: DataFrame, **coefficients: DataFrame) -> dg.AssetCheckResult:
+    in_model_order = {spec.name: coefficients[spec.name] for spec in MODELS}
+    return _result(mv.fiber_estimates_agree(in_model_order), WARN)
+
+
+fiber_estimates_agree = dg.asset_check(
     asset=SUMMARY_KEY,
     name="fiber_estimates_agree",
-    additional_ins={name: dg.AssetIn(model_key(name)) for name in MODEL_NAMES},
+    additional_ins=MODEL_INS,
     description=(
         "WARN when two models' fiber_g_week estimates differ by more than "
         f"{mv.AGREEMENT_Z} x sqrt(se_a^2 + se_b^2): a conservative 95% sampling band for the same "
         "slope. Disagreement points to between-subject confounding (pooled OLS vs fixed effects)."
     ),
-)
-def fiber_estimates_agree(
-    summary: DataFrame,
-    ols_cluster: DataFrame,
-    fixed_effects: DataFrame,
-    mixed_effects: DataFrame,
-) -> dg.AssetCheckResult:
-    verdict = mv.fiber_estimates_agree(
-        {"ols_cluster": ols_cluster, "fixed_effects": fixed_effects, "mixed_effects": mixed_effects}
-    )
-    return _result(verdict, WARN)
+)(_with_inputs(_fiber_estimates_agree, MODEL_INS))
 
 
 def finite_estimates_check(name: str) -> dg.AssetChecksDefinition:
@@ -82,15 +94,19 @@ def enough_clusters_check(name: str) -> dg.AssetChecksDefinition:
     return _clusters
 
 
-@dg.asset_check(
-    asset=model_key("mixed_effects"),
-    name="not_singular",
-    additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
-    description="WARN when the random-intercept variance is at its boundary (lme4's isSingular rule).",
-)
-def mixed_effects_not_singular(value: DataFrame, summary: DataFrame) -> dg.AssetCheckResult:
-    return _result(mv.mixed_not_singular(summary), WARN)
+def not_singular_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=model_key(name),
+        name="not_singular",
+        additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
+        description="WARN when the random-intercept variance is at its boundary (lme4's isSingular rule).",
+    )
+    def _not_singular(value: DataFrame, summary: DataFrame) -> dg.AssetCheckResult:
+        return _result(mv.not_singular(summary, name), WARN)
+
+    return _not_singular
 
 
-finite_estimates_checks = [finite_estimates_check(name) for name in MODEL_NAMES]
-enough_clusters_checks = [enough_clusters_check(name) for name in mv.CLUSTERED_MODELS]
+finite_estimates_checks = [finite_estimates_check(spec.name) for spec in MODELS]
+enough_clusters_checks = [enough_clusters_check(spec.name) for spec in MODELS if spec.clustered_se]
+not_singular_checks = [not_singular_check(spec.name) for spec in MODELS if spec.has_variance_components]

@@ -7,7 +7,7 @@ they never contact MLflow themselves. A failure is a warning: tracking is a side
 import dagster as dg
 
 from potato_assets.defs.gold.assets import model_key
-from potato_assets.study.schema import MODEL_NAMES
+from potato_assets.study.models import MODELS
 
 CHECK_NAME = "experiment_tracking"
 
@@ -54,4 +54,4 @@ def _tracking_check(model: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-tracking_checks = [_tracking_check(model) for model in MODEL_NAMES]
+tracking_checks = [_tracking_check(spec.name) for spec in MODELS]
