@@ -106,10 +106,10 @@ def _figures(context: dg.AssetExecutionContext, fit: "ModelFit", modeling: "Data
     """This fit's fiber slope over the data, when the modelling table is at hand."""
     if modeling is None:
         return {}
-    from potato_assets.report import build as report
+    from potato_assets.report import figures
 
     try:
-        return {"fiber_vs_weight_change": report.fiber_vs_weight_change_png(modeling, {fit.name: fit.coefficients})}
+        return {"fiber_vs_weight_change": figures.fiber_vs_weight_change_png(modeling, {fit.name: fit.coefficients})}
     except Exception as error:  # a figure is a nice-to-have in the run, never a reason to fail it
         context.log.debug(f"{fit.name}: no figure for the MLflow run ({type(error).__name__}: {error})")
         return {}

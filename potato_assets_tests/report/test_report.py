@@ -1,9 +1,10 @@
-"""Tests for potato_assets.report.build: figures, Markdown/HTML report, escaping, lazy imports."""
+"""Tests for potato_assets.report: figures, the Markdown/HTML report from templates, escaping, lazy imports."""
 
 from __future__ import annotations
 
 import io
 import math
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -12,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from potato_assets.report import build as report
+from potato_assets.report import figures, formatting
+from potato_assets.report.render import render_report
 from potato_assets.study.schema import FORMULA, PREDICTOR_UNITS, PREDICTORS
 
 MODELS = ("ols_cluster", "fixed_effects", "mixed_effects")
@@ -145,10 +147,9 @@ def render(**overrides):
         trajectories=make_trajectories(),
         figure_paths=FIG_PATHS,
         generated_at="2025-01-02T03:04:05+00:00",
-        data_versions={"modeling_dataset": "abc123", "weight_trajectories": "def456"},
     )
     kwargs.update(overrides)
-    return report.render_report(**kwargs)
+    return render_report(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,11 +219,11 @@ def parse_html(doc: str) -> StrictParser:
 
 
 def test_fiber_figure_is_a_real_png():
-    assert_good_png(report.fiber_vs_weight_change_png(make_modeling(), make_coefficients()))
+    assert_good_png(figures.fiber_vs_weight_change_png(make_modeling(), make_coefficients()))
 
 
 def test_trajectories_figure_is_a_real_png():
-    assert_good_png(report.trajectories_png(make_trajectories()))
+    assert_good_png(figures.trajectories_png(make_trajectories()))
 
 
 def test_figures_cope_with_nan_and_missing_intercept():
@@ -231,34 +232,34 @@ def test_figures_cope_with_nan_and_missing_intercept():
     # A subject with a single weigh-in and one with none at all.
     traj.loc[traj["subject_id"] == 1, ["weight_kg", "delta_kg_from_baseline"]] = np.nan
     traj.loc[(traj["subject_id"] == 2) & (traj["week"] > 0), "delta_kg_from_baseline"] = np.nan
-    assert_good_png(report.trajectories_png(traj))
+    assert_good_png(figures.trajectories_png(traj))
 
     # Without the delta column, change from baseline is derived from weight_kg.
-    assert_good_png(report.trajectories_png(traj.drop(columns=["delta_kg_from_baseline"])))
+    assert_good_png(figures.trajectories_png(traj.drop(columns=["delta_kg_from_baseline"])))
 
     modeling = make_modeling()
     modeling.loc[::5, "delta_kg_next"] = np.nan
     modeling.loc[::7, "fiber_g_week"] = np.nan
     fe_only = {"fixed_effects": make_coefficients()["fixed_effects"]}
     assert "Intercept" not in set(fe_only["fixed_effects"]["term"])
-    assert_good_png(report.fiber_vs_weight_change_png(modeling, fe_only))
+    assert_good_png(figures.fiber_vs_weight_change_png(modeling, fe_only))
     # No models at all, or a model without a fiber term, still draws the data.
     no_fiber = {"m": _coef(["Intercept", "kcal_week_thousands"], [0.1, 0.2], [0.05, 0.1])}
-    assert_good_png(report.fiber_vs_weight_change_png(modeling, no_fiber))
+    assert_good_png(figures.fiber_vs_weight_change_png(modeling, no_fiber))
 
 
 def test_figures_with_empty_data_still_render():
     empty_mod = make_modeling().iloc[:0]
     empty_traj = make_trajectories().iloc[:0]
-    assert report.fiber_vs_weight_change_png(empty_mod, {}).startswith(PNG_SIGNATURE)
-    assert report.trajectories_png(empty_traj).startswith(PNG_SIGNATURE)
+    assert figures.fiber_vs_weight_change_png(empty_mod, {}).startswith(PNG_SIGNATURE)
+    assert figures.trajectories_png(empty_traj).startswith(PNG_SIGNATURE)
 
 
 def test_png_markdown_embed_round_trips():
     import base64
 
-    png = report.trajectories_png(make_trajectories(n_subjects=3))
-    md = report.png_markdown_embed(png, "Weight [kg] trajectories")
+    png = figures.trajectories_png(make_trajectories(n_subjects=3))
+    md = figures.png_markdown_embed(png, "Weight [kg] trajectories")
     prefix = "![Weight \\[kg\\] trajectories](data:image/png;base64,"
     assert md.startswith(prefix) and md.endswith(")")
     assert base64.b64decode(md[len(prefix) : -1]) == png
@@ -283,7 +284,7 @@ def test_png_markdown_embed_round_trips():
     ],
 )
 def test_format_number(x, expected):
-    assert report.format_number(x) == expected
+    assert formatting.format_number(x) == expected
 
 
 @pytest.mark.parametrize(
@@ -296,8 +297,8 @@ def test_format_number(x, expected):
     ],
 )
 def test_format_p_and_stars(p, text, stars):
-    assert report.format_p(p) == text
-    assert report.significance_stars(p) == stars
+    assert formatting.format_p(p) == text
+    assert formatting.significance_stars(p) == stars
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,11 +315,11 @@ def test_markdown_contains_models_terms_and_numbers():
         assert f"`{term}`" in md
     for m, df in coefs.items():
         for _, r in df.iterrows():
-            est = report.format_number(r["estimate"])
-            se = report.format_number(r["std_error"])
+            est = formatting.format_number(r["estimate"])
+            se = formatting.format_number(r["std_error"])
             assert f"{est} ({se})" in md, (m, r["term"])
-            assert report.format_ci(r["conf_low"], r["conf_high"]) in md
-            pv = report.format_p(r["p_value"])
+            assert formatting.format_ci(r["conf_low"], r["conf_high"]) in md
+            pv = formatting.format_p(r["p_value"])
             assert (f"p {pv}" if pv.startswith("<") else f"p = {pv}") in md
     # Spot-check one cell fully formatted by hand: estimate, SE and stars.
     r = coefs["ols_cluster"].iloc[1]
@@ -337,7 +338,6 @@ def test_markdown_has_formula_units_summary_and_data_section():
     assert "0.1234 (within)" in md  # FE R² is labelled as within
     assert "0.04321" in md and "0.2468" in md and "-123.5" in md  # variance comps, loglik
     assert "96 subject-weeks from 12 subjects" in md
-    assert "abc123" in md and "def456" in md
     assert "2025-01-02T03:04:05+00:00" in md
     assert "How to read this" in md
     assert "not causal" in md
@@ -404,7 +404,6 @@ def test_text_from_data_is_escaped_in_html():
         coefficients=coefs,
         summary=summary,
         generated_at=evil,
-        data_versions={evil: evil},
         figure_paths={**FIG_PATHS, "extra": 'x" onerror="alert(1)'},
     )
     p = parse_html(doc)
@@ -422,7 +421,7 @@ def test_text_from_data_is_escaped_in_html():
 
 def test_import_does_not_load_matplotlib_or_markdown():
     code = (
-        "import sys, potato_assets.report.build as r; "
+        "import sys, potato_assets.report.figures, potato_assets.report.render; "
         "bad = [m for m in ('matplotlib', 'markdown', 'scipy') if m in sys.modules]; "
         "print(','.join(bad))"
     )
@@ -431,7 +430,7 @@ def test_import_does_not_load_matplotlib_or_markdown():
 
 
 def test_t_quantile_matches_tables():
-    q = report._t_quantile_975(np.array([0, 1, 4, 10, 31, 60, 1000]))
+    q = figures._t_quantile_975(np.array([0, 1, 4, 10, 31, 60, 1000]))
     assert np.isnan(q[0])
     np.testing.assert_allclose(q[1:], [12.706, 2.776, 2.228, 2.040, 2.000, 1.962], atol=2e-3)
 
@@ -441,12 +440,12 @@ def test_trajectory_figure_of_a_large_cohort_draws_a_labelled_subset():
 
     import matplotlib.image
 
-    n = report.MAX_TRAJECTORY_LINES * 3
+    n = figures.MAX_TRAJECTORY_LINES * 3
     weeks = np.tile(np.arange(1, 5), n)
     subjects = np.repeat(np.arange(n), 4)
     big = pd.DataFrame({"subject_id": subjects, "week": weeks, "weight_kg": 80.0 - 0.5 * weeks + (subjects % 7) * 0.1})
     big["delta_kg_from_baseline"] = big["weight_kg"] - big.groupby("subject_id")["weight_kg"].transform("first")
-    png = report.trajectories_png(big)
+    png = figures.trajectories_png(big)
     assert matplotlib.image.imread(_io.BytesIO(png)).shape[0] > 100
 
 
@@ -456,8 +455,8 @@ def test_grouped_mean_ci_on_quantile_bins_equals_grouping_on_the_intervals():
     y = pd.Series(rng.normal(0.0, 1.0, 5000) - 0.002 * x)
     y[::17] = np.nan
     bins = pd.qcut(x, q=10)
-    fast = report._grouped_mean_ci(y, bins)
-    plain = report._grouped_mean_ci(y, pd.Series(np.asarray(bins, dtype=object)))
+    fast = figures._grouped_mean_ci(y, bins)
+    plain = figures._grouped_mean_ci(y, pd.Series(np.asarray(bins, dtype=object)))
     assert len(fast) == 10
     assert [str(i) for i in fast.index] == [str(i) for i in plain.index]
     np.testing.assert_allclose(fast[["count", "mean", "std", "half"]], plain[["count", "mean", "std", "half"]])
@@ -471,10 +470,139 @@ def test_fiber_figure_of_many_subject_weeks_renders():
 
     import matplotlib.image
 
-    n = report.MAX_SCATTER_POINTS * 4
+    n = figures.MAX_SCATTER_POINTS * 4
     rng = np.random.default_rng(5)
     fiber = rng.gamma(3.0, 40.0, n)
     big = pd.DataFrame({"fiber_g_week": fiber, "delta_kg_next": rng.normal(0.0, 1.0, n) - 0.003 * fiber})
     coefficients = {"ols_cluster": pd.DataFrame({"term": ["fiber_g_week"], "estimate": [-0.003]})}
-    png = report.fiber_vs_weight_change_png(big, coefficients)
+    png = figures.fiber_vs_weight_change_png(big, coefficients)
     assert matplotlib.image.imread(_io.BytesIO(png)).shape[0] > 100
+
+
+# --------------------------------------------------------------------------------------------
+# The Markdown and the HTML say the same things
+# --------------------------------------------------------------------------------------------
+
+MD_IMAGE = re.compile(r"!\[((?:\\.|[^\]\\])*)\]\(([^)]*)\)")
+MD_TABLE_RULE = re.compile(r"^\|[\s\-:|]+\|$")
+
+
+def markdown_words(md: str) -> tuple[list[str], list[str]]:
+    """The words a reader of the Markdown sees, in order, and the images' alt texts.
+
+    Markup (emphasis, code fences, table pipes, heading and list marks) becomes a word break;
+    a backslash escape is its literal character; a code span is its literal content.
+    """
+    alts = [re.sub(r"\\(.)", r"\1", m.group(1)) for m in MD_IMAGE.finditer(md)]
+    lines = []
+    for line in MD_IMAGE.sub(" ", md).splitlines():
+        if MD_TABLE_RULE.match(line):
+            continue
+        lines.append(re.sub(r"^(#+ |> |- )", " ", line))
+    text, out, i = "\n".join(lines), [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])
+            i += 2
+        elif ch == "`":
+            fence = re.match(r"`+", text[i:]).group(0)
+            end = text.find(fence, i + len(fence))
+            inner = text[i + len(fence) : end]
+            if len(inner) > 2 and inner.startswith(" ") and inner.endswith(" "):
+                inner = inner[1:-1]
+            out += [" ", inner.replace("\\|", "|"), " "]
+            i = end + len(fence)
+        elif ch in "*|":
+            out.append(" ")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out).split(), alts
+
+
+class BodyText(HTMLParser):
+    """The words of the HTML body, a break at every tag, and the images' alt texts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.alts: list[str] = []
+        self.in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        self.in_body = self.in_body or tag == "body"
+        self.parts.append(" ")
+        if tag == "img":
+            self.alts.append(dict(attrs).get("alt") or "")
+
+    def handle_endtag(self, tag):
+        self.parts.append(" ")
+
+    def handle_data(self, data):
+        if self.in_body:
+            self.parts.append(data)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"summary": make_summary(converged=(True, False, True), singular=True)},
+        {"coefficients": {"fixed_effects": make_coefficients()["fixed_effects"]}, "figure_paths": {}},
+    ],
+    ids=["all-fine", "warnings", "one-model"],
+)
+def test_markdown_and_html_say_the_same_words_in_the_same_order(overrides):
+    md, doc = render(**overrides)
+    md_words, md_alts = markdown_words(md)
+    body = BodyText()
+    body.feed(doc)
+    assert md_words == "".join(body.parts).split()
+    assert md_alts == body.alts
+    assert len(md_words) > 300 and "0.1234" in md_words  # the comparison saw the whole report
+
+
+def test_markdown_and_html_agree_on_text_from_data():
+    evil = "<script>alert('x')</script> *not* `code` | pipe \\ back_slash_"
+    coefs = make_coefficients()
+    coefs[evil] = _coef(["Intercept", evil], [0.1, 0.2], [0.05, 0.1])
+    summary = make_summary()
+    summary.loc[0, "se_type"] = evil
+    md, doc = render(coefficients=coefs, summary=summary, generated_at=evil)
+    md_words, _ = markdown_words(md)
+    body = BodyText()
+    body.feed(doc)
+    assert md_words == "".join(body.parts).split()
+    assert "<script>alert('x')</script>" in " ".join(md_words)
+
+
+def test_the_word_comparison_notices_a_difference():
+    md, doc = render()
+    body = BodyText()
+    body.feed(doc.replace("-0.00412", "-0.00413", 1))
+    assert markdown_words(md)[0] != "".join(body.parts).split()
+
+
+def test_templates_ship_with_the_package():
+    import tomllib
+    from pathlib import Path
+
+    import potato_assets
+
+    package = Path(potato_assets.__file__).parent
+    templates = sorted(p.name for p in (package / "report" / "templates").iterdir())
+    assert templates == ["blocks.html.j2", "blocks.md.j2", "report.css", "report.html.j2", "report.md.j2"]
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = pyproject["tool"]["setuptools"]["package-data"]["potato_assets"]
+    assert "report/templates/*" in shipped
+
+
+def test_html_template_autoescapes_and_markdown_does_not():
+    from potato_assets.report.render import environment
+
+    env = environment()
+    assert env.autoescape("report.html.j2") is True  # type: ignore[operator]
+    assert env.autoescape("report.md.j2") is False  # type: ignore[operator]
+    assert "border-collapse" in render()[1]  # report.css is inlined into the page

@@ -1,0 +1,146 @@
+"""Numbers and cells as the report prints them, and lookups into the tidy coefficient tables.
+
+Shared by the figures (legend labels) and the section builders (table cells, sentences).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from potato_assets.study.models import MODEL_NAMES
+
+FIBER = "fiber_g_week"
+INTERCEPT = "Intercept"
+
+
+def is_missing(x: Any) -> bool:
+    if x is None:
+        return True
+    try:
+        return bool(pd.isna(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_number(x: Any, sig: int = 4) -> str:
+    """``sig`` significant digits; "" for None/NaN; no exponent for large numbers."""
+    if is_missing(x):
+        return ""
+    if isinstance(x, bool | np.bool_):
+        return "yes" if x else "no"
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "0"
+    if abs(v) >= 10**sig:
+        return f"{v:.0f}"
+    return f"{v:.{sig}g}"
+
+
+def format_p(p: Any) -> str:
+    """p-values: "<0.001" below 0.001, otherwise three decimals; "" when missing."""
+    if is_missing(p):
+        return ""
+    v = float(p)
+    if v < 0.001:
+        return "<0.001"
+    return f"{v:.3f}"
+
+
+def significance_stars(p: Any) -> str:
+    if is_missing(p):
+        return ""
+    v = float(p)
+    if v < 0.001:
+        return "***"
+    if v < 0.01:
+        return "**"
+    if v < 0.05:
+        return "*"
+    return ""
+
+
+def format_estimate_cell(estimate: Any, std_error: Any, p_value: Any = None) -> str:
+    """ "estimate (SE)" followed by significance stars, e.g. "-0.01234 (0.004567) **"."""
+    est = format_number(estimate)
+    if not est:
+        return ""
+    se = format_number(std_error)
+    text = f"{est} ({se})" if se else est
+    stars = significance_stars(p_value)
+    return f"{text} {stars}" if stars else text
+
+
+def format_ci(low: Any, high: Any) -> str:
+    lo, hi = format_number(low), format_number(high)
+    if not lo and not hi:
+        return ""
+    return f"[{lo}, {hi}]"
+
+
+def flag(x: Any) -> bool | None:
+    """A tri-state boolean from whatever a summary cell holds (bool, numpy bool, str, NaN)."""
+    if is_missing(x):
+        return None
+    if isinstance(x, bool | np.bool_):
+        return bool(x)
+    if isinstance(x, str):
+        s = x.strip().lower()
+        if s in {"true", "yes", "1"}:
+            return True
+        if s in {"false", "no", "0"}:
+            return False
+        return None
+    if isinstance(x, int | float | np.integer | np.floating):
+        return bool(x)
+    return None
+
+
+def text(x: Any) -> str:
+    return "" if is_missing(x) else str(x)
+
+
+def yes_no(x: Any) -> str:
+    f = flag(x)
+    return "" if f is None else ("yes" if f else "no")
+
+
+def coef_frame(df: pd.DataFrame | None) -> pd.DataFrame:
+    """A coefficient table with ``term`` as a column (accepts term as the index too)."""
+    if df is None:
+        return pd.DataFrame(columns=["term"])
+    if "term" not in df.columns:
+        df = df.reset_index().rename(columns={"index": "term"})
+    return df
+
+
+def coef_row(df: pd.DataFrame | None, term: str) -> dict[str, Any] | None:
+    """The row of ``term``, or None when that model has no such term."""
+    df = coef_frame(df)
+    hit = df[df["term"].astype(str) == term]
+    if hit.empty:
+        return None
+    return dict(hit.iloc[0])
+
+
+def ordered_models(*names: Iterable[Any]) -> list[str]:
+    """Every model named, registry order first, then any other name in order of appearance."""
+    seen: list[str] = []
+    for group in names:
+        for n in group:
+            s = str(n)
+            if s not in seen:
+                seen.append(s)
+    known = [m for m in MODEL_NAMES if m in seen]
+    return known + [m for m in seen if m not in MODEL_NAMES]

@@ -1,0 +1,533 @@
+"""The report as plain data: sections of paragraphs, tables, lists and figures.
+
+Each builder below takes the gold tables and returns one :class:`Section`; :func:`build_report`
+assembles them. Both templates (``templates/report.md.j2`` and ``templates/report.html.j2``)
+render this same :class:`Report`, so the Markdown and the HTML say the same things. Text is
+kept as :class:`Span` runs (plain, code, strong, emphasis) so each format escapes and marks it
+up in its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+
+from potato_assets.report.formatting import (
+    FIBER,
+    INTERCEPT,
+    coef_frame,
+    coef_row,
+    flag,
+    format_ci,
+    format_estimate_cell,
+    format_number,
+    format_p,
+    is_missing,
+    ordered_models,
+    text,
+    yes_no,
+)
+from potato_assets.study.models import MODELS, MODELS_BY_NAME
+from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTOR_UNITS, PREDICTORS, WEEK_COL
+
+REPORT_TITLE = "Potato diet study: weekly fiber and weight change"
+FIGURE_KEYS: tuple[str, ...] = ("fiber_vs_weight_change", "subject_trajectories")
+# Short units for table row labels (the long form is schema.PREDICTOR_UNITS).
+SHORT_UNITS: dict[str, str] = {
+    "fiber_g_week": "per g/week",
+    "kcal_week_thousands": "per 1000 kcal/week",
+    "beans_week": "beans week vs not",
+    "potato_week": "potato week vs not",
+}
+
+# --------------------------------------------------------------------------------------------
+# The document model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of text: plain, ``code`` (names from data), ``strong`` or ``em``."""
+
+    kind: Literal["text", "code", "strong", "em"]
+    text: str
+
+
+Inline = tuple[Span, ...]
+
+
+def plain(s: str) -> Span:
+    return Span("text", s)
+
+
+def code(s: str) -> Span:
+    return Span("code", s)
+
+
+def strong(s: str) -> Span:
+    return Span("strong", s)
+
+
+def em(s: str) -> Span:
+    return Span("em", s)
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    kind: ClassVar[str] = "paragraph"
+    spans: Inline
+
+
+@dataclass(frozen=True)
+class BulletList:
+    kind: ClassVar[str] = "bullets"
+    items: tuple[Inline, ...]
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    kind: ClassVar[str] = "code_block"
+    text: str
+
+
+@dataclass(frozen=True)
+class Figure:
+    kind: ClassVar[str] = "figure"
+    src: str
+    alt: str
+    caption: Inline
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[Inline, ...]
+    # A secondary row (confidence interval and p under an estimate), set smaller.
+    sub: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    kind: ClassVar[str] = "table"
+    header: tuple[Inline, ...]
+    rows: tuple[Row, ...]
+    # "l" or "r" per column.
+    align: tuple[str, ...]
+
+
+Block = Paragraph | BulletList | CodeBlock | Figure | Table
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    title: str
+    byline: Inline
+    # Shown before any number, so nobody reads the numbers without seeing them.
+    warnings: tuple[Inline, ...]
+    sections: tuple[Section, ...]
+
+
+def _cell(x: str | Inline) -> Inline:
+    return (plain(x),) if isinstance(x, str) else x
+
+
+def _table(
+    header: list[str | Inline], rows: list[list[str | Inline]], align: list[str], sub: list[bool] | None = None
+) -> Table:
+    subs = sub if sub is not None else [False] * len(rows)
+    return Table(
+        header=tuple(_cell(h) for h in header),
+        rows=tuple(Row(tuple(_cell(c) for c in r), s) for r, s in zip(rows, subs, strict=True)),
+        align=tuple(align),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Facts the sections share
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The gold tables, with the model order and the summary rows looked up once."""
+
+    coefficients: Mapping[str, pd.DataFrame]
+    summary_rows: dict[str, dict[str, Any]]
+    models: list[str]
+    modeling: pd.DataFrame
+    trajectories: pd.DataFrame
+    figure_paths: Mapping[str, str]
+    generated_at: str
+
+    def summary_value(self, model: str, key: str) -> Any:
+        return self.summary_rows.get(model, {}).get(key)
+
+
+def _summary_rows(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    if summary is None or len(summary) == 0 or "model" not in summary.columns:
+        return {}
+    return {str(r["model"]): dict(r) for _, r in summary.iterrows()}
+
+
+def _n_subjects(df: pd.DataFrame) -> int:
+    return int(df[GROUP_COL].nunique()) if GROUP_COL in df.columns else 0
+
+
+def _week_range(df: pd.DataFrame) -> str:
+    if WEEK_COL not in df.columns or df[WEEK_COL].dropna().empty:
+        return "n/a"
+    w = pd.to_numeric(df[WEEK_COL], errors="coerce").dropna()
+    lo, hi = format_number(w.min()), format_number(w.max())
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{word}{'s' if n != 1 else ''}"
+
+
+def _absorbs_intercept(model: str) -> bool:
+    spec = MODELS_BY_NAME.get(model)
+    return spec is not None and spec.absorbs_intercept
+
+
+# --------------------------------------------------------------------------------------------
+# Section builders
+# --------------------------------------------------------------------------------------------
+
+
+def warnings(ins: Inputs) -> tuple[Inline, ...]:
+    warns: list[Inline] = []
+    for m in ins.models:
+        if flag(ins.summary_value(m, "converged")) is False:
+            warns.append(
+                (
+                    plain("Model "),
+                    code(m),
+                    plain(
+                        " did not converge. Its estimates and standard errors may be unreliable; "
+                        "do not interpret them without checking the fit."
+                    ),
+                )
+            )
+        if flag(ins.summary_value(m, "singular")) is True:
+            warns.append(
+                (
+                    plain("The "),
+                    code(m),
+                    plain(
+                        " fit is singular: the between-subject variance is estimated at (or near) "
+                        "zero, so the random intercept adds nothing and the model behaves like "
+                        "pooled OLS. Its standard errors may be too small."
+                    ),
+                )
+            )
+    return tuple(warns)
+
+
+def _headline(ins: Inputs) -> list[Span]:
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for m in ins.models:
+        r = coef_row(ins.coefficients.get(m), FIBER)
+        if r is not None and not is_missing(r.get("estimate")):
+            rows.append((m, r))
+    if not rows:
+        return []
+    parts = [plain(" For fiber, the estimated association with next week's weight change is ")]
+    excluding_zero = 0
+    for i, (m, r) in enumerate(rows):
+        ci = format_ci(r.get("conf_low"), r.get("conf_high"))
+        if i == len(rows) - 1 and len(rows) > 1:
+            parts.append(plain("and "))
+        parts.append(
+            plain(f"{format_number(r['estimate'])} kg per extra g/week" + (f" (95% CI {ci})" if ci else "") + " in ")
+        )
+        parts.append(code(m))
+        parts.append(plain(", " if i < len(rows) - 1 else ""))
+        lo, hi = r.get("conf_low"), r.get("conf_high")
+        if lo is not None and hi is not None and not (is_missing(lo) or is_missing(hi)):
+            excluding_zero += int(float(lo) > 0 or float(hi) < 0)
+    parts.append(
+        plain(f". The 95% interval excludes zero in {excluding_zero} of {len(rows)} {_plural(len(rows), 'model')}.")
+    )
+    return parts
+
+
+def _pooling_phrase() -> str:
+    """ "pooled across everyone, within each subject, or partially pooled" from the registry."""
+    phrases = [spec.pooling for spec in MODELS]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + ", or " + phrases[-1]
+
+
+def summary_section(ins: Inputs) -> Section:
+    n_models = len(ins.models)
+    n_rows = len(ins.modeling)
+    nobs = sorted({int(v["nobs"]) for v in ins.summary_rows.values() if not is_missing(v.get("nobs"))})
+    intro = [
+        plain(
+            f"We fitted {n_models} regression {_plural(n_models, 'model')} of how "
+            "much a subject's weight changed from one study week to the next (kg), using "
+            "that week's fiber intake, calories, and whether any beans or potatoes were "
+            f"eaten. The modelling data has {n_rows} subject-weeks from {_n_subjects(ins.modeling)} subjects "
+            f"(study weeks {_week_range(ins.modeling)})"
+        )
+    ]
+    if nobs:
+        each = str(nobs[0]) if len(nobs) == 1 else f"{nobs[0]}–{nobs[-1]}"
+        intro.append(plain(f"; each model used {each} observations"))
+    intro.append(plain(f". The models differ in how they treat differences between subjects: {_pooling_phrase()}."))
+    intro += _headline(ins)
+    intro.append(plain(" These are associations in observational data, not causal effects."))
+    return Section("Summary", (Paragraph(tuple(intro)),))
+
+
+def _unit_row(name: str, meaning: str) -> list[str | Inline]:
+    return [(code(name),), meaning]
+
+
+def model_section(ins: Inputs) -> Section:
+    unit_rows: list[list[str | Inline]] = [
+        [(code(OUTCOME),), "outcome: kg, next week's weight minus this week's weight"],
+        *[_unit_row(pred, PREDICTOR_UNITS.get(pred, "")) for pred in PREDICTORS],
+        [(code(GROUP_COL),), "subject (the grouping / clustering variable)"],
+    ]
+    return Section(
+        "Model",
+        (
+            CodeBlock(FORMULA),
+            _table(["Variable", "Meaning and unit"], unit_rows, ["l", "l"]),
+            Paragraph(
+                (
+                    plain(
+                        "Each coefficient is the expected difference in next week's weight change (kg) "
+                        "for one unit more of the predictor (one gram of weekly fiber, one thousand "
+                        "weekly kcal, or a week with versus without beans/potato), holding the other "
+                        "predictors fixed."
+                    ),
+                )
+            ),
+        ),
+    )
+
+
+def _ordered_terms(coefficients: Mapping[str, pd.DataFrame]) -> list[str]:
+    present: list[str] = []
+    for df in coefficients.values():
+        for t in coef_frame(df)["term"].astype(str):
+            if t not in present:
+                present.append(t)
+    order = [INTERCEPT, *PREDICTORS]
+    return [t for t in order if t in present] + [t for t in present if t not in order]
+
+
+def coefficient_table(ins: Inputs) -> Table:
+    header: list[str | Inline] = ["Term", *[(code(m),) for m in ins.models]]
+    rows: list[list[str | Inline]] = []
+    sub: list[bool] = []
+    for term in _ordered_terms(ins.coefficients):
+        unit = SHORT_UNITS.get(term)
+        label: Inline = (code(term), plain(f" ({unit})")) if unit else (code(term),)
+        est_cells: list[str | Inline] = [label]
+        ci_cells: list[str | Inline] = [(em("95% CI; p"),)]
+        for m in ins.models:
+            row = coef_row(ins.coefficients.get(m), term)
+            if row is None:
+                absorbed = term == INTERCEPT and _absorbs_intercept(m)
+                est_cells.append("— (absorbed by subject effects)" if absorbed else "—")
+                ci_cells.append("")
+                continue
+            est_cells.append(format_estimate_cell(row.get("estimate"), row.get("std_error"), row.get("p_value")))
+            ci = format_ci(row.get("conf_low"), row.get("conf_high"))
+            p = format_p(row.get("p_value"))
+            p_text = (f"p {p}" if p.startswith("<") else f"p = {p}") if p else ""
+            ci_cells.append("; ".join(x for x in (ci, p_text) if x))
+        rows += [est_cells, ci_cells]
+        sub += [False, True]
+    return _table(header, rows, ["l", *["r"] * len(ins.models)], sub)
+
+
+def coefficients_section(ins: Inputs) -> Section:
+    return Section(
+        "Coefficients",
+        (
+            Paragraph(
+                (
+                    plain(
+                        "Cells show estimate (standard error) with significance stars; the row below "
+                        "each term gives its 95% confidence interval and p-value. Units: kg of "
+                        "next-week weight change per unit of the predictor."
+                    ),
+                )
+            ),
+            coefficient_table(ins),
+            Paragraph(
+                (
+                    em(
+                        "* p < 0.05, ** p < 0.01, *** p < 0.001. Several terms are tested per model, "
+                        "so treat isolated stars with caution. — : term not in that model."
+                    ),
+                )
+            ),
+        ),
+    )
+
+
+def model_summary_section(ins: Inputs) -> Section:
+    get = ins.summary_value
+
+    def r2(m: str) -> str:
+        v = format_number(get(m, "r2"))
+        return f"{v} (within)" if v and _absorbs_intercept(m) else v
+
+    spec: list[tuple[str, Any]] = [
+        ("Observations (subject-weeks)", lambda m: format_number(get(m, "nobs"))),
+        ("Subjects (groups)", lambda m: format_number(get(m, "n_groups"))),
+        ("R² (within-subject for fixed effects)", r2),
+        ("Standard errors", lambda m: text(get(m, "se_type"))),
+        ("Converged", lambda m: yes_no(get(m, "converged"))),
+        ("Singular fit", lambda m: yes_no(get(m, "singular"))),
+        ("Between-subject variance (kg²)", lambda m: format_number(get(m, "group_var"))),
+        ("Residual variance (kg²)", lambda m: format_number(get(m, "residual_var"))),
+        ("Log-likelihood", lambda m: format_number(get(m, "log_likelihood"))),
+    ]
+    header: list[str | Inline] = ["", *[(code(m),) for m in ins.models]]
+    rows: list[list[str | Inline]] = [[label, *[fn(m) for m in ins.models]] for label, fn in spec]
+    return Section(
+        "Model summary",
+        (
+            _table(header, rows, ["l", *["r"] * len(ins.models)]),
+            Paragraph((em("Blank cells: not applicable to that model."),)),
+        ),
+    )
+
+
+def reading_section(ins: Inputs) -> Section:
+    se_spans: list[Span] = []
+    for m in ins.models:
+        se = ins.summary_value(m, "se_type")
+        if not is_missing(se):
+            se_spans += [plain("; " if se_spans else " ("), code(m), plain(f": {se}")]
+    if se_spans:
+        se_spans.append(plain(")"))
+    items: list[Inline] = [
+        (strong(spec.label), plain(" ("), code(spec.name), plain(f") {spec.reading}")) for spec in MODELS
+    ]
+    items += [
+        (
+            strong("Standard errors"),
+            plain(
+                " are clustered by subject where stated, because weeks of the same subject are "
+                "not independent; the small-sample correction is the one named in the SE "
+                "type"
+            ),
+            *se_spans,
+            plain("."),
+        ),
+        (
+            strong("Associations, not causal effects."),
+            plain(
+                " Diet was not randomised week by week; other habits, water weight and "
+                "measurement timing can drive both intake and weight change. Agreement between "
+                "the three models makes an association more robust, not causal."
+            ),
+        ),
+    ]
+    return Section("How to read this", (BulletList(tuple(items)),))
+
+
+FIGURE_TEXT: dict[str, tuple[str, str]] = {
+    "fiber_vs_weight_change": (
+        "Weekly fiber intake vs next-week weight change",
+        "Each grey point is one subject-week; black points are mean weight change within "
+        "fiber quantile bins (± 95% CI). Lines are each model's fiber coefficient drawn "
+        "as a slope through the sample means; it is a partial effect (other predictors "
+        "held fixed), not a fit to the raw points.",
+    ),
+    "subject_trajectories": (
+        "Weight change from baseline by subject",
+        "Thin grey lines: each subject's weight change from their first weigh-in (kg); "
+        "gaps are missed weigh-ins. Bold line and band: cohort mean by week with 95% CI.",
+    ),
+}
+
+
+def figures_section(ins: Inputs) -> Section:
+    blocks: list[Block] = []
+    for key in FIGURE_KEYS:
+        if key in ins.figure_paths:
+            alt, caption = FIGURE_TEXT[key]
+            blocks.append(Figure(ins.figure_paths[key], alt, (plain(caption),)))
+    for key, path in ins.figure_paths.items():
+        if key not in FIGURE_KEYS:
+            blocks.append(Figure(path, key, (code(key),)))
+    return Section("Figures", tuple(blocks))
+
+
+def data_section(ins: Inputs) -> Section:
+    trajectories = ins.trajectories
+    missed = (
+        int(pd.to_numeric(trajectories["weight_kg"], errors="coerce").isna().sum())
+        if "weight_kg" in trajectories.columns
+        else 0
+    )
+    items: tuple[Inline, ...] = (
+        (
+            plain(
+                f"Modelling data: {len(ins.modeling)} rows (subject-weeks), {_n_subjects(ins.modeling)} subjects, "
+                f"study weeks {_week_range(ins.modeling)}."
+            ),
+        ),
+        (
+            plain(
+                f"Trajectories: {len(trajectories)} subject-weeks from {_n_subjects(trajectories)} "
+                f"subjects, {missed} missed weigh-ins."
+            ),
+        ),
+        (plain(f"Generated at: {ins.generated_at}"),),
+    )
+    return Section("Data", (BulletList(items),))
+
+
+SECTIONS = (
+    summary_section,
+    model_section,
+    coefficients_section,
+    model_summary_section,
+    reading_section,
+    figures_section,
+    data_section,
+)
+
+
+def build_report(
+    *,
+    coefficients: Mapping[str, pd.DataFrame],
+    summary: pd.DataFrame,
+    modeling: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    figure_paths: Mapping[str, str],
+    generated_at: str,
+) -> Report:
+    summary_rows = _summary_rows(summary)
+    ins = Inputs(
+        coefficients=coefficients,
+        summary_rows=summary_rows,
+        models=ordered_models(coefficients.keys(), summary_rows.keys()),
+        modeling=modeling,
+        trajectories=trajectories,
+        figure_paths=figure_paths,
+        generated_at=generated_at,
+    )
+    return Report(
+        title=REPORT_TITLE,
+        byline=(em(f"Generated {generated_at}"),),
+        warnings=warnings(ins),
+        sections=tuple(build(ins) for build in SECTIONS),
+    )
