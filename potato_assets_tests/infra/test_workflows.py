@@ -120,3 +120,12 @@ def test_actionlint_passes_on_every_workflow() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(files)} file(s), 0 problem(s)" in result.stdout
+
+
+def test_the_uv_release_is_named_once_in_dot_uv_version() -> None:
+    version = (REPO_ROOT / ".uv-version").read_text().strip()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    for path in [REPO_ROOT / "Makefile", *workflow_files()]:
+        text = path.read_text()
+        assert not re.search(r"uv==\d", text), f"{path.name} pins uv itself; read .uv-version instead"
+        assert version not in text, f"{path.name} repeats the uv release {version}"
