@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -26,15 +25,17 @@ from potato_assets.settings import Settings
 from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.helpers import (
     DAGSTER,
+    REPO,
     LoopbackReceiver,
     cli_env,
     cli_home,
+    copy_landing,
+    free_port,
     load_defs,
     sensor_tick,
     settings_for,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 
 
@@ -100,12 +101,6 @@ def test_daily_schedule_refreshes_every_asset_at_the_configured_time(instance):
 
 
 # --- the landing sensor -----------------------------------------------------------------------
-
-
-def copy_landing(src: Path, dst: Path, names=ALL_FILES) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(src / name, dst / name)
 
 
 @pytest.fixture
@@ -404,8 +399,6 @@ def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
 
 
 def _closed_port() -> int:
-    from potato_assets_tests.conftest import free_port
-
     return free_port()
 
 

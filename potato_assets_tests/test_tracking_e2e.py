@@ -22,8 +22,7 @@ import pytest
 
 from potato_assets.defs.tracking import ExperimentTracker
 from potato_assets.study.schema import MODEL_NAMES
-from potato_assets_tests.conftest import REPO, free_port
-from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for
+from potato_assets_tests.helpers import REPO, free_port, load_defs, materialize_all, read_table, resources_for
 
 pytestmark = pytest.mark.e2e
 
