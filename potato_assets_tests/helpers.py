@@ -60,7 +60,7 @@ def settings_for(landing: str | Path, lake: str | Path) -> Settings:
 
 def resources_for(landing: str | Path, lake: str | Path, overrides: dict | None = None) -> dict:
     """The project's resources on temp locations; experiment tracking off unless overridden."""
-    from potato_assets.defs.tracking import ExperimentTracker
+    from potato_assets.defs.resources import ExperimentTracker
 
     return {
         **build_resources(settings_for(landing, lake)),

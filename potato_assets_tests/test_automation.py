@@ -18,7 +18,7 @@ import pytest
 
 from potato_assets.defs import automation
 from potato_assets.defs.bronze.assets import ingest_landing
-from potato_assets.defs.resources import build_resources
+from potato_assets.defs.resources import AlertSink, build_resources
 from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.observe import alerts
 from potato_assets.settings import Settings
@@ -265,7 +265,7 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
     repo = load_defs().get_repository_def()
     offset = [0.0]
     sensor = automation.build_freshness_sensor(clock=lambda: time.time() + offset[0])
-    sink = automation.AlertSink(webhook_url=webhook.url)
+    sink = AlertSink(webhook_url=webhook.url)
     watched = [dg.AssetKey(["bronze", "weight"]), dg.AssetKey(["gold", "models", "model_summary"])]
     for key in watched:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
@@ -343,7 +343,7 @@ def test_run_failure_sensor_reports_the_failed_step(instance, webhook):
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=result.dagster_run,
-        resources={"alerts_sink": automation.AlertSink(webhook_url=webhook.url)},
+        resources={"alerts_sink": AlertSink(webhook_url=webhook.url)},
     ).for_run_failure()
     automation.run_failure_alerts(context)
     assert len(webhook.json()) == 1

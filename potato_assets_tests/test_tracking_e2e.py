@@ -20,7 +20,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from potato_assets.defs.tracking import ExperimentTracker
+from potato_assets.defs.resources import ExperimentTracker
 from potato_assets.study.schema import MODEL_NAMES
 from potato_assets_tests.helpers import REPO, free_port, load_defs, materialize_all, read_table, resources_for
 

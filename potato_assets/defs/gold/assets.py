@@ -14,13 +14,12 @@ import dagster as dg
 from potato_assets.defs.common import (
     CODE_VERSION,
     DOWNSTREAM_AUTOMATION,
-    FRESHNESS,
     LAKE_POOL,
     SCIENCE_OWNERS,
     DataFrame,
+    freshness_policy,
 )
-from potato_assets.defs.resources import LakeFiles
-from potato_assets.defs.tracking import ExperimentTracker
+from potato_assets.defs.resources import ExperimentTracker, LakeFiles
 from potato_assets.study.schema import FORMULA, MODEL_NAMES
 
 MODELS_PREFIX = ["gold", "models"]
@@ -39,7 +38,7 @@ GOLD: dict[str, Any] = dict(
     owners=SCIENCE_OWNERS,
     code_version=CODE_VERSION,
     automation_condition=DOWNSTREAM_AUTOMATION,
-    freshness_policy=FRESHNESS,
+    freshness_policy=freshness_policy(),
 )
 
 
@@ -101,7 +100,7 @@ def fit_models(
     for name in MODEL_NAMES:
         fit = fitters[name](modeling)
         fits.append(fit)
-        # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/tracking.py).
+        # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/resources.py).
         tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, modeling)
         text_uri = lake.write_bytes(f"gold/models/{name}.txt", fit.text.encode("utf-8"))
         if fit.summary.get("singular"):
