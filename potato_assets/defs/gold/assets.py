@@ -20,9 +20,12 @@ from potato_assets.defs.common import (
     freshness_policy,
 )
 from potato_assets.defs.resources import ExperimentTracker, LakeFiles
+from potato_assets.lib.process import preload
 from potato_assets.study.schema import FORMULA, MODEL_NAMES
 
 MODELS_PREFIX = ["gold", "models"]
+# What the study's fits import lazily; loaded (and frozen, lib/process.py) before the first fit.
+MODEL_LIBRARIES = ("statsmodels.api", "linearmodels.panel")
 SUMMARY_NAME = "model_summary"
 FIGURES = {
     "fiber_vs_weight_change": "Weekly fiber (g) against next-week weight change (kg), with the three models' fiber slopes.",
@@ -88,6 +91,7 @@ def fit_models(
     experiment_tracker: ExperimentTracker,
     modeling: DataFrame,
 ) -> Iterator[dg.Output]:
+    preload(*MODEL_LIBRARIES)
     from potato_assets.study import models
 
     # All three models are fitted on the same snapshot, so the summary always describes them together.
