@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 
@@ -19,6 +18,7 @@ from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG
 from potato_assets.defs.resources import AlertSink, LandingZone
 from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.observe import alerts
+from potato_assets.lib.observe.errors import root_cause
 from potato_assets.settings import Settings, get_settings
 from potato_assets.study.schema import LANDING_FILES
 
@@ -233,13 +233,6 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
 # --- failed runs ------------------------------------------------------------------------------
 
 
-def _root_cause(error: Any) -> str:
-    """The user's own exception, not Dagster's wrapper around it."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return str(error.message).strip()
-
-
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -248,7 +241,7 @@ def _root_cause(error: Any) -> str:
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
     run = context.dagster_run
     step_errors = [
-        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+        f"{e.step_key}: {root_cause(e.step_failure_data.error)}"
         for e in context.get_step_failure_events()
         if e.step_failure_data and e.step_failure_data.error
     ]
