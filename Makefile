@@ -3,7 +3,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 PYTHON ?= python3
-UV_VERSION := 0.13.8
+# The uv release, in one file that CI reads too.
+UV_VERSION := $(shell cat .uv-version)
 TOOLS := .tools
 UV := $(TOOLS)/uv/bin/uv
 VENV := .venv

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -116,3 +117,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_required=_flag(env, "POTATO_MLFLOW_REQUIRED"),
         mlflow_artifact_root=_optional(env, "POTATO_MLFLOW_ARTIFACT_ROOT"),
     )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read from its environment once, when the definitions are built
+    (code server, daemon, each run process): never at import. Tests pass their own Settings."""
+    return load_settings()

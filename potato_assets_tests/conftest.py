@@ -1,3 +1,5 @@
+"""Fixtures only; what test modules import lives in helpers.py."""
+
 from __future__ import annotations
 
 import os
@@ -7,29 +9,22 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-SEED_DIR = REPO.parent / "shared" / "data" / "seed-study"
-SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
+from potato_assets_tests.helpers import SAMPLE_DIR, SEED_DIR, SEED_DIR_ENV, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def seed_dir() -> Path:
     if not (SEED_DIR / "Potato_tidy.csv").exists():
-        pytest.skip(f"the seed study is not at {SEED_DIR} (expected ../shared beside the checkout)")
+        message = f"the seed study is not at {SEED_DIR}"
+        if os.environ.get(SEED_DIR_ENV):  # asked for explicitly (CI): missing data is a failure
+            pytest.fail(f"{message} ({SEED_DIR_ENV} names it)")
+        pytest.skip(f"{message} (../shared beside the checkout, or set {SEED_DIR_ENV})")
     return SEED_DIR
 
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return SAMPLE_DIR
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

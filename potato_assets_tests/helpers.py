@@ -1,11 +1,15 @@
-"""Shared test helpers: load the project's definitions and materialise them with temp resources."""
+"""Shared test helpers: where the data is, free ports, landing copies, the project's definitions
+materialised with temp resources, the CLI, loopback servers, OpenLineage schema validation.
+Fixtures live in conftest.py; everything a test module imports lives here."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +18,34 @@ import pandas as pd
 from potato_assets.defs.resources import build_resources
 from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings, normalize_uri
+from potato_assets.study.schema import LANDING_FILES, NUTRITION_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
+# The seed study's three CSVs (potato-weight-nutrition, MIT): ../shared beside the checkout, or
+# wherever POTATO_SEED_STUDY_DIR says (CI checks the seed project out at a pinned commit).
+SEED_DIR_ENV = "POTATO_SEED_STUDY_DIR"
+SEED_DIR = Path(os.environ.get(SEED_DIR_ENV) or REPO.parent / "shared" / "data" / "seed-study")
+# The OpenLineage spec's JSON schemas: ../shared beside the checkout, or POTATO_OPENLINEAGE_SPEC_DIR.
+OPENLINEAGE_SPEC_DIR = Path(
+    os.environ.get("POTATO_OPENLINEAGE_SPEC_DIR") or REPO.parent / "shared" / "openlineage-spec"
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def copy_landing(src: Path, dst: Path, names: tuple[str, ...] | None = None) -> Path:
+    """Copy the study's landing files (or only `names`) from `src` into `dst`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names if names is not None else tuple(spec.file_name for spec in LANDING_FILES):
+        shutil.copy(src / name, dst / name)
+    return dst
 
 
 def load_defs() -> dg.Definitions:
@@ -28,7 +60,7 @@ def settings_for(landing: str | Path, lake: str | Path) -> Settings:
 
 def resources_for(landing: str | Path, lake: str | Path, overrides: dict | None = None) -> dict:
     """The project's resources on temp locations; experiment tracking off unless overridden."""
-    from potato_assets.defs.tracking import ExperimentTracker
+    from potato_assets.defs.resources import ExperimentTracker
 
     return {
         **build_resources(settings_for(landing, lake)),
@@ -58,9 +90,30 @@ def read_table(lake_uri: str, key: str) -> pd.DataFrame:
     return storage.read_parquet(storage.to_upath(storage.join(normalize_uri(lake_uri), key + ".parquet")))
 
 
+def edit_nutrition(landing: Path, lake: Path) -> None:
+    """Re-categorise one subject-week's beans entries: that week's beans flag in the modelling
+    table flips, nothing about weights does."""
+    lake_uri = lake.as_uri()
+    modeling = read_table(lake_uri, "silver/modeling_dataset")
+    weekly = read_table(lake_uri, "silver/weekly_features")
+    subject, week = modeling.loc[modeling["beans_week"] == 1, ["subject_id", "week"]].iloc[0]
+    start = weekly.loc[(weekly["subject_id"] == subject) & (weekly["week"] == week), "week_start"].iloc[0]
+    path = landing / NUTRITION_FILE
+    food = pd.read_csv(path, dtype=str, keep_default_na=False)
+    dates = pd.to_datetime(food["date"], errors="coerce")
+    rows = (
+        (food["subject_id"] == str(subject))
+        & (dates >= start)
+        & (dates < start + pd.Timedelta(days=7))
+        & (food["category"] == "beans")
+    )
+    assert rows.any()
+    food.loc[rows, "category"] = "vegetables"
+    food.to_csv(path, index=False)
+
+
 # --- the real CLI, as a user or CI runs it ----------------------------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
 MATERIALIZE_ALL = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"]
 
@@ -163,3 +216,61 @@ class LoopbackReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- OpenLineage events against the official schemas --------------------------------------------
+
+
+@cache
+def _registry():
+    import pytest
+    from referencing import Registry, Resource
+
+    if not (OPENLINEAGE_SPEC_DIR / "OpenLineage.json").exists():
+        pytest.skip(f"the OpenLineage spec is not at {OPENLINEAGE_SPEC_DIR}")
+    resources = []
+    for path in [OPENLINEAGE_SPEC_DIR / "OpenLineage.json", *sorted((OPENLINEAGE_SPEC_DIR / "facets").glob("*.json"))]:
+        doc = json.loads(path.read_text())
+        resources.append((doc["$id"], Resource.from_contents(doc)))
+    return Registry().with_resources(resources)
+
+
+def _facet_schema_id(file_name: str) -> str:
+    return json.loads((OPENLINEAGE_SPEC_DIR / "facets" / file_name).read_text())["$id"]
+
+
+def _validate(instance: dict, ref: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(
+        {"$ref": ref}, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def validate_event(event: dict) -> list[str]:
+    """Validate a RunEvent and each of its facets against its own schema in facets/.
+
+    Returns the facet names validated, so callers can assert which facets were present.
+    """
+    _validate(event, "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent")
+    facet_groups = [event["run"].get("facets", {}), event["job"].get("facets", {})]
+    for ds in event.get("inputs", []):
+        facet_groups += [ds.get("facets", {}), ds.get("inputFacets", {})]
+    for ds in event.get("outputs", []):
+        facet_groups += [ds.get("facets", {}), ds.get("outputFacets", {})]
+    seen = []
+    for group in facet_groups:
+        for name, facet in group.items():
+            url = facet["_schemaURL"]
+            document, _, pointer = url.partition("#")
+            file_name = document.rpartition("/")[2]
+            assert (OPENLINEAGE_SPEC_DIR / "facets" / file_name).exists(), f"facet {name}: no local schema for {url}"
+            schema_id = _facet_schema_id(file_name)
+            doc = json.loads((OPENLINEAGE_SPEC_DIR / "facets" / file_name).read_text())
+            assert name in doc["properties"], f"facet key {name!r} is not the one {file_name} defines"
+            _validate({name: facet}, schema_id)  # the facet file's root: {"<key>": <facet>}
+            _validate(facet, f"{schema_id}#{pointer}")
+            seen.append(name)
+    return seen

@@ -12,29 +12,30 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from potato_assets.defs import automation
 from potato_assets.defs.bronze.assets import ingest_landing
-from potato_assets.defs.resources import build_resources
+from potato_assets.defs.resources import AlertSink, build_resources
 from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.observe import alerts
 from potato_assets.settings import Settings
 from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.helpers import (
     DAGSTER,
+    REPO,
     LoopbackReceiver,
     cli_env,
     cli_home,
+    copy_landing,
+    free_port,
     load_defs,
     sensor_tick,
     settings_for,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 
 
@@ -100,12 +101,6 @@ def test_daily_schedule_refreshes_every_asset_at_the_configured_time(instance):
 
 
 # --- the landing sensor -----------------------------------------------------------------------
-
-
-def copy_landing(src: Path, dst: Path, names=ALL_FILES) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        shutil.copy(src / name, dst / name)
 
 
 @pytest.fixture
@@ -270,7 +265,7 @@ def test_freshness_sensor_reports_stale_and_fresh_again(instance, webhook):
     repo = load_defs().get_repository_def()
     offset = [0.0]
     sensor = automation.build_freshness_sensor(clock=lambda: time.time() + offset[0])
-    sink = automation.AlertSink(webhook_url=webhook.url)
+    sink = AlertSink(webhook_url=webhook.url)
     watched = [dg.AssetKey(["bronze", "weight"]), dg.AssetKey(["gold", "models", "model_summary"])]
     for key in watched:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
@@ -348,7 +343,7 @@ def test_run_failure_sensor_reports_the_failed_step(instance, webhook):
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=result.dagster_run,
-        resources={"alerts_sink": automation.AlertSink(webhook_url=webhook.url)},
+        resources={"alerts_sink": AlertSink(webhook_url=webhook.url)},
     ).for_run_failure()
     automation.run_failure_alerts(context)
     assert len(webhook.json()) == 1
@@ -404,8 +399,6 @@ def test_report_logs_event_and_metric_and_survives_a_broken_webhook():
 
 
 def _closed_port() -> int:
-    from potato_assets_tests.conftest import free_port
-
     return free_port()
 
 

@@ -14,17 +14,10 @@ import pytest
 
 from potato_assets.study.models import MODEL_NAMES
 from potato_assets.study.schema import FIBER, LANDING_FILES, NUTRITION, WEIGHT
-from potato_assets_tests.helpers import materialize_all, read_table
+from potato_assets_tests.helpers import copy_landing, materialize_all, read_table
 
 pytestmark = pytest.mark.e2e
 GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")]
-
-
-def copy_landing(sample_dir: Path, target: Path) -> Path:
-    target.mkdir(parents=True)
-    for spec in LANDING_FILES:
-        shutil.copy(sample_dir / spec.file_name, target / spec.file_name)
-    return target
 
 
 def lake_bytes(lake: Path) -> dict[str, bytes]:

@@ -17,11 +17,9 @@ import dagster as dg
 import pytest
 
 from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
-from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import cli_home, load_defs
+from potato_assets_tests.helpers import cli_home, free_port, load_defs
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POLL_SECONDS = 5
 REPORT_KEY = dg.AssetKey(["gold", "reports", "model_report"])

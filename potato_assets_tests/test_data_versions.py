@@ -5,7 +5,6 @@ versions changed, and the landing sensor records each landing file's content ver
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from pathlib import Path
 
@@ -19,16 +18,17 @@ from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings
 from potato_assets.study.schema import FIBER_FILE, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
-from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for, sensor_tick
+from potato_assets_tests.helpers import (
+    copy_landing,
+    edit_nutrition,
+    load_defs,
+    materialize_all,
+    resources_for,
+    sensor_tick,
+)
 
 ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 NUTRITION = dg.AssetKey(["bronze", "nutrition"])
-
-
-def copy_landing(src: Path, dst: Path) -> None:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ALL_FILES:
-        shutil.copy(src / name, dst / name)
 
 
 class Automation:
@@ -97,28 +97,6 @@ class Automation:
     def version(self, key: str) -> str | None:
         event = self.instance.get_latest_materialization_event(dg.AssetKey(key.split("/")))
         return event.tags.get("dagster/data_version") if event else None
-
-
-def edit_nutrition(landing: Path, lake: Path) -> None:
-    """Re-categorise one subject-week's beans entries: that week's beans flag in the modelling
-    table flips, nothing about weights does."""
-    lake_uri = lake.as_uri()
-    modeling = read_table(lake_uri, "silver/modeling_dataset")
-    weekly = read_table(lake_uri, "silver/weekly_features")
-    subject, week = modeling.loc[modeling["beans_week"] == 1, ["subject_id", "week"]].iloc[0]
-    start = weekly.loc[(weekly["subject_id"] == subject) & (weekly["week"] == week), "week_start"].iloc[0]
-    path = landing / NUTRITION_FILE
-    food = pd.read_csv(path, dtype=str, keep_default_na=False)
-    dates = pd.to_datetime(food["date"], errors="coerce")
-    rows = (
-        (food["subject_id"] == str(subject))
-        & (dates >= start)
-        & (dates < start + pd.Timedelta(days=7))
-        & (food["category"] == "beans")
-    )
-    assert rows.any()
-    food.loc[rows, "category"] = "vegetables"
-    food.to_csv(path, index=False)
 
 
 def test_only_what_depends_on_changed_content_reruns(sample_dir, tmp_path):

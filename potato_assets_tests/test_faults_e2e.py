@@ -22,11 +22,9 @@ import pytest
 from potato_assets.study import synthetic
 from potato_assets.study.models import MODEL_NAMES
 from potato_assets.study.schema import LANDING_FILES
-from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import cli_env, cli_home, materialize_all, read_table
+from potato_assets_tests.helpers import cli_env, cli_home, free_port, materialize_all, read_table
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")]
 # Big enough that bronze objects take a while to write; small enough to generate in ~1 s.
 BIG_COHORT = synthetic.CohortSpec(n_subjects=3000, n_weeks=12, seed=424242)

@@ -19,9 +19,15 @@ from pathlib import Path
 import pytest
 
 from potato_assets.lib.observe import telemetry
-from potato_assets_tests.conftest import REPO, free_port
-from potato_assets_tests.helpers import MATERIALIZE_ALL, LoopbackReceiver, cli_home, read_table
-from potato_assets_tests.lib.test_lineage import validate_event
+from potato_assets_tests.helpers import (
+    MATERIALIZE_ALL,
+    REPO,
+    LoopbackReceiver,
+    cli_home,
+    free_port,
+    read_table,
+    validate_event,
+)
 
 OBSERVABILITY = REPO / "observability"
 DASHBOARDS = sorted((OBSERVABILITY / "grafana" / "dashboards").glob("*.json"))

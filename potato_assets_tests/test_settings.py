@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,27 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
 def test_bad_settings_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         load_settings(env)
+
+
+def test_settings_are_read_when_the_definitions_are_built_not_at_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import potato_assets.defs.common, potato_assets.defs.resources, potato_assets.settings as s\n"
+        "assert s.get_settings.cache_info().currsize == 0, 'read at import'\n"
+        "from potato_assets.definitions import defs\n"
+        "try:\n"
+        "    defs()\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    env = {**os.environ, "POTATO_FRESHNESS_HOURS": "soon"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "POTATO_FRESHNESS_HOURS='soon' is not a number" in out
+
+
+def test_get_settings_reads_the_environment_once_per_process():
+    from potato_assets.settings import get_settings
+
+    assert get_settings() is get_settings()

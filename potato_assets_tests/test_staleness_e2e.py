@@ -23,17 +23,17 @@ import pytest
 from potato_assets.defs import automation
 from potato_assets.settings import Settings
 from potato_assets.study.schema import LANDING_FILES
-from potato_assets_tests.conftest import free_port
 from potato_assets_tests.helpers import (
     MATERIALIZE_ALL,
     cli_env,
     cli_home,
+    edit_nutrition,
+    free_port,
     graphql,
     load_defs,
     resources_for,
     run_cli,
 )
-from potato_assets_tests.test_data_versions import edit_nutrition
 
 pytestmark = pytest.mark.e2e
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")

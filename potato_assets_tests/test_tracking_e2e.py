@@ -20,10 +20,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from potato_assets.defs.tracking import ExperimentTracker
+from potato_assets.defs.resources import ExperimentTracker
 from potato_assets.study.models import MODEL_NAMES
-from potato_assets_tests.conftest import REPO, free_port
-from potato_assets_tests.helpers import load_defs, materialize_all, read_table, resources_for
+from potato_assets_tests.helpers import REPO, free_port, load_defs, materialize_all, read_table, resources_for
 
 pytestmark = pytest.mark.e2e
 

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from potato_assets_tests.conftest import free_port
-from potato_assets_tests.helpers import cli_home, graphql
+from potato_assets_tests.helpers import REPO, cli_home, free_port, graphql
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = REPO / "docs" / "images" / "asset-graph.png"
 VIEWPORT = (1600, 1000)

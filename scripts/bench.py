@@ -169,8 +169,11 @@ def run_size(n_subjects: int, weeks: int, work: Path, repeats: int = 1) -> dict:
     # The mixed model alone, on the modelling table the run wrote, in this warm process.
     import pandas as pd
 
-    from potato_assets.study.models import fit_mixed_effects
+    from potato_assets.defs.gold.assets import MODEL_LIBRARIES
+    from potato_assets.lib.process import preload
+    from potato_assets.study.fitting import fit_mixed_effects
 
+    preload(*MODEL_LIBRARIES)  # loaded and frozen as the gold asset does
     modeling = pd.read_parquet(work / "run0" / "lake" / "silver" / "modeling_dataset.parquet")
     fit_mixed_effects(modeling.head(2000))  # warm imports
     t0 = time.perf_counter()

@@ -10,16 +10,16 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 
 from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing_key
-from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS
-from potato_assets.defs.resources import LandingZone
+from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG
+from potato_assets.defs.resources import AlertSink, LandingZone
 from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.observe import alerts
-from potato_assets.settings import Settings
+from potato_assets.lib.observe.errors import root_cause
+from potato_assets.settings import Settings, get_settings
 from potato_assets.study.schema import LANDING_FILES
 
 LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
@@ -29,27 +29,6 @@ LANDING_KEY_BY_FILE = {spec.file_name: landing_key(spec.asset_name) for spec in 
 # sensor then reruns only the assets whose inputs' data versions changed.
 LANDING_TARGET = dg.AssetSelection.assets(ingest_landing)
 FRESHNESS_INTERVAL_SECONDS = 300
-
-
-class AlertSink(dg.ConfigurableResource):
-    """Where alerts go besides the logs: a webhook (POTATO_ALERT_WEBHOOK_URL), if set."""
-
-    webhook_url: str | None = None
-    timeout_seconds: float = alerts.DEFAULT_WEBHOOK_TIMEOUT_SECONDS
-
-    def report(
-        self,
-        event: dict[str, Any],
-        metric: tuple[str, float, dict[str, str]] | None,
-        log: alerts.LogSink | None = None,
-    ) -> alerts.Outcome:
-        return alerts.report(
-            event,
-            metric=metric,
-            webhook_url=self.webhook_url,
-            timeout=self.timeout_seconds,
-            log=log,
-        )
 
 
 # --- the daily refresh ------------------------------------------------------------------------
@@ -254,13 +233,6 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
 # --- failed runs ------------------------------------------------------------------------------
 
 
-def _root_cause(error: Any) -> str:
-    """The user's own exception, not Dagster's wrapper around it."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return str(error.message).strip()
-
-
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -269,7 +241,7 @@ def _root_cause(error: Any) -> str:
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
     run = context.dagster_run
     step_errors = [
-        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+        f"{e.step_key}: {root_cause(e.step_failure_data.error)}"
         for e in context.get_step_failure_events()
         if e.step_failure_data and e.step_failure_data.error
     ]
@@ -288,32 +260,34 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSi
 
 # --- propagation ------------------------------------------------------------------------------
 
+
 # Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py): after bronze is refreshed (the
 # landing sensor, UI, CLI), each asset whose inputs' data versions changed follows once the
 # blocking checks upstream passed, one layer per tick. Dagster's implicit automation sensor
 # starts stopped; this one runs by default, as often as the landing sensor looks.
-downstream_automation = dg.AutomationConditionSensorDefinition(
-    "downstream_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SETTINGS.landing_poll_seconds,
-    description=(
-        "Evaluates the silver and gold automation conditions: rebuild an asset when an input's "
-        "data version changed (or it went missing, or its code version changed), once upstream "
-        "blocking checks passed; every POTATO_LANDING_POLL_SECONDS."
-    ),
-)
-
-
-daily_refresh = build_daily_refresh_schedule(SETTINGS)
-landing_sensor = build_landing_sensor(SETTINGS)
-freshness_alerts = build_freshness_sensor()
+def build_downstream_automation(settings: Settings) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        "downstream_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=settings.landing_poll_seconds,
+        description=(
+            "Evaluates the silver and gold automation conditions: rebuild an asset when an input's "
+            "data version changed (or it went missing, or its code version changed), once upstream "
+            "blocking checks passed; every POTATO_LANDING_POLL_SECONDS."
+        ),
+    )
 
 
 @dg.definitions
 def automation() -> dg.Definitions:
+    settings = get_settings()
     return dg.Definitions(
-        schedules=[daily_refresh],
-        sensors=[landing_sensor, freshness_alerts, run_failure_alerts, downstream_automation],
-        resources={"alerts_sink": AlertSink(webhook_url=SETTINGS.alert_webhook_url)},
+        schedules=[build_daily_refresh_schedule(settings)],
+        sensors=[
+            build_landing_sensor(settings),
+            build_freshness_sensor(),
+            run_failure_alerts,
+            build_downstream_automation(settings),
+        ],
     )

@@ -5,9 +5,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from potato_assets.settings import load_settings
-
-SETTINGS = load_settings()
+from potato_assets.settings import get_settings
 
 
 def _is_data_frame(_context: dg.TypeCheckContext, value: object) -> bool:
@@ -41,9 +39,12 @@ CODE_VERSION = "1"
 DATA_VERSION_TAG = "dagster/data_version"
 INPUT_DATA_VERSION_TAG = "dagster/input_data_version"
 
-# Bronze and gold must have been materialised within the window (default 26 h: a daily refresh
-# plus slack); the daemon evaluates it and the UI shows it.
-FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=SETTINGS.freshness_hours))
+
+def freshness_policy() -> dg.FreshnessPolicy:
+    """Bronze and gold must have been materialised within POTATO_FRESHNESS_HOURS (default 26 h: a
+    daily refresh plus slack); the daemon evaluates it and the UI shows it."""
+    return dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=get_settings().freshness_hours))
+
 
 # Every step that writes the lake claims a slot in this Dagster concurrency pool; dagster.yaml
 # limits each pool to one slot, so two runs (queued, or in-process from the CLI) never write the

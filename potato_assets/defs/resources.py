@@ -1,17 +1,23 @@
-"""Resources built from settings: the lake IO manager, lake files, and the landing zone."""
+"""Every resource, built from settings in one place: the lake IO manager, lake files, the landing
+zone, the experiment tracker and the alert sink."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from potato_assets.defs.common import DATA_VERSION_TAG
 from potato_assets.lib.lake import storage
-from potato_assets.settings import Settings
+from potato_assets.lib.observe import alerts
+from potato_assets.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
     from upath import UPath
+
+    from potato_assets.study.fitting import ModelFit
 
 
 def column_schema(df: pd.DataFrame) -> dg.TableSchema:
@@ -104,16 +110,157 @@ class LandingZone(dg.ConfigurableResource):
             raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
 
 
+# --- experiment tracking -----------------------------------------------------------------------
+# Each gold model fit becomes one MLflow run. A thin ConfigurableResource on MlflowClient
+# (lib/tracking.py), not dagster-mlflow: its `mlflow_tracking` is a legacy op-style resource that
+# opens ONE run per Dagster run in ONE experiment through MLflow's global fluent state, and connects
+# when the resource is initialised (an unreachable store would fail the step before the fit). Here
+# every fit gets its own run in its model's experiment, and tracking is a side channel that can
+# fail without failing the models.
+
+MODELING_KEY = dg.AssetKey(["silver", "modeling_dataset"])
+
+
+class ExperimentTracker(dg.ConfigurableResource):
+    """Logs model fits to MLflow (and the DynamoDB run index when `index_table` is set)."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    index_table: str | None = None
+    # True: a tracking failure fails the model asset (POTATO_MLFLOW_REQUIRED).
+    required: bool = False
+    # False: nothing is logged (tests and runs that want no tracking store at all).
+    enabled: bool = True
+
+    def track_fit(
+        self,
+        context: dg.AssetExecutionContext,
+        asset_key: dg.AssetKey,
+        fit: ModelFit,
+        modeling: pd.DataFrame | None = None,
+    ) -> dict[str, Any]:
+        """Log one fit; returns metadata for the model's materialisation.
+
+        A failure is logged as one warning line and reported as `tracking_status: failed`,
+        unless `required`, in which case it raises dg.Failure.
+        """
+        if not self.enabled:
+            return {"tracking_status": "disabled"}
+        from potato_assets.lib import tracking
+
+        started = time.monotonic()
+        try:
+            record = tracking.fit_record(
+                fit,
+                dagster_run_id=context.run.run_id,
+                root_run_id=context.run.root_run_id,
+                asset_key=asset_key.to_user_string(),
+                code_version=context.assets_def.code_versions_by_key.get(asset_key),
+                data_version=_latest_data_version(context, MODELING_KEY),
+                figures=_figures(context, fit, modeling),
+            )
+            target = tracking.TrackingTarget(self.tracking_uri, self.artifact_root, self.index_table)
+            run = tracking.log_fit(target, record)
+        except Exception as error:  # any store/network/credential error: the fit itself is fine
+            first_line = str(error).splitlines()[0][:300] if str(error) else ""
+            message = tracking.redact_uri(f"{type(error).__name__}: {first_line}")
+            where = tracking.redact_uri(self.tracking_uri)
+            seconds = time.monotonic() - started
+            if self.required:
+                raise dg.Failure(
+                    description=(
+                        f"{fit.name}: experiment tracking is required (POTATO_MLFLOW_REQUIRED=true)"
+                        f" but logging the fit to MLflow at {where} failed after {seconds:.1f} s:"
+                        f" {message}"
+                    ),
+                    metadata={"tracking_status": "failed", "tracking_error": message},
+                ) from error
+            context.log.warning(
+                f"{fit.name}: experiment tracking failed after {seconds:.1f} s ({message}); "
+                f"the model is materialised without an MLflow run"
+            )
+            return {"tracking_status": "failed", "tracking_error": message, "tracking_uri": where}
+        metadata: dict[str, Any] = {
+            "tracking_status": "tracked",
+            "mlflow_experiment": run.experiment_name,
+            "mlflow_experiment_id": run.experiment_id,
+            "mlflow_run_id": run.run_id,
+            "mlflow_run": f"runs:/{run.run_id}",
+            "mlflow_artifact_uri": run.artifact_uri,
+            "mlflow_run_reused": run.reused,
+            "mlflow_run_indexed": run.index_item is not None,
+        }
+        if run.run_url:
+            metadata["mlflow_run_url"] = dg.MetadataValue.url(run.run_url)
+        return metadata
+
+
+def _latest_data_version(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str | None:
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return event.asset_materialization.tags.get(DATA_VERSION_TAG)
+
+
+def _figures(context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None) -> dict[str, bytes]:
+    """This fit's fiber slope over the data, when the modelling table is at hand."""
+    if modeling is None:
+        return {}
+    from potato_assets.report import figures
+
+    try:
+        return {"fiber_vs_weight_change": figures.fiber_vs_weight_change_png(modeling, {fit.name: fit.coefficients})}
+    except Exception as error:  # a figure is a nice-to-have in the run, never a reason to fail it
+        context.log.debug(f"{fit.name}: no figure for the MLflow run ({type(error).__name__}: {error})")
+        return {}
+
+
+# --- alerting ----------------------------------------------------------------------------------
+
+
+class AlertSink(dg.ConfigurableResource):
+    """Where alerts go besides the logs: a webhook (POTATO_ALERT_WEBHOOK_URL), if set."""
+
+    webhook_url: str | None = None
+    timeout_seconds: float = alerts.DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+
+    def report(
+        self,
+        event: dict[str, Any],
+        metric: tuple[str, float, dict[str, str]] | None,
+        log: alerts.LogSink | None = None,
+    ) -> alerts.Outcome:
+        return alerts.report(
+            event,
+            metric=metric,
+            webhook_url=self.webhook_url,
+            timeout=self.timeout_seconds,
+            log=log,
+        )
+
+
+# --- built from settings ---------------------------------------------------------------------------
+
+
+def build_tracker(settings: Settings) -> ExperimentTracker:
+    return ExperimentTracker(
+        tracking_uri=settings.mlflow_tracking_uri,
+        artifact_root=settings.mlflow_artifact_root,
+        index_table=settings.mlflow_index_table,
+        required=settings.mlflow_required,
+    )
+
+
 def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
         "lake": LakeFiles(lake_uri=settings.lake_uri),
         "landing": LandingZone(landing_uri=settings.landing_uri),
+        "experiment_tracker": build_tracker(settings),
+        "alerts_sink": AlertSink(webhook_url=settings.alert_webhook_url),
     }
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    from potato_assets.defs.common import SETTINGS
-
-    return dg.Definitions(resources=build_resources(SETTINGS))
+    return dg.Definitions(resources=build_resources(get_settings()))

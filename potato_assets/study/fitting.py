@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from potato_assets.lib.process import long_lived_imports
 from potato_assets.study.models import FIXED_EFFECTS, MIXED_EFFECTS, OLS_CLUSTER
 from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
 
@@ -148,7 +147,7 @@ def _coef_table(
     terms: list[str], est: np.ndarray, se: np.ndarray, dist: str, df_t: float | None = None
 ) -> pd.DataFrame:
     """Tidy table with Wald statistic, two-sided p-value and 95% CI from a t(df_t) or normal law."""
-    from scipy import stats  # loaded with statsmodels: nothing new to freeze here
+    from scipy import stats  # loaded with statsmodels
 
     est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
     law = stats.t(df_t) if dist == "t" else stats.norm()
@@ -213,8 +212,7 @@ def fit_ols_cluster(df: pd.DataFrame) -> ModelFit:
     with ``use_t=True`` it sets ``df_resid_inference = G-1`` for cluster covariances. That df is
     checked here, so a change in statsmodels' behaviour fails loudly instead of silently.
     """
-    with long_lived_imports():
-        import statsmodels.api as sm
+    import statsmodels.api as sm
 
     data = _validate(df)
     y, x, groups = data[OUTCOME].to_numpy(), _design(data), _group_codes(data)
@@ -267,8 +265,7 @@ def fit_fixed_effects(df: pd.DataFrame) -> ModelFit:
     slopes, residuals and slope block of the sandwich are the same as without it. linearmodels'
     own p-values use t(N-G-4); the reported ones are recomputed with t(G-1) as Stata does.
     """
-    with long_lived_imports():
-        from linearmodels.panel import PanelOLS
+    from linearmodels.panel import PanelOLS
 
     data = _validate(df)
     _check_panel(data)
@@ -478,8 +475,7 @@ def fit_mixed_effects(df: pd.DataFrame, *, statsmodels_max_groups: int = STATSMO
 
 def _mixed_attempts(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float) -> tuple[list[dict], Any]:
     """Run every (start, method) MixedLM REML fit; return a record of each and the best result."""
-    with long_lived_imports():
-        import statsmodels.api as sm
+    import statsmodels.api as sm
 
     model = sm.MixedLM(y, xs, groups=groups)
     starts = {

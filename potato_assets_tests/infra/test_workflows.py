@@ -120,3 +120,22 @@ def test_actionlint_passes_on_every_workflow() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(files)} file(s), 0 problem(s)" in result.stdout
+
+
+def test_the_uv_release_is_named_once_in_dot_uv_version() -> None:
+    version = (REPO_ROOT / ".uv-version").read_text().strip()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    for path in [REPO_ROOT / "Makefile", *workflow_files()]:
+        text = path.read_text()
+        assert not re.search(r"uv==\d", text), f"{path.name} pins uv itself; read .uv-version instead"
+        assert version not in text, f"{path.name} repeats the uv release {version}"
+
+
+def test_the_test_job_runs_the_seed_study_tests_on_a_pinned_checkout() -> None:
+    steps = _load(REPO_ROOT / ".github/workflows/ci.yml")["jobs"]["test"]["steps"]
+    seed = [s for s in steps if s.get("with", {}).get("repository") == "altalanta/potato-weight-nutrition"]
+    assert len(seed) == 1
+    assert re.fullmatch(r"[0-9a-f]{40}", seed[0]["with"]["ref"]), "the seed project is pinned to a commit"
+    test = next(s for s in steps if s.get("run") == "make test")
+    seed_dir = test["env"]["POTATO_SEED_STUDY_DIR"]
+    assert seed_dir == f"${{{{ github.workspace }}}}/{seed[0]['with']['path']}/data"

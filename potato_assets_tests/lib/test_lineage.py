@@ -6,73 +6,13 @@ import json
 import logging
 import socket
 import time
-from functools import cache
-from pathlib import Path
 
 import pytest
 
 from potato_assets.lib.observe import lineage
-from potato_assets_tests.helpers import LoopbackReceiver
+from potato_assets_tests.helpers import LoopbackReceiver, validate_event
 
-SPEC_DIR = Path(__file__).resolve().parents[3] / "shared" / "openlineage-spec"
 RUN_ID = "5573011a-899b-42dc-b4b5-7a53a1bfe7b7"
-
-
-# --- validation against the official schemas (shared by the e2e test) --------------------------
-
-
-@cache
-def _registry():
-    from referencing import Registry, Resource
-
-    if not (SPEC_DIR / "OpenLineage.json").exists():
-        pytest.skip(f"the OpenLineage spec is not at {SPEC_DIR}")
-    resources = []
-    for path in [SPEC_DIR / "OpenLineage.json", *sorted((SPEC_DIR / "facets").glob("*.json"))]:
-        doc = json.loads(path.read_text())
-        resources.append((doc["$id"], Resource.from_contents(doc)))
-    return Registry().with_resources(resources)
-
-
-def _facet_schema_id(file_name: str) -> str:
-    return json.loads((SPEC_DIR / "facets" / file_name).read_text())["$id"]
-
-
-def _validate(instance: dict, ref: str) -> None:
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(
-        {"$ref": ref}, registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
-    )
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
-
-
-def validate_event(event: dict) -> list[str]:
-    """Validate a RunEvent and each of its facets against its own schema in facets/.
-
-    Returns the facet names validated, so callers can assert which facets were present.
-    """
-    _validate(event, "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent")
-    facet_groups = [event["run"].get("facets", {}), event["job"].get("facets", {})]
-    for ds in event.get("inputs", []):
-        facet_groups += [ds.get("facets", {}), ds.get("inputFacets", {})]
-    for ds in event.get("outputs", []):
-        facet_groups += [ds.get("facets", {}), ds.get("outputFacets", {})]
-    seen = []
-    for group in facet_groups:
-        for name, facet in group.items():
-            url = facet["_schemaURL"]
-            document, _, pointer = url.partition("#")
-            file_name = document.rpartition("/")[2]
-            assert (SPEC_DIR / "facets" / file_name).exists(), f"facet {name}: no local schema for {url}"
-            schema_id = _facet_schema_id(file_name)
-            doc = json.loads((SPEC_DIR / "facets" / file_name).read_text())
-            assert name in doc["properties"], f"facet key {name!r} is not the one {file_name} defines"
-            _validate({name: facet}, schema_id)  # the facet file's root: {"<key>": <facet>}
-            _validate(facet, f"{schema_id}#{pointer}")
-            seen.append(name)
-    return seen
 
 
 # --- naming ------------------------------------------------------------------------------------

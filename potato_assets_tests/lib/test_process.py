@@ -46,3 +46,48 @@ def test_loading_the_definitions_freezes_them_and_exit_freezes_the_rest():
         """
     )
     assert out == "True True"
+
+
+def test_the_definitions_are_built_once_per_process():
+    out = run_python(
+        """
+        import gc
+        from potato_assets.definitions import defs
+        first = defs()
+        frozen = gc.get_freeze_count()
+        print(defs() is first, gc.get_freeze_count() == frozen)
+        """
+    )
+    assert out == "True True"
+
+
+def test_preloading_the_model_libraries_leaves_nothing_for_the_fits_to_import():
+    # The gold asset preloads MODEL_LIBRARIES (frozen) before the study's fits import them
+    # lazily: a fit that needs another library shows up here, not as a slower run.
+    out = run_python(
+        """
+        import sys
+        import numpy as np, pandas as pd
+        from potato_assets.defs.gold.assets import MODEL_LIBRARIES
+        from potato_assets.lib.process import preload
+        from potato_assets.study.models import MODELS
+        from potato_assets.study.schema import GROUP_COL, OUTCOME, PREDICTORS, WEEK_COL
+        rng = np.random.default_rng(0)
+        n_subjects, n_weeks = 30, 8
+        frame = pd.DataFrame({
+            GROUP_COL: np.repeat(np.arange(n_subjects), n_weeks),
+            WEEK_COL: np.tile(np.arange(1, n_weeks + 1), n_subjects),
+        })
+        fiber, kcal, beans, potato = PREDICTORS
+        frame[fiber], frame[kcal] = rng.normal(30, 5, len(frame)), rng.normal(14, 2, len(frame))
+        frame[beans], frame[potato] = rng.integers(0, 2, len(frame)), rng.integers(0, 2, len(frame))
+        frame[OUTCOME] = frame[list(PREDICTORS)].sum(axis=1) * 0.1 + rng.normal(size=len(frame))
+        preload(*MODEL_LIBRARIES)
+        before = set(sys.modules)
+        for spec in MODELS:
+            spec.fit(frame)
+        heavy = ("statsmodels", "linearmodels", "scipy", "patsy")
+        print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy))
+        """
+    )
+    assert out == "[]"

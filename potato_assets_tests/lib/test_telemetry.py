@@ -110,7 +110,7 @@ def test_record_metric_reaches_a_real_pushgateway(tmp_path):
     import shutil
     import urllib.request
 
-    from potato_assets_tests.conftest import free_port
+    from potato_assets_tests.helpers import free_port
 
     binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
     if binary is None:

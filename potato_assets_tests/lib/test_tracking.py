@@ -16,7 +16,7 @@ import pytest
 
 from potato_assets.lib import tracking
 from potato_assets.study import fitting
-from potato_assets_tests.conftest import free_port
+from potato_assets_tests.helpers import free_port
 
 
 def small_panel(seed: int = 1, n_subjects: int = 12, n_weeks: int = 6) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 
 import dagster as dg
 
-from potato_assets.defs.common import CODE_VERSION, FRESHNESS, LAKE_POOL, OWNERS, DataFrame
+from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame, freshness_policy
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib.lake import storage
 from potato_assets.study.schema import LANDING_FILES
@@ -57,7 +57,7 @@ BRONZE: dict[str, Any] = dict(
     kinds={"pandas", "parquet"},
     owners=OWNERS,
     code_version=CODE_VERSION,
-    freshness_policy=FRESHNESS,
+    freshness_policy=freshness_policy(),
 )
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
-from potato_assets.defs.common import SETTINGS, DataFrame
+from potato_assets.defs.common import DataFrame
 from potato_assets.defs.contract_checks import contract_check
 from potato_assets.defs.resources import LakeFiles
+from potato_assets.settings import get_settings
 from potato_assets.study.schema import LANDING_FILES, LandingFile
 
 EXAMPLE_RECORDS = 10
@@ -28,7 +29,7 @@ def _metadata_value(metadata: dict, key: str) -> int | None:
 
 def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
     key = bronze_key(spec.asset_name)
-    limit = SETTINGS.max_quarantine_share
+    limit = get_settings().max_quarantine_share
 
     @dg.asset_check(
         asset=key,

@@ -15,17 +15,19 @@ import dagster as dg
 from potato_assets.defs.common import (
     CODE_VERSION,
     DOWNSTREAM_AUTOMATION,
-    FRESHNESS,
     LAKE_POOL,
     SCIENCE_OWNERS,
     DataFrame,
+    freshness_policy,
 )
-from potato_assets.defs.resources import LakeFiles
-from potato_assets.defs.tracking import ExperimentTracker
+from potato_assets.defs.resources import ExperimentTracker, LakeFiles
+from potato_assets.lib.process import preload
 from potato_assets.study.models import MODELS
 from potato_assets.study.schema import FORMULA
 
 MODELS_PREFIX = ["gold", "models"]
+# What the study's fits import lazily; loaded (and frozen, lib/process.py) before the first fit.
+MODEL_LIBRARIES = ("statsmodels.api", "linearmodels.panel")
 SUMMARY_NAME = "model_summary"
 FIGURES = {
     "fiber_vs_weight_change": "Weekly fiber (g) against next-week weight change (kg), with the three models' fiber slopes.",
@@ -36,7 +38,7 @@ GOLD: dict[str, Any] = dict(
     owners=SCIENCE_OWNERS,
     code_version=CODE_VERSION,
     automation_condition=DOWNSTREAM_AUTOMATION,
-    freshness_policy=FRESHNESS,
+    freshness_policy=freshness_policy(),
 )
 
 
@@ -86,6 +88,7 @@ def fit_models(
     experiment_tracker: ExperimentTracker,
     modeling: DataFrame,
 ) -> Iterator[dg.Output]:
+    preload(*MODEL_LIBRARIES)
     from potato_assets.study.fitting import model_summary_table
 
     # All models are fitted on the same snapshot, so the summary always describes them together.
@@ -94,7 +97,7 @@ def fit_models(
         name = spec.name
         fit = spec.fit(modeling)
         fits.append(fit)
-        # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/tracking.py).
+        # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/resources.py).
         tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, modeling)
         text_uri = lake.write_bytes(f"gold/models/{name}.txt", fit.text.encode("utf-8"))
         if fit.summary.get("singular"):
