@@ -124,7 +124,7 @@ def summarise(instance: dg.DagsterInstance, run_id: str) -> Summary:
         event = record.dagster_event
         if event is None:
             continue
-        data = event.event_specific_data
+        data: Any = event.event_specific_data
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
             planned[f"{data.asset_key.to_user_string()}:{data.check_name}"] = event.step_key or ""
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
@@ -140,7 +140,7 @@ def summarise(instance: dg.DagsterInstance, run_id: str) -> Summary:
                 rules=[] if data.passed else _failing_rules(dict(data.metadata)),
             )
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_key:
-            error = getattr(data, "error", None)
+            error: Any = getattr(data, "error", None)
             while getattr(error, "cause", None) is not None:  # the check's own exception
                 error = error.cause
             step_errors[event.step_key] = (getattr(error, "message", None) or event.message or "").strip()

@@ -37,7 +37,7 @@ def job_name(layer: str | None = None) -> str:
 
 def lake_checks_selection(layer: str | None = None) -> dg.AssetSelection:
     """The checks of every asset (or of one layer's group), without the assets themselves."""
-    checks = dg.AssetSelection.all_asset_checks()
+    checks: dg.AssetSelection = dg.AssetSelection.all_asset_checks()
     if layer is not None:
         # A group selects its assets and their checks; the intersection keeps the checks only.
         checks = checks & dg.AssetSelection.groups(layer)

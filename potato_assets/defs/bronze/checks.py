@@ -69,11 +69,12 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
         # Distinct quarantined lines of this file, as ingest counts them (study/ingest.py).
         lake_quarantined = int(mine["line"].nunique())
         recorded = rows_read is not None and rows_quarantined is not None
-        describes_this_table = (
-            recorded and rows_quarantined == lake_quarantined and rows_read - rows_quarantined - duplicates == kept
-        )
-        if describes_this_table:
-            assert rows_read is not None and rows_quarantined is not None
+        if (
+            rows_read is not None
+            and rows_quarantined is not None
+            and rows_quarantined == lake_quarantined
+            and rows_read - rows_quarantined - duplicates == kept
+        ):
             share = rows_quarantined / rows_read if rows_read else 0.0
             passed = share <= limit
             return dg.AssetCheckResult(
