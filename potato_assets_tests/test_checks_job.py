@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -217,3 +218,50 @@ def test_every_check_runs_on_the_instance_that_built_the_lake_and_writes_nothing
         )[0]
         # This instance wrote the table: its exact counts (duplicates included) are used.
         assert gate.event.dagster_event.event_specific_data.metadata["counted_from"].value == "materialisation"
+
+
+def _bucket_digest(s3, bucket: str) -> dict[str, str]:
+    """sha256 of every object in the bucket (not only under the lake), by key."""
+    digests = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            digests[item["Key"]] = hashlib.sha256(body).hexdigest()
+    return digests
+
+
+@pytest.mark.e2e
+def test_on_an_s3_lake_a_failing_rule_and_a_missing_table_fail_the_run_and_no_object_changes(
+    built_lake, moto_s3, tmp_path
+):
+    root, _, build_env = built_lake
+    lake = root / "lake"
+    bucket = "lake-checks-e2e"
+    moto_s3.create_bucket(Bucket=bucket)
+    for path in sorted(lake.rglob("*")):
+        key = f"lake/{path.relative_to(lake).as_posix()}"
+        if path.is_file() and key != "lake/silver/study_calendar.parquet":  # one table missing
+            moto_s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+    tightened = tmp_path / "contracts"
+    _tightened_contracts(tightened, lake)
+    env = {
+        **build_env,
+        **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+        "DAGSTER_HOME": str(cli_home(tmp_path)),
+        "POTATO_LAKE_URI": f"s3://{bucket}/lake",
+        "POTATO_CONTRACTS_DIR": str(tightened),
+    }
+    before = _bucket_digest(moto_s3, bucket)
+
+    proc = _run_checks(env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert f"Asset checks against the lake s3://{bucket}/lake" in out
+    assert "FAILED  bronze/weight:contract [ERROR, blocking]" in out
+    assert "rule weight_kg_range [critical]:" in out
+    # The check that could not load its table is named, with the reason, not silently skipped.
+    assert "ERRORED silver/study_calendar:contract" in out
+    assert "study_calendar.parquet" in out.split("ERRORED silver/study_calendar:contract", 1)[1].splitlines()[1]
+    expected = len(_check_names(_job("lake_checks")))
+    assert f"{expected} checks: {expected - 2} passed, 0 warned, 1 failed, 1 could not run." in out
+    assert _bucket_digest(moto_s3, bucket) == before
