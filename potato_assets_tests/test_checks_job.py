@@ -162,7 +162,9 @@ def _tightened_contracts(target: Path, lake: Path) -> float:
 
 
 @pytest.mark.e2e
-def test_a_tightened_contract_fails_on_the_lake_the_unchanged_one_passes_and_nothing_is_written(built_lake, tmp_path):
+def test_a_tightened_contract_fails_on_the_lake_the_unchanged_one_passes_and_nothing_is_written(
+    built_lake, tmp_path, monkeypatch, capsys
+):
     root, _, build_env = built_lake
     lake = root / "lake"
     # A fresh instance, as in CI against the production lake: no record of any materialisation.
@@ -199,6 +201,14 @@ def test_a_tightened_contract_fails_on_the_lake_the_unchanged_one_passes_and_not
         assert evaluation.passed
         assert evaluation.metadata["counted_from"].value == "lake"
         assert "counted from the lake alone" in evaluation.description
+
+    # --run-id judges a finished run again (e.g. one launched from the UI): newest first.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("POTATO_LAKE_URI", str(lake))
+    assert lake_checks.main(["--run-id", runs[0].run_id]) == 0
+    assert lake_checks.main(["--run-id", runs[1].run_id]) == 1
+    assert "rule weight_kg_range [critical]:" in capsys.readouterr().out
+    assert lake_checks.main(["--run-id", "no-such-run"]) == 2
 
 
 @pytest.mark.e2e
