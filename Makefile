@@ -12,10 +12,11 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
+.PHONY: help setup run checks dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
+	@echo "make checks      every asset check against the lake as it is (LAYER=bronze|silver|gold for one layer)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the suite without the slow end-to-end tests (-m 'not e2e')"
 	@echo "make dev         open the Dagster UI (dagster dev) on this project"
@@ -43,6 +44,14 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: setup
 	$(BIN)/dagster asset materialize -m potato_assets.definitions --select '*'
 	@$(BIN)/python -m potato_assets.where
+
+# The asset checks against the tables already in POTATO_LAKE_URI (local or s3://): nothing is
+# materialised or written there. Wraps
+#   dagster job execute -m potato_assets.definitions -j lake_checks[_$(LAYER)]
+# and prints each check's verdict; exit 1 when one failed with ERROR (warnings do not fail).
+LAYER ?=
+checks: setup
+	$(BIN)/python -m potato_assets.lake_checks $(if $(LAYER),--layer $(LAYER))
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -17,6 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
+BUNDLED_CONTRACTS_DIR = PACKAGE_DIR / "contracts"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Settings:
     mlflow_required: bool = False
     # Artifact root for new MLflow experiments (e.g. s3://bucket/mlflow); None: beside a local store.
     mlflow_artifact_root: str | None = None
+    # Where the data contracts (GX suites, <name>.json) are read: a CI run can try a changed copy.
+    contracts_dir: Path = BUNDLED_CONTRACTS_DIR
 
 
 def normalize_uri(value: str) -> str:
@@ -97,6 +100,16 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _directory(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    path = Path(raw).expanduser().resolve()
+    if not path.is_dir():
+        raise ValueError(f"{name}={raw!r} is not a directory")
+    return path
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     return Settings(
@@ -116,6 +129,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_index_table=_optional(env, "POTATO_MLFLOW_INDEX_TABLE"),
         mlflow_required=_flag(env, "POTATO_MLFLOW_REQUIRED"),
         mlflow_artifact_root=_optional(env, "POTATO_MLFLOW_ARTIFACT_ROOT"),
+        contracts_dir=_directory(env, "POTATO_CONTRACTS_DIR", BUNDLED_CONTRACTS_DIR),
     )
 
 

@@ -27,6 +27,10 @@ else:
         description="A pandas DataFrame, stored as a parquet table in the lake.",
     )
 
+# Set on the runs of the checks-only jobs (defs/checks_job.py): checks then judge the lake alone,
+# not the instance's record of a materialisation that may describe another lake.
+LAKE_CHECKS_TAG = "potato/lake_checks"
+
 OWNERS = ["team:data-engineering"]
 SCIENCE_OWNERS = ["team:analytics"]
 

@@ -11,12 +11,21 @@ import dagster as dg
 
 from potato_assets.defs.common import DataFrame
 from potato_assets.lib import contracts
+from potato_assets.settings import BUNDLED_CONTRACTS_DIR, PROJECT_DIR, get_settings
+
+
+def contract_label(suite_name: str) -> str:
+    """The suite file as a reader finds it: repository-relative when it is under the checkout."""
+    path = contracts.suite_path(suite_name, get_settings().contracts_dir)
+    if get_settings().contracts_dir == BUNDLED_CONTRACTS_DIR:
+        return path.relative_to(PROJECT_DIR).as_posix()
+    return str(path)
 
 
 def contract_check_result(result: contracts.ContractResult) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if result.hard_failures else dg.AssetCheckSeverity.WARN
     metadata: dict[str, Any] = {
-        "contract": f"potato_assets/contracts/{result.suite}.json",
+        "contract": contract_label(result.suite),
         "rows_checked": result.rows,
         "expectations": len(result.outcomes),
         "failed_hard": len(result.hard_failures),
@@ -52,7 +61,8 @@ def _cell(text: str, limit: int = 120) -> str:
 
 def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -> dg.AssetChecksDefinition:
     """An asset check named `contract` that validates the stored asset against its suite file."""
-    suite = contracts.load_suite(suite_name)  # fail at load time on a malformed contract file
+    # Fail at load time on a malformed contract file.
+    suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
     hard = sum(1 for e in suite["expectations"] if e.get("severity", "critical") == "critical")
     soft = len(suite["expectations"]) - hard
 
@@ -61,12 +71,14 @@ def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -
         name="contract",
         blocking=blocking,
         description=(
-            f"Data contract potato_assets/contracts/{suite_name}.json (Great Expectations): "
+            f"Data contract {contract_label(suite_name)} (Great Expectations): "
             f"{hard} hard rules (ERROR{', blocks downstream' if blocking else ''}), {soft} soft rules (WARN). "
             + str(suite.get("notes", ""))
         ),
     )
     def _contract(value: DataFrame) -> dg.AssetCheckResult:
-        return contract_check_result(contracts.run_contract(suite_name, value))
+        # Read again at run time: the run judges the file as it is now.
+        suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
+        return contract_check_result(contracts.run_contract(suite, value))
 
     return _contract

@@ -35,6 +35,7 @@ from potato_assets.lib.process import long_lived_imports
 if TYPE_CHECKING:
     import pandas as pd
 
+# The bundled suites; settings.contracts_dir (POTATO_CONTRACTS_DIR) may name another folder.
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 SEVERITIES = ("critical", "warning", "info")
 EXAMPLE_COUNT = 5
@@ -134,17 +135,17 @@ class ContractResult:
 # ----------------------------------------------------------------------------------------------
 
 
-def suite_path(name: str) -> Path:
-    return CONTRACTS_DIR / f"{name}.json"
+def suite_path(name: str, directory: Path | None = None) -> Path:
+    return (directory or CONTRACTS_DIR) / f"{name}.json"
 
 
-def available_suites() -> list[str]:
-    return sorted(p.stem for p in CONTRACTS_DIR.glob("*.json"))
+def available_suites(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or CONTRACTS_DIR).glob("*.json"))
 
 
-def load_suite(name_or_path: str | Path) -> dict[str, Any]:
-    """Read and check a suite file; returns its JSON as a dict."""
-    path = Path(name_or_path) if str(name_or_path).endswith(".json") else suite_path(str(name_or_path))
+def load_suite(name_or_path: str | Path, directory: Path | None = None) -> dict[str, Any]:
+    """Read and check a suite file (a path, or a name in ``directory``); returns its JSON."""
+    path = Path(name_or_path) if str(name_or_path).endswith(".json") else suite_path(str(name_or_path), directory)
     try:
         suite = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

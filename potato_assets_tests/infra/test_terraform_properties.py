@@ -409,3 +409,71 @@ def test_blocks_helper_sees_every_bucket_module() -> None:
     secure = sorted(n for n, c in calls.items() if unwrap(c["source"]).endswith("secure_bucket"))
     assert secure == ["lake", "lake_replica", "mlflow_artifacts", "mlflow_artifacts_replica"]
     assert blocks(load_dir(SECURE_BUCKET), "resource", "aws_s3_bucket_notification")
+
+
+CHECKS_ROLE = MODULES_DIR / "ci_checks_role"
+# What a read-only look at the lake needs; anything else (a write, a delete, a tag, a grant, a
+# wildcard) fails the test.
+CHECKS_ROLE_ACTIONS = {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+WRITE_ACTION = re.compile(
+    r"(\*|:(Put|Delete|Create|Update|Restore|Replicate|Abort|Tag|Untag|Encrypt|ReEncrypt|GenerateDataKey|"
+    r"Pass|Attach|Detach|Write|Batch|Copy|Upload|Bypass|Object.*Acl))"
+)
+
+
+def test_lake_checks_role_may_only_list_and_read_the_lake() -> None:
+    mod = load_dir(CHECKS_ROLE)
+    doc = one(mod, "data", "aws_iam_policy_document", "checks")
+    by_sid = {s["sid"]: s for s in statements(doc)}
+    granted = {a for s in by_sid.values() for a in s["actions"]}
+    assert granted == CHECKS_ROLE_ACTIONS
+    assert not [a for a in granted if WRITE_ACTION.search(a)]
+    assert all(s.get("effect", "Allow") == "Allow" for s in by_sid.values())
+    assert not any("not_actions" in s or "not_resources" in s for s in by_sid.values())
+
+    listing = by_sid["ListLakeTables"]
+    assert (listing["actions"], listing["resources"]) == (["s3:ListBucket"], ["${var.lake_bucket_arn}"])
+    (prefix,) = listing["condition"]
+    assert (prefix["test"], prefix["variable"]) == ("StringLike", "s3:prefix")
+    assert unwrap(prefix["values"]) == "local.listable_prefixes"
+    assert by_sid["ReadLakeTables"] == {
+        "sid": "ReadLakeTables",
+        "actions": ["s3:GetObject"],
+        "resources": "${local.object_arns}",
+    }
+    object_arns = locals_of(mod)["object_arns"]
+    assert "var.lake_bucket_arn" in object_arns and "local.table_prefixes" in object_arns
+    assert variables(mod)["lake_layer_prefixes"]["default"] == ["bronze/", "silver/", "gold/"]
+
+    decrypt = by_sid["DecryptLakeObjectsViaS3"]
+    assert (decrypt["actions"], decrypt["resources"]) == (["kms:Decrypt"], ["${var.lake_kms_key_arn}"])
+    (via,) = decrypt["condition"]
+    assert (via["test"], via["variable"], via["values"]) == (
+        "StringEquals",
+        "kms:ViaService",
+        ["s3.${var.lake_region}.amazonaws.com"],
+    )
+    # One inline policy, no managed policy attached that could add anything.
+    assert set(blocks(mod, "resource", "aws_iam_role_policy")) == {"checks"}
+    assert not blocks(mod, "resource", "aws_iam_role_policy_attachment")
+    assert not blocks(mod, "resource", "aws_iam_policy")
+
+
+def test_lake_checks_role_trusts_only_this_repositorys_checks_environment() -> None:
+    mod = load_dir(CHECKS_ROLE)
+    (statement,) = statements(one(mod, "data", "aws_iam_policy_document", "checks_trust"))
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    (principal,) = statement["principals"]
+    assert (principal["type"], principal["identifiers"]) == ("Federated", ["${var.oidc_provider_arn}"])
+    conditions = {c["variable"]: c for c in statement["condition"]}
+    assert set(conditions) == {"${local.oidc_host}:aud", "${local.oidc_host}:sub"}
+    assert conditions["${local.oidc_host}:aud"]["values"] == ["sts.amazonaws.com"]
+    sub = conditions["${local.oidc_host}:sub"]
+    assert sub["test"] == "StringEquals"
+    assert [unwrap(v) for v in sub["values"]] == ["local.checks_subject"]
+    assert locals_of(mod)["checks_subject"] == "repo:${var.github_repository}:environment:${var.checks_environment}"
+    assert variables(mod)["checks_environment"]["default"] == "lake-checks"
+    call = module_calls(load_dir(DEV_ENV_DIR))["ci_checks_role"]
+    assert unwrap(call["github_repository"]) == "var.github_repository"
+    assert unwrap(call["oidc_provider_arn"]) == "module.github_oidc.oidc_provider_arn"
+    assert unwrap(call["lake_bucket_arn"]) == "local.active_lake.bucket_arn"

@@ -14,7 +14,9 @@ from potato_assets_tests.infra._support import ACTIONLINT, INSTALL_HINT, REPO_RO
 
 SHA_PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
 USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+)(?P<rest>.*)$")
-EXPECTED = {"ci.yml", "data-quality.yml", "infra.yml"}
+EXPECTED = {"ci.yml", "data-quality.yml", "infra.yml", "lake-checks.yml"}
+# Jobs that assume an AWS role through OIDC: the only ones with id-token: write.
+OIDC_JOBS = {("infra.yml", "plan"), ("infra.yml", "apply"), ("lake-checks.yml", "production")}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def test_permissions_are_minimal_per_job(path: Path) -> None:
         assert isinstance(perms, dict), f"{path.name}:{name} must declare permissions"
         assert perms.get("contents") == "read", f"{path.name}:{name}"
         extra = {k: v for k, v in perms.items() if k != "contents"}
-        if path.name == "infra.yml" and name in {"plan", "apply"}:
+        if (path.name, name) in OIDC_JOBS:
             assert extra == {"id-token": "write"}, f"{path.name}:{name}: {extra}"
         else:
             assert extra == {}, f"{path.name}:{name}: {extra}"
@@ -139,3 +141,41 @@ def test_the_test_job_runs_the_seed_study_tests_on_a_pinned_checkout() -> None:
     test = next(s for s in steps if s.get("run") == "make test")
     seed_dir = test["env"]["POTATO_SEED_STUDY_DIR"]
     assert seed_dir == f"${{{{ github.workspace }}}}/{seed[0]['with']['path']}/data"
+
+
+def test_lake_checks_workflow_builds_with_main_checks_with_the_pr_and_reads_production_read_only() -> None:
+    workflow = _load(REPO_ROOT / ".github/workflows/lake-checks.yml")
+    paths = workflow["on"]["pull_request"]["paths"]
+    for needle in (
+        "potato_assets/contracts/**",
+        "potato_assets/defs/**/checks.py",
+        "potato_assets/defs/contract_checks.py",
+        "potato_assets/lib/contracts.py",
+    ):
+        assert needle in paths, needle
+    assert workflow["on"]["schedule"]
+    pr, production = workflow["jobs"]["pull-request"], workflow["jobs"]["production"]
+
+    assert "pull_request" in pr["if"]
+    checkouts = [s for s in pr["steps"] if "actions/checkout" in s.get("uses", "")]
+    main, head = checkouts[0]["with"], checkouts[1]["with"]
+    assert main["ref"] == "${{ github.event.pull_request.base.ref }}" and main["path"] == "main"
+    assert "ref" not in head and head["path"] == "pr"
+    # The steps are the documented commands: main materialises, the pull request only checks.
+    runs = [(s.get("working-directory"), s["run"]) for s in pr["steps"] if "run" in s]
+    assert runs[:2] == [("main", "make run"), ("pr", "make checks")]
+    assert {r for _, r in runs} == {"make run", "make checks"}
+    assert pr["env"]["POTATO_LAKE_URI"] == "${{ github.workspace }}/lake"
+
+    assert "schedule" in production["if"] and "refs/heads/main" in production["if"]
+    assert production["environment"] == "lake-checks"  # the role's trusted subject
+    (creds,) = [s for s in production["steps"] if "configure-aws-credentials" in s.get("uses", "")]
+    assert creds["with"]["role-to-assume"] == "${{ vars.AWS_LAKE_CHECKS_ROLE_ARN }}"
+    assert [s["run"] for s in production["steps"] if "run" in s] == ["make checks"]
+
+
+def test_make_checks_wraps_the_checks_only_job() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "\nchecks: setup\n" in makefile
+    assert "$(BIN)/python -m potato_assets.lake_checks $(if $(LAYER),--layer $(LAYER))" in makefile
+    assert "dagster job execute -m potato_assets.definitions -j lake_checks" in makefile
