@@ -8,7 +8,15 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SEED_DIR = REPO.parent / "shared" / "data" / "seed-study"
+# ../shared beside the checkout; a worktree under wt/ finds it one level further up.
+SEED_DIR = next(
+    (
+        d
+        for d in (REPO.parent / "shared" / "data" / "seed-study", REPO.parent.parent / "shared" / "data" / "seed-study")
+        if (d / "Potato_tidy.csv").exists()
+    ),
+    REPO.parent / "shared" / "data" / "seed-study",
+)
 SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
 
 

@@ -169,7 +169,34 @@ def load_suite(name_or_path: str | Path) -> dict[str, Any]:
         if rule in rules:
             raise ContractError(f"{where}: meta.rule {rule!r} is used twice.")
         rules.add(rule)
+    _check_null_handling(path.name, expectations)
     return suite
+
+
+# GX judges these on non-null values only: a null passes them.
+NULL_BLIND_TYPES = frozenset({"expect_column_values_to_be_in_set"})
+
+
+def _check_null_handling(file_name: str, expectations: list[dict[str, Any]]) -> None:
+    """A closed vocabulary must say what a null is: either the suite also requires the column
+    non-null, or the rule states meta.nullable = true. Otherwise nulls pass it silently."""
+    not_null = {
+        (e.get("kwargs") or {}).get("column")
+        for e in expectations
+        if e.get("type") == "expect_column_values_to_not_be_null" and e.get("severity", "critical") == "critical"
+    }
+    for i, exp in enumerate(expectations, start=1):
+        if exp.get("type") not in NULL_BLIND_TYPES:
+            continue
+        column = (exp.get("kwargs") or {}).get("column")
+        nullable = (exp.get("meta") or {}).get("nullable")
+        if nullable is not None and not isinstance(nullable, bool):
+            raise ContractError(f"contract {file_name}, expectation {i}: meta.nullable must be true or false.")
+        if column not in not_null and nullable is not True:
+            raise ContractError(
+                f"contract {file_name}, expectation {i} ({exp['type']} on {column}) lets nulls pass: add a "
+                f"critical expect_column_values_to_not_be_null on {column}, or set meta.nullable to true."
+            )
 
 
 # ----------------------------------------------------------------------------------------------
