@@ -161,9 +161,8 @@ MALICIOUS = [
 
 
 def test_markdown_cells_render_as_their_own_text():
-    from markdown_it import MarkdownIt
-
     import pandas as pd
+    from markdown_it import MarkdownIt
 
     frame = pd.DataFrame({"value": MALICIOUS, "reason": ["r"] * len(MALICIOUS)})
     html = MarkdownIt("commonmark").enable("table").render(markdown.table(frame))

@@ -15,7 +15,6 @@ from potato_assets.lib import contracts
 from potato_assets.study import calendar
 from potato_assets.study.ingest import (
     CONFLICT_EXAMPLES,
-    MISSING_TOKENS,
     FileDefect,
     parse_landing_csv,
     quarantine_label_contradictions,
