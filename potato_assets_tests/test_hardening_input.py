@@ -172,13 +172,18 @@ def _zero_width_in_wrong_name(path: Path) -> None:
 
 REFUSALS = {
     "fifo": (WEIGHT, _fifo, "Potato_tidy.csv in the landing zone is a named pipe (FIFO), not a regular file"),
-    "link to /etc/passwd": (WEIGHT, _link_to("/etc/passwd"), "Potato_tidy.csv is a symbolic link that resolves outside"),
+    "link to /etc/passwd": (
+        WEIGHT,
+        _link_to("/etc/passwd"),
+        "Potato_tidy.csv is a symbolic link that resolves outside",
+    ),
     "link to /dev/zero": (FIBER, _link_to("/dev/zero"), "Potato_fiber_daily.csv is a symbolic link that resolves"),
     "directory": (NUTRITION, _directory, "Potato_nutrition_rows.csv in the landing zone is a directory"),
-    "too large": (FIBER, None, "Potato_fiber_daily.csv is larger than the 50,000-byte limit"),
+    "too large": (NUTRITION, None, "Potato_nutrition_rows.csv is larger than the 50,000-byte limit"),
     "reserved column": (WEIGHT, _reserved, "Potato_tidy.csv line 1 names column 7 (source_line), reserved"),
     "trailing commas": (FIBER, _trailing_commas, "Potato_fiber_daily.csv line 1 has no name for column(s) 6, 7"),
-    "invisible in a name": (WEIGHT, _zero_width_in_wrong_name, "found: subject<U+200B>"),
+    # The zero-width space is removed; the no-break space is a real difference, spelled out.
+    "invisible in a name": (WEIGHT, _zero_width_in_wrong_name, "found: subject<U+00A0>id, date"),
 }
 
 

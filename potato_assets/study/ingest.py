@@ -106,8 +106,13 @@ def _invalid_utf8_bytes(raw: bytes) -> int:
 
 def shown(name: str) -> str:
     """A header name fit for a message: invisible and control characters as U+XXXX, cut short."""
-    out = "".join(f"<U+{ord(ch):04X}>" if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in name)
+    out = "".join(f"<U+{ord(ch):04X}>" if _invisible(ch) else ch for ch in name)
     return out if len(out) <= NAME_CHARS else out[: NAME_CHARS - 1] + "…"
+
+
+def _invisible(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category in ("Cc", "Cf", "Zl", "Zp") or (category == "Zs" and ch != " ")
 
 
 def _names(header: list[str]) -> str:
