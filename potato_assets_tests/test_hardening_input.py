@@ -21,7 +21,7 @@ from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import markdown
 from potato_assets.settings import normalize_uri
 from potato_assets.study.schema import FIBER, NUTRITION, WEIGHT
-from potato_assets_tests.helpers import materialize_all, read_table
+from potato_assets_tests.helpers import REPO, cli_env, cli_home, materialize_all, read_table, run_cli
 from potato_assets_tests.test_bad_input_e2e import check_evaluations, copy_landing, lake_bytes, set_field
 
 pytestmark = pytest.mark.e2e
@@ -214,3 +214,22 @@ def test_a_refused_file_leaves_the_lake_byte_for_byte_in_one_sentence(spoiled, t
     assert lake_bytes(lake) == before
     echoed = " ".join(str(e.message or "") for e in result.all_events)
     assert "root:" not in echoed and "\x00" not in echoed
+
+
+def test_the_cli_refuses_a_fifo_and_an_oversized_file_without_hanging(sample_dir, tmp_path):
+    # The CLI runs the same ingest step: a FIFO used to block it forever.
+    landing = copy_landing(sample_dir, tmp_path / "landing")
+    _fifo(landing / WEIGHT.file_name)
+    home = cli_home(tmp_path)
+    lake = tmp_path / "lake"
+    done = run_cli(cli_env(home, landing, lake), REPO, timeout=300)
+    assert done.returncode != 0
+    assert "Potato_tidy.csv in the landing zone is a named pipe (FIFO), not a regular file" in done.stdout + done.stderr
+    assert not lake.exists() or not any(p.is_file() for p in lake.rglob("*"))
+
+    (landing / WEIGHT.file_name).unlink()
+    shutil.copy(sample_dir / WEIGHT.file_name, landing / WEIGHT.file_name)
+    env = cli_env(home, landing, lake, POTATO_MAX_LANDING_BYTES="10000")
+    done = run_cli(env, REPO, timeout=300)
+    assert done.returncode != 0
+    assert "is larger than the 10,000-byte limit for a landing file" in done.stdout + done.stderr

@@ -180,3 +180,14 @@ def test_markdown_cells_and_tables_are_cut():
     assert len(body) == markdown.TABLE_ROWS
     assert all(len(ln) <= markdown.CELL_CHARS + 10 for ln in body)
     assert "(10 of 25 shown)" in text
+
+
+def test_the_sensor_names_a_fifo_study_file_instead_of_waiting_for_it(zone):
+    os.unlink(zone / WEIGHT.file_name)
+    os.mkfifo(zone / WEIGHT.file_name)
+    names = [s.file_name for s in LANDING_FILES]
+    decision = landing.scan(normalize_uri(str(zone)), names, landing.LandingCursor())
+    assert not decision.request
+    reason = decision.reason()
+    assert "Potato_tidy.csv in the landing zone is a named pipe (FIFO), not a regular file" in reason
+    assert "waiting for Potato_tidy.csv" not in reason
