@@ -130,7 +130,7 @@ def test_a_stray_byte_keeps_utf8_and_is_reported_by_line_and_column(spoiled):
     )
     metadata = event.step_materialization_data.materialization.metadata
     assert metadata["encoding"].value == "utf-8"
-    assert "1 byte(s) are not valid UTF-8" in metadata["ingest_notes"].value[0]
+    assert "1 byte sequence(s) are not valid UTF-8" in metadata["ingest_notes"].value[0]
 
 
 # --- file-level refusals: one sentence, nothing written, nothing of the file echoed ------------

@@ -194,7 +194,7 @@ def test_one_stray_cp1252_byte_keeps_a_utf8_file_utf8(seed_dir):
     assert q[["line", "column"]].values.tolist() == [[target, "food_item"]]
     assert q["value"].iloc[0] == "caf\ufffd"
     assert "not valid UTF-8" in q["reason"].iloc[0]
-    assert any("1 byte(s) are not valid UTF-8" in n and f"line(s) {target})" in n for n in result.notes)
+    assert any("1 byte sequence(s) are not valid UTF-8" in n and f"line(s) {target})" in n for n in result.notes)
 
 
 def test_a_windows_1252_file_is_still_read_as_windows_1252(seed_dir):
