@@ -116,7 +116,7 @@ class ContractResult:
             if o.error:
                 detail = o.error
             elif o.unexpected_count:
-                detail = f"{o.unexpected_count} unexpected, e.g. {o.unexpected_examples[:3]}"
+                detail = f"{o.unexpected_count} unexpected, e.g. {_short(o.unexpected_examples[:3])}"
             elif o.details and o.details.get("mismatched"):
                 detail = "; ".join(f"{k}: {v}" for k, v in o.details["mismatched"].items())
             else:
@@ -127,6 +127,19 @@ class ContractResult:
             + "; ".join(parts)
             + "."
         )
+
+
+# An example value quoted in a one-line summary is cut to this many characters: a landing cell
+# can be 100 kB.
+EXAMPLE_CHARS = 80
+
+
+def _short(examples: list[Any]) -> str:
+    shown = []
+    for e in examples:
+        text = repr(e)
+        shown.append(text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…")
+    return "[" + ", ".join(shown) + "]"
 
 
 # ----------------------------------------------------------------------------------------------

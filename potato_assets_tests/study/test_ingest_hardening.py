@@ -303,3 +303,10 @@ def test_when_every_label_agrees_the_calendar_is_the_old_smallest_anchor(seed_di
         smallest = anchor.groupby(rows["subject_id"]).min()
         got = calendar.subject_calendars(weight, fiber).set_index("subject_id")["week1_start"]
         assert (got.to_numpy() == smallest.loc[got.index].to_numpy()).all()
+
+
+def test_a_contract_summary_quotes_huge_cells_cut_short(seed_dir):
+    rows = parse((seed_dir / NUTRITION.file_name).read_bytes(), NUTRITION).rows
+    rows.loc[rows.index[:3], "category"] = "[x](https://evil.example)" + "y" * 120_000
+    summary = contracts.run_contract("bronze_nutrition", rows).summary()
+    assert "category_known" in summary and len(summary) < 1_000
