@@ -427,12 +427,20 @@ def _dedupe(
                     "source_file": source_file,
                     "line": own,
                     "column": ",".join(key),
-                    "value": clashing[list(key)].astype(str).agg("|".join, axis=1).to_numpy(),
+                    "value": _joined(clashing, key),
                     "reason": np.asarray(reasons, dtype=object),
                 }
             )
         )
     return rows[~conflicting], dropped, conflicts
+
+
+def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """'a|b' per row of the given columns, vectorised (a row-wise apply took ~1 s per 20k rows)."""
+    out = frame[columns[0]].astype(str)
+    for column in columns[1:]:
+        out = out + "|" + frame[column].astype(str)
+    return out.to_numpy(dtype=object)
 
 
 def quarantine_label_contradictions(*results: IngestResult) -> int:
