@@ -18,6 +18,7 @@ PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 BUNDLED_CONTRACTS_DIR = PACKAGE_DIR / "contracts"
+DEFAULT_MAX_LANDING_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,17 @@ class Settings:
     mlflow_artifact_root: str | None = None
     # Where the data contracts (GX suites, <name>.json) are read: a CI run can try a changed copy.
     contracts_dir: Path = BUNDLED_CONTRACTS_DIR
+    # Largest landing file ingestion reads (bytes); a larger one is refused before it is read.
+    max_landing_bytes: int = DEFAULT_MAX_LANDING_BYTES
 
 
 def normalize_uri(value: str) -> str:
     """Plain path, file:// URI or s3://bucket/prefix -> 'file:///abs/path' or 's3://bucket/prefix'.
 
     Relative paths are resolved against the current directory; trailing slashes are dropped so
-    that joining keys gives one canonical object name.
+    that joining keys gives one canonical object name. The location is taken literally: spaces,
+    '#', '%' and non-ASCII stay as they are (no percent-encoding, no decoding), because UPath and
+    fsspec treat what follows 'file://' or 's3://' as the path itself.
     """
     value = value.strip()
     if not value:
@@ -65,7 +70,9 @@ def normalize_uri(value: str) -> str:
         value = value[len("file://") :]
     elif "://" in value:
         raise ValueError(f"{value!r}: only plain paths, file:// and s3:// locations are supported")
-    return Path(value).expanduser().resolve().as_uri()
+    # Not Path.as_uri(): it percent-encodes, and nothing downstream decodes (a folder 'a b'
+    # became a sibling 'a%20b').
+    return "file://" + str(Path(value).expanduser().resolve())
 
 
 def _number(env: Mapping[str, str], name: str, default: str, lo: float, hi: float) -> float:
@@ -130,6 +137,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_required=_flag(env, "POTATO_MLFLOW_REQUIRED"),
         mlflow_artifact_root=_optional(env, "POTATO_MLFLOW_ARTIFACT_ROOT"),
         contracts_dir=_directory(env, "POTATO_CONTRACTS_DIR", BUNDLED_CONTRACTS_DIR),
+        max_landing_bytes=int(
+            _number(env, "POTATO_MAX_LANDING_BYTES", str(DEFAULT_MAX_LANDING_BYTES), 1, float(2**62))
+        ),
     )
 
 

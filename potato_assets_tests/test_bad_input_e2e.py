@@ -119,14 +119,14 @@ def test_row_defects_are_quarantined_with_file_line_column_and_reason(sample_dir
     sid, date, week = original[:3]
     for key, value in (("subject_id,date", f"{sid}|{date}"), ("subject_id,week", f"{sid}|{week}")):
         label = key.replace(",", " and ")
-        for line in (12, conflicting):
+        for line, other in ((12, conflicting), (conflicting, 12)):
             expected.add(
                 (
                     WEIGHT.file_name,
                     line,
                     key,
                     value,
-                    f"conflicting rows for the same {label} (lines 12, {conflicting})",
+                    f"conflicting rows for the same {label} (conflicts with line {other})",
                 )
             )
     append_line(fiber, line_text(fiber, 40))

@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.defs.common import DataFrame
-from potato_assets.lib import contracts
+from potato_assets.lib import contracts, markdown
 from potato_assets.settings import BUNDLED_CONTRACTS_DIR, PROJECT_DIR, get_settings
 
 
@@ -54,9 +54,9 @@ def results_markdown(result: contracts.ContractResult) -> str:
     return "\n".join(lines)
 
 
-def _cell(text: str, limit: int = 120) -> str:
-    text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _cell(text: str, limit: int = markdown.CELL_CHARS) -> str:
+    # Observed values and examples come from the data: escaped Markdown, cut short.
+    return markdown.cell(text, limit)
 
 
 def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -> dg.AssetChecksDefinition:

@@ -11,7 +11,7 @@ import dagster as dg
 from potato_assets.defs.common import DATA_VERSION_TAG
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
-from potato_assets.settings import Settings, get_settings
+from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,19 +95,31 @@ class LakeFiles(dg.ConfigurableResource):
 
 
 class LandingZone(dg.ConfigurableResource):
-    """Where the study's CSV exports arrive: a local folder or an s3:// prefix."""
+    """Where the study's CSV exports arrive: a local folder or an s3:// prefix.
+
+    Only regular files inside the zone, at most `max_bytes` long, are read (lib/lake/landing.py):
+    every reader (sensor, schedule, CLI, UI) goes through `read_bytes`."""
 
     landing_uri: str
+    max_bytes: int = DEFAULT_MAX_LANDING_BYTES
 
     def uri(self, file_name: str) -> str:
         return storage.join(self.landing_uri, file_name)
 
     def read_bytes(self, file_name: str) -> bytes:
+        from potato_assets.lib.lake.landing import LandingRefused, read_landing_bytes
+
         uri = self.uri(file_name)
         try:
-            return storage.to_upath(uri).read_bytes()
+            return read_landing_bytes(self.landing_uri, file_name, self.max_bytes)
         except FileNotFoundError:
             raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
+        except LandingRefused as exc:
+            raise dg.Failure(description=str(exc)) from None
+        except OSError as exc:
+            raise dg.Failure(
+                description=f"{file_name} in the landing zone cannot be read ({exc.strerror or exc})."
+            ) from None
 
 
 # --- experiment tracking -----------------------------------------------------------------------
@@ -255,7 +267,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
         "lake": LakeFiles(lake_uri=settings.lake_uri),
-        "landing": LandingZone(landing_uri=settings.landing_uri),
+        "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=settings.alert_webhook_url),
     }

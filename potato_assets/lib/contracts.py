@@ -117,7 +117,7 @@ class ContractResult:
             if o.error:
                 detail = o.error
             elif o.unexpected_count:
-                detail = f"{o.unexpected_count} unexpected, e.g. {o.unexpected_examples[:3]}"
+                detail = f"{o.unexpected_count} unexpected, e.g. {_short(o.unexpected_examples[:3])}"
             elif o.details and o.details.get("mismatched"):
                 detail = "; ".join(f"{k}: {v}" for k, v in o.details["mismatched"].items())
             else:
@@ -128,6 +128,19 @@ class ContractResult:
             + "; ".join(parts)
             + "."
         )
+
+
+# An example value quoted in a one-line summary is cut to this many characters: a landing cell
+# can be 100 kB.
+EXAMPLE_CHARS = 80
+
+
+def _short(examples: list[Any]) -> str:
+    shown = []
+    for e in examples:
+        text = repr(e)
+        shown.append(text if len(text) <= EXAMPLE_CHARS else text[: EXAMPLE_CHARS - 1] + "…")
+    return "[" + ", ".join(shown) + "]"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +183,34 @@ def load_suite(name_or_path: str | Path, directory: Path | None = None) -> dict[
         if rule in rules:
             raise ContractError(f"{where}: meta.rule {rule!r} is used twice.")
         rules.add(rule)
+    _check_null_handling(path.name, expectations)
     return suite
+
+
+# GX judges these on non-null values only: a null passes them.
+NULL_BLIND_TYPES = frozenset({"expect_column_values_to_be_in_set"})
+
+
+def _check_null_handling(file_name: str, expectations: list[dict[str, Any]]) -> None:
+    """A closed vocabulary must say what a null is: either the suite also requires the column
+    non-null, or the rule states meta.nullable = true. Otherwise nulls pass it silently."""
+    not_null = {
+        (e.get("kwargs") or {}).get("column")
+        for e in expectations
+        if e.get("type") == "expect_column_values_to_not_be_null" and e.get("severity", "critical") == "critical"
+    }
+    for i, exp in enumerate(expectations, start=1):
+        if exp.get("type") not in NULL_BLIND_TYPES:
+            continue
+        column = (exp.get("kwargs") or {}).get("column")
+        nullable = (exp.get("meta") or {}).get("nullable")
+        if nullable is not None and not isinstance(nullable, bool):
+            raise ContractError(f"contract {file_name}, expectation {i}: meta.nullable must be true or false.")
+        if column not in not_null and nullable is not True:
+            raise ContractError(
+                f"contract {file_name}, expectation {i} ({exp['type']} on {column}) lets nulls pass: add a "
+                f"critical expect_column_values_to_not_be_null on {column}, or set meta.nullable to true."
+            )
 
 
 # ----------------------------------------------------------------------------------------------

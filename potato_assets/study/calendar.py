@@ -2,9 +2,10 @@
 
 The weigh-in and daily-log files label rows with a study `week`. Weeks are 7 days, so every
 labelled row says "week 1 starts between date - 7(week-1) - 6 and date - 7(week-1)". A subject's
-week 1 starts on the latest date consistent with all of them: the smallest
-`date - 7 * (week - 1)`. A row whose label puts it outside its week under that start contradicts
-the calendar, and the subject's labels are rejected with the rows named.
+week 1 starts on the date consistent with the most of its labelled rows (the latest such date:
+when every row agrees, the smallest `date - 7 * (week - 1)`). One mistyped date or week then
+contradicts the majority and is named itself, instead of every row that disagrees with it.
+Ingestion quarantines such rows (`label_contradictions`); `subject_calendars` refuses any left.
 """
 
 from __future__ import annotations
@@ -21,23 +22,80 @@ class CalendarError(ValueError):
     """Week labels that no 7-day calendar can satisfy."""
 
 
-def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per subject: `week1_start` and `n_labelled_rows`, from frames with subject_id,
-    date, week (and optionally source_line, and source_file or ``sources`` = each frame's file
-    name, for error messages)."""
+def _labelled_rows(labelled: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frames = [
         f[[c for c in f.columns if c in (GROUP_COL, "date", WEEK_COL, "source_line")]].assign(
             _frame=i, _row=np.arange(len(f))
         )
         for i, f in enumerate(labelled)
     ]
-    rows = pd.concat(frames, ignore_index=True).dropna(subset=[GROUP_COL, "date", WEEK_COL])
+    return pd.concat(frames, ignore_index=True).dropna(subset=[GROUP_COL, "date", WEEK_COL]).reset_index(drop=True)
+
+
+def _majority_start(rows: pd.DataFrame) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Per row: its subject's week 1 start, how many of the subject's rows agree with it, and
+    how many rows the subject has. O(n log n): candidates are the rows' own anchors."""
+    anchor = rows["date"] - pd.to_timedelta(7 * (rows[WEEK_COL].astype("int64") - 1), unit="D")
+    days = (anchor.to_numpy(dtype="datetime64[D]").astype("int64")).astype("int64")
+    subject = pd.factorize(rows[GROUP_COL])[0].astype("int64")
+    span = int(days.max() - days.min()) + 7 if len(days) else 7
+    combined = subject * span + (days - days.min())
+    order = np.argsort(combined, kind="stable")
+    ordered = combined[order]
+    # Rows agreeing with a start s have anchors in [s, s + 6]; a row's own anchor as s.
+    agree = np.searchsorted(ordered, combined + 6, side="right") - np.searchsorted(ordered, combined, side="left")
+    best = pd.DataFrame({"subject": subject, "agree": agree, "days": days})
+    # Most agreement first, then the latest start among those.
+    pick = best.sort_values(["subject", "agree", "days"], ascending=[True, False, False]).drop_duplicates("subject")
+    start_days = pd.Series(pick["days"].to_numpy(), index=pick["subject"].to_numpy())
+    agreeing = pd.Series(pick["agree"].to_numpy(), index=pick["subject"].to_numpy())
+    start = pd.to_datetime(start_days.reindex(subject).to_numpy().astype("datetime64[D]")).astype(rows["date"].dtype)
+    sizes = np.bincount(subject)
+    return (
+        pd.Series(start, index=rows.index),
+        agreeing.reindex(subject).to_numpy(),
+        sizes[subject],
+    )
+
+
+def _contradicting(rows: pd.DataFrame, start: pd.Series) -> np.ndarray:
+    anchor = rows["date"] - pd.to_timedelta(7 * (rows[WEEK_COL].astype("int64") - 1), unit="D")
+    offset = (anchor - start).dt.days.to_numpy()
+    return (offset < 0) | (offset > 6)
+
+
+def label_contradictions(*labelled: pd.DataFrame) -> list[pd.Series]:
+    """For each frame (subject_id, date, week): a reason on every row whose date and week label
+    contradict its subject's calendar (as the majority of the subject's rows in all frames set
+    it), <NA> elsewhere. Rows missing any of the three are not judged."""
+    out = [pd.Series(pd.NA, index=f.index, dtype="string") for f in labelled]
+    rows = _labelled_rows(labelled)
+    if rows.empty:
+        return out
+    start, agree, size = _majority_start(rows)
+    bad = _contradicting(rows, start)
+    for i in np.flatnonzero(bad):
+        r = rows.iloc[i]
+        actual = (pd.Timestamp(r["date"]) - start.iloc[i]).days // 7 + 1
+        reason = (
+            f"date and week label contradict subject {r[GROUP_COL]}'s calendar: week 1 starts "
+            f"{start.iloc[i].date()} by {agree[i]} of {size[i]} labelled rows, so "
+            f"{pd.Timestamp(r['date']).date()} is week {actual}, not week {r[WEEK_COL]}"
+        )
+        frame = labelled[int(r["_frame"])]
+        out[int(r["_frame"])].loc[frame.index[int(r["_row"])]] = reason
+    return out
+
+
+def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per subject: `week1_start` and `n_labelled_rows`, from frames with subject_id,
+    date, week (and optionally source_line, and source_file or ``sources`` = each frame's file
+    name, for error messages)."""
+    rows = _labelled_rows(labelled)
     if rows.empty:
         raise CalendarError("no rows with subject_id, date and week: the study calendar is undefined")
-    anchor = rows["date"] - pd.to_timedelta(7 * (rows[WEEK_COL].astype("int64") - 1), unit="D")
-    start = anchor.groupby(rows[GROUP_COL]).transform("min")
-    offset = (anchor - start).dt.days
-    bad = rows[offset > 6]
+    start, _, _ = _majority_start(rows)
+    bad = rows[_contradicting(rows, start)]
     if not bad.empty:
 
         def where(r: pd.Series) -> str:
@@ -53,7 +111,10 @@ def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = N
             f"subject {r[GROUP_COL]} {pd.Timestamp(r['date']).date()} labelled week {r[WEEK_COL]}{where(r)}"
             for _, r in bad.head(5).iterrows()
         )
-        raise CalendarError(f"{len(bad)} row(s) carry a week label that contradicts a 7-day calendar: {examples}")
+        raise CalendarError(
+            f"{len(bad)} row(s) carry a week label that contradicts their subject's 7-day calendar "
+            f"(as most of its rows set it): {examples}"
+        )
     calendars = (
         pd.DataFrame({GROUP_COL: rows[GROUP_COL], "week1_start": start})
         .groupby(GROUP_COL, as_index=False)

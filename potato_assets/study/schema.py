@@ -32,6 +32,8 @@ class LandingFile:
     """One landing CSV: its name and its columns with the study type of each.
 
     Types: "int" (subject ids, weeks), "date" (ISO yyyy-mm-dd), "float", "str".
+    Every column of `columns` is required (a missing value quarantines the row) unless it is
+    listed in `nullable`, where a missing value stays missing (null) and nothing else.
     """
 
     asset_name: str
@@ -46,6 +48,21 @@ class LandingFile:
     unique_keys: tuple[tuple[str, ...], ...] = ()
     # Text columns restricted to a closed vocabulary.
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Columns where a blank (or NA, null, none, ...) is allowed and means "not recorded".
+    nullable: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in (*self.nullable, *self.keys) if c not in self.columns]
+        if unknown or set(self.keys) & set(self.nullable):
+            raise ValueError(f"{self.file_name}: nullable/keys name unknown or key columns: {unknown}")
+
+    def is_nullable(self, column: str) -> bool:
+        """A column outside the schema is kept as-is, so it may be blank."""
+        return column in self.nullable or column not in self.columns
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c not in self.nullable)
 
 
 WEIGHT = LandingFile(
@@ -68,6 +85,8 @@ WEIGHT = LandingFile(
         "mood_1_10": (1.0, 10.0),
     },
     unique_keys=(("subject_id", "date"), ("subject_id", "week")),
+    # A weigh-in may miss the scale or a rating; the row still places the subject in its week.
+    nullable=("weight_kg", "energy_1_10", "mood_1_10"),
 )
 
 FIBER = LandingFile(
@@ -88,6 +107,7 @@ FIBER = LandingFile(
         "total_fiber_g": (0.0, 200.0),
     },
     unique_keys=(("subject_id", "date"),),
+    nullable=("total_calories", "total_fiber_g"),
 )
 
 NUTRITION = LandingFile(
@@ -114,6 +134,9 @@ NUTRITION = LandingFile(
         "fiber_g": (0.0, 200.0),
     },
     allowed_values={"category": FOOD_CATEGORIES},
+    # The category is what the weekly features count: it is required. An entry without a food
+    # name or a nutrient value still counts by category.
+    nullable=("food_item", "calories", "protein_g", "carbs_g", "fat_g", "fiber_g"),
 )
 
 LANDING_FILES: tuple[LandingFile, ...] = (NUTRITION, WEIGHT, FIBER)
@@ -122,6 +145,8 @@ LANDING_FILES: tuple[LandingFile, ...] = (NUTRITION, WEIGHT, FIBER)
 SOURCE_FILE_COL = "source_file"
 SOURCE_LINE_COL = "source_line"
 INGESTED_AT_COL = "ingested_at"
+# A landing CSV may not use these names: its values would be overwritten (ingest refuses it).
+RESERVED_COLUMNS: tuple[str, ...] = (SOURCE_FILE_COL, SOURCE_LINE_COL, INGESTED_AT_COL)
 
 # The modelling contract (silver/modeling_dataset -> gold models).
 GROUP_COL = "subject_id"

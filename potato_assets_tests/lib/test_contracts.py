@@ -295,7 +295,7 @@ def _broken_weight(weight: pd.DataFrame) -> pd.DataFrame:
         (
             "bronze_nutrition",
             lambda b, s: b["nutrition"].drop(columns=["category"]),
-            {"required_columns", "category_known"},
+            {"required_columns", "category_known", "category_present"},
         ),
         ("silver_weekly_features", lambda b, s: s["weekly_features"], set()),
         (

@@ -12,7 +12,7 @@ import dagster as dg
 from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame, freshness_policy
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib.lake import storage
-from potato_assets.study.schema import LANDING_FILES
+from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
 
 QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
 
@@ -97,11 +97,17 @@ BRONZE: dict[str, Any] = dict(
 def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
     import pandas as pd
 
-    from potato_assets.study.ingest import FileDefect, IngestResult, parse_landing_csv
+    from potato_assets.study.ingest import (
+        FileDefect,
+        IngestResult,
+        parse_landing_csv,
+        quarantine_label_contradictions,
+    )
 
     ingested_at = pd.Timestamp.now(tz="UTC")
     results: dict[str, tuple[IngestResult, str]] = {}
-    # Parse everything before yielding anything: one bad file writes nothing at all.
+    # Parse everything before yielding anything: one bad file writes nothing at all. read_bytes
+    # reads only regular files inside the landing zone, up to POTATO_MAX_LANDING_BYTES.
     for spec in LANDING_FILES:
         raw = landing.read_bytes(spec.file_name)
         try:
@@ -109,6 +115,11 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
         except FileDefect as exc:
             raise dg.Failure(description=str(exc)) from None
         results[spec.asset_name] = (result, storage.sha256_hex(raw))
+    # A row whose date and week label contradict its subject's calendar (set by most of its
+    # rows in both labelled files) is quarantined by name; the rest goes on.
+    moved = quarantine_label_contradictions(results[WEIGHT.asset_name][0], results[FIBER.asset_name][0])
+    if moved:
+        context.log.warning(f"{moved} row(s) quarantined: their week label contradicts their subject's calendar")
 
     for spec in LANDING_FILES:
         result, digest = results[spec.asset_name]
@@ -116,6 +127,8 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
             f"{spec.file_name}: {result.rows_read} rows read, {len(result.rows)} kept, "
             f"{result.rows_quarantined} quarantined, {result.exact_duplicates_dropped} exact duplicates dropped"
         )
+        for note in result.notes:
+            context.log.warning(f"{spec.file_name}: {note}.")
         yield dg.Output(
             result.rows,
             output_name=bronze_key(spec.asset_name).to_python_identifier(),
@@ -124,6 +137,8 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
                 "source_uri": landing.uri(spec.file_name),
                 "source_sha256": digest,
                 "encoding": result.encoding,
+                # What decoding and header cleaning did beyond plain reading (empty: nothing).
+                "ingest_notes": dg.MetadataValue.json(list(result.notes)),
                 "rows_read": result.rows_read,
                 "rows_quarantined": result.rows_quarantined,
                 "quarantine_share": float(result.quarantine_share),

@@ -12,6 +12,7 @@ from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
 from potato_assets.defs.common import LAKE_CHECKS_TAG, DataFrame
 from potato_assets.defs.contract_checks import contract_check
 from potato_assets.defs.resources import LakeFiles
+from potato_assets.lib import markdown
 from potato_assets.settings import get_settings
 from potato_assets.study.schema import LANDING_FILES, LandingFile
 
@@ -56,15 +57,16 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
         rows_quarantined = _metadata_value(metadata, "rows_quarantined")
         duplicates = _metadata_value(metadata, "exact_duplicates_dropped") or 0
         mine = quarantine[quarantine["source_file"] == spec.file_name]
-        reasons = mine["reason"].str.replace(r" \(lines [^)]*\)$", "", regex=True).value_counts().sort_index()
+        reasons = mine["reason"].str.replace(r" \(conflicts with [^)]*\)$", "", regex=True).value_counts().sort_index()
         facts: dict[str, Any] = {
             "source_file": spec.file_name,
             "rows_kept": kept,
             "max_quarantine_share": limit,
             "quarantine_records": len(mine),
             "quarantine_reasons": dg.MetadataValue.json({str(k): int(v) for k, v in reasons.items()}),
+            # Landing cells are untrusted: escaped and cut (lib/markdown.py), never raw Markdown.
             "quarantine_examples": dg.MetadataValue.md(
-                mine.head(EXAMPLE_RECORDS).to_markdown(index=False) if len(mine) else "(none)"
+                markdown.table(mine, max_rows=EXAMPLE_RECORDS) if len(mine) else "(none)"
             ),
         }
         # Distinct quarantined lines of this file, as ingest counts them (study/ingest.py).

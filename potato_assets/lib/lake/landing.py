@@ -16,12 +16,125 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import os
+import stat
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from potato_assets.lib.lake import storage
+from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES
 
 CURSOR_VERSION = 1
+# How a refused study file appears among the sensor's ignored names.
+REFUSED_MARK = " (refused: "
+CHUNK_BYTES = 1 << 20
+
+
+class LandingRefused(ValueError):
+    """A landing file that is not read at all (not a regular file, outside the zone, too large);
+    the message is one sentence naming it and says nothing of its content."""
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _too_large(name: str, size: int | str, max_bytes: int) -> LandingRefused:
+    return LandingRefused(
+        f"{name} is larger than the {max_bytes:,}-byte limit for a landing file ({size} bytes; "
+        "POTATO_MAX_LANDING_BYTES); it was not read."
+    )
+
+
+def _local_target(root: str, name: str) -> str:
+    """The path to open for `name`: the file itself, or the target of a link that stays inside
+    the landing folder. Refuses anything else before it is opened (lstat, no read)."""
+    path = os.path.join(root, name)
+    mode = os.lstat(path).st_mode  # FileNotFoundError propagates: the caller says "not found"
+    if stat.S_ISLNK(mode):
+        real, zone = os.path.realpath(path), os.path.realpath(root)
+        if os.path.commonpath([real, zone]) != zone:
+            raise LandingRefused(f"{name} is a symbolic link that resolves outside the landing zone; it was not read.")
+        try:
+            mode = os.stat(real).st_mode
+        except FileNotFoundError:
+            raise LandingRefused(f"{name} is a symbolic link to nothing (its target does not exist).") from None
+        path = real
+    if not stat.S_ISREG(mode):
+        raise LandingRefused(f"{name} in the landing zone is {_kind(mode)}, not a regular file; it was not read.")
+    return path
+
+
+def _local_chunks(root: str, name: str, max_bytes: int) -> Iterator[bytes]:
+    path = _local_target(root, name)
+    # O_NONBLOCK: a FIFO swapped in after the check cannot block the open; O_NOFOLLOW: nor a link.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise LandingRefused(
+                f"{name} in the landing zone is {_kind(info.st_mode)}, not a regular file; it was not read."
+            )
+        if info.st_size > max_bytes:
+            raise _too_large(name, f"{info.st_size:,}", max_bytes)
+        total = 0
+        while chunk := os.read(fd, CHUNK_BYTES):
+            total += len(chunk)
+            if total > max_bytes:  # grew while being read
+                raise _too_large(name, f"more than {max_bytes:,}", max_bytes)
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _remote_chunks(landing_uri: str, name: str, max_bytes: int) -> Iterator[bytes]:
+    path = storage.to_upath(storage.join(landing_uri, name))
+    info = path.fs.info(path.path)  # FileNotFoundError propagates
+    if info.get("type") != "file":
+        raise LandingRefused(
+            f"{name} in the landing zone is a {info.get('type', 'non-file')} object, not a file; it was not read."
+        )
+    if int(info.get("size") or 0) > max_bytes:
+        raise _too_large(name, f"{int(info['size']):,}", max_bytes)
+    total = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            total += len(chunk)
+            if total > max_bytes:
+                raise _too_large(name, f"more than {max_bytes:,}", max_bytes)
+            yield chunk
+
+
+def landing_chunks(landing_uri: str, name: str, max_bytes: int = DEFAULT_MAX_LANDING_BYTES) -> Iterator[bytes]:
+    """The bytes of landing file `name`, in chunks, read only if it is a regular file inside the
+    landing zone (a link may point within it) and at most `max_bytes` long. Raises
+    LandingRefused otherwise, FileNotFoundError when there is no such file."""
+    if "/" in name or name in ("", ".", ".."):
+        raise LandingRefused(f"{name!r} is not a file name inside the landing zone.")
+    root = storage.to_upath(landing_uri)
+    if storage.is_local(root):
+        return _local_chunks(root.path, name, max_bytes)
+    return _remote_chunks(landing_uri, name, max_bytes)
+
+
+def read_landing_bytes(landing_uri: str, name: str, max_bytes: int = DEFAULT_MAX_LANDING_BYTES) -> bytes:
+    return b"".join(landing_chunks(landing_uri, name, max_bytes))
+
+
+def check_landing_file(landing_uri: str, name: str) -> None:
+    """Refuse (LandingRefused) a local landing entry that is not a regular file inside the zone,
+    from its metadata alone; object stores hold only objects."""
+    root = storage.to_upath(landing_uri)
+    if storage.is_local(root):
+        _local_target(root.path, name)
 
 
 @dataclass(frozen=True)
@@ -101,14 +214,20 @@ class ScanDecision:
     def reason(self) -> str:
         """Why this tick requests nothing, in one sentence."""
         parts = []
-        if self.missing:
-            parts.append("waiting for " + ", ".join(self.missing) + " (not in the landing zone yet)")
+        refused = [i for i in self.ignored if REFUSED_MARK in i]
+        others = [i for i in self.ignored if REFUSED_MARK not in i]
+        refused_names = {i.split(REFUSED_MARK, 1)[0] for i in refused}
+        absent = [n for n in self.missing if n not in refused_names]
+        if absent:
+            parts.append("waiting for " + ", ".join(absent) + " (not in the landing zone yet)")
         if self.waiting:
             parts.append(", ".join(self.waiting) + " changed since the last look; waiting until it settles")
         if not parts:
             parts.append("no new or changed landing files")
-        if self.ignored:
-            parts.append("ignored (not study files): " + ", ".join(self.ignored))
+        if refused:
+            parts.append("; ".join(i.split(REFUSED_MARK, 1)[1].rstrip(").") for i in refused))
+        if others:
+            parts.append("ignored (not study files): " + ", ".join(others))
         return "; ".join(parts)
 
 
@@ -125,10 +244,18 @@ def list_landing_files(landing_uri: str, suffix: str = ".csv") -> list[LandingOb
         return []
     found = []
     for entry in entries:
-        if entry.get("type") != "file":
-            continue
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
         if not name.lower().endswith(suffix) or name.startswith("."):
+            continue
+        if entry.get("type") != "file" and entry.get("islink") and storage.is_local(root):
+            # fsspec lists a local link as "other": one to a regular file inside the zone counts
+            # as that file; any other is refused by observe.
+            try:
+                target = os.stat(_local_target(base, name))
+            except (LandingRefused, OSError):
+                continue
+            entry = {**entry, "type": "file", "size": target.st_size, "mtime": target.st_mtime}
+        if entry.get("type") != "file":
             continue
         etag = entry.get("ETag") or entry.get("etag")
         modified = entry.get("mtime")
@@ -146,8 +273,13 @@ def list_landing_files(landing_uri: str, suffix: str = ".csv") -> list[LandingOb
     return sorted(found, key=lambda o: o.name)
 
 
-def content_sha256(uri: str) -> str:
-    return storage.sha256_hex(storage.to_upath(uri).read_bytes())
+def content_sha256(uri: str, max_bytes: int = DEFAULT_MAX_LANDING_BYTES) -> str:
+    """sha256 of a landing file, streamed (bounded memory), with the same refusals as ingestion."""
+    landing_uri, name = uri.rstrip("/").rsplit("/", 1)
+    digest = hashlib.sha256()
+    for chunk in landing_chunks(landing_uri, name, max_bytes):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 # As many hex digits as observe_landing's and the bronze tables' data versions.
@@ -174,7 +306,7 @@ def new_content_versions(
         else:
             try:
                 version = content_sha256(storage.join(landing_uri, name))[:VERSION_LENGTH]
-            except FileNotFoundError:
+            except (FileNotFoundError, LandingRefused):
                 continue
         versions[name] = (seen.fingerprint, version)
         if recorded is None or recorded[1] != version:
@@ -201,10 +333,23 @@ def observe(landing_uri: str, names: Sequence[str], previous: LandingCursor) -> 
             ignored.append(obj.name)
             continue
         try:
+            check_landing_file(landing_uri, obj.name)
             fp = fingerprint(obj, previous.seen.get(obj.name))
         except FileNotFoundError:
             continue  # removed between listing and reading: treat as missing this tick
+        except LandingRefused as exc:
+            ignored.append(f"{obj.name}{REFUSED_MARK}{exc})")
+            continue
         observed[obj.name] = Seen(obj.size, obj.modified, fp)
+    # A study file the listing skipped (a FIFO, a device, a link to one) is named, not waited for.
+    for name in names:
+        if name not in observed and not any(i.startswith(name + REFUSED_MARK) for i in ignored):
+            try:
+                check_landing_file(landing_uri, name)
+            except FileNotFoundError:
+                pass
+            except LandingRefused as exc:
+                ignored.append(f"{name}{REFUSED_MARK}{exc})")
     return observed, tuple(ignored)
 
 
