@@ -274,3 +274,24 @@ def validate_event(event: dict) -> list[str]:
             _validate(facet, f"{schema_id}#{pointer}")
             seen.append(name)
     return seen
+
+
+def lake_bytes(lake: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
+
+
+def set_field(path: Path, line: int, column: str, value: str, *, raw: bool = False) -> None:
+    """Overwrite one field on a physical line (header = line 1) of a simple CSV.
+
+    A value with a comma is quoted, as a spreadsheet writes it, unless ``raw``.
+    """
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[line - 1].split(",")
+    fields[header.index(column)] = f'"{value}"' if "," in value and not raw else value
+    lines[line - 1] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}

@@ -7,34 +7,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from potato_assets.study.models import MODEL_NAMES
 from potato_assets.study.schema import FIBER, LANDING_FILES, NUTRITION, WEIGHT
-from potato_assets_tests.helpers import copy_landing, materialize_all, read_table
+from potato_assets_tests.helpers import (
+    check_evaluations,
+    copy_landing,
+    lake_bytes,
+    materialize_all,
+    read_table,
+    set_field,
+)
 
 pytestmark = pytest.mark.e2e
 GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")]
-
-
-def lake_bytes(lake: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(lake)): p.read_bytes() for p in sorted(lake.rglob("*")) if p.is_file()}
-
-
-def set_field(path: Path, line: int, column: str, value: str, *, raw: bool = False) -> None:
-    """Overwrite one field on a physical line (header = line 1) of a simple CSV.
-
-    A value with a comma is quoted, as a spreadsheet writes it, unless ``raw``.
-    """
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    fields = lines[line - 1].split(",")
-    fields[header.index(column)] = f'"{value}"' if "," in value and not raw else value
-    lines[line - 1] = ",".join(fields)
-    path.write_text("\n".join(lines) + "\n")
 
 
 def append_line(path: Path, text: str) -> int:
@@ -51,10 +40,6 @@ def line_text(path: Path, line: int) -> str:
 
 def gold_tables(lake: Path) -> dict[str, pd.DataFrame]:
     return {key: read_table(str(lake), key) for key in GOLD_TABLES}
-
-
-def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
 
 
 @pytest.fixture(scope="module")

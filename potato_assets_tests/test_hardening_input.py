@@ -21,8 +21,18 @@ from potato_assets.defs.resources import LandingZone
 from potato_assets.lib import markdown
 from potato_assets.settings import normalize_uri
 from potato_assets.study.schema import FIBER, NUTRITION, WEIGHT
-from potato_assets_tests.helpers import REPO, cli_env, cli_home, materialize_all, read_table, run_cli
-from potato_assets_tests.test_bad_input_e2e import check_evaluations, copy_landing, lake_bytes, set_field
+from potato_assets_tests.helpers import (
+    REPO,
+    check_evaluations,
+    cli_env,
+    cli_home,
+    copy_landing,
+    lake_bytes,
+    materialize_all,
+    read_table,
+    run_cli,
+    set_field,
+)
 
 pytestmark = pytest.mark.e2e
 ODD = "in box #1 %20 é"
