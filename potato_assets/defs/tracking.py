@@ -47,6 +47,7 @@ class ExperimentTracker(dg.ConfigurableResource):
         if not self.enabled:
             return {"tracking_status": "disabled"}
         from potato_assets.lib import tracking
+        from potato_assets.lib.redact import redact_text, redact_uri
 
         started = time.monotonic()
         try:
@@ -63,8 +64,8 @@ class ExperimentTracker(dg.ConfigurableResource):
             run = tracking.log_fit(target, record)
         except Exception as error:  # any store/network/credential error: the fit itself is fine
             first_line = str(error).splitlines()[0][:300] if str(error) else ""
-            message = tracking.redact_uri(f"{type(error).__name__}: {first_line}")
-            where = tracking.redact_uri(self.tracking_uri)
+            message = redact_text(f"{type(error).__name__}: {first_line}")
+            where = redact_uri(self.tracking_uri)
             seconds = time.monotonic() - started
             if self.required:
                 raise dg.Failure(
@@ -74,7 +75,7 @@ class ExperimentTracker(dg.ConfigurableResource):
                         f" {message}"
                     ),
                     metadata={"tracking_status": "failed", "tracking_error": message},
-                ) from error
+                ) from None  # the cause's text quotes the tracking URI, credentials included
             context.log.warning(
                 f"{fit.name}: experiment tracking failed after {seconds:.1f} s ({message}); "
                 f"the model is materialised without an MLflow run"

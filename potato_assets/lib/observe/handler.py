@@ -27,7 +27,9 @@ from typing import Any
 
 import dagster as dg
 
-log = logging.getLogger(__name__)
+from potato_assets.lib.redact import get_logger, redact_text
+
+log = get_logger(__name__)
 
 # Layers by the first part of an asset key; anything else (e.g. a test's assets) is "other".
 LAYERS = ("landing", "bronze", "silver", "gold")
@@ -578,7 +580,7 @@ class ObservabilityHandler(logging.Handler):
         trace_id = telemetry.format_trace_id(telemetry.trace_id_for_run(meta["run_id"]))
         span_id = f"{span.get_span_context().span_id:016x}" if span is not None else None
         fields = {
-            "message": meta.get("orig_message") or record.getMessage(),
+            "message": redact_text(meta.get("orig_message") or record.getMessage()),
             "run_id": meta["run_id"],
             "trace_id": trace_id,
             "span_id": span_id,
@@ -620,4 +622,5 @@ def _error_of(event: Any) -> tuple[str, str | None] | None:
     while cause is not None:  # dg.Failure wraps the real reason as the cause
         message += f"\n{(cause.message or '').strip()}"
         cause = getattr(cause, "cause", None)
-    return message or "step failed", stack
+    # Error texts quote URLs and settings: they go to lineage, spans and logs without secrets.
+    return redact_text(message) or "step failed", redact_text(stack) if stack else None
