@@ -91,7 +91,31 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's bytes; for SQLite databases also every value, zlib-decompressed where it is
+    compressed (Dagster stores run and job snapshots that way: a raw grep would miss them)."""
+    found = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    for name in [n for n in found if n.endswith(".db")]:
+        found[f"{name} (values)"] = _sqlite_values(root / name)
+    return found
+
+
+def _sqlite_values(path: Path) -> bytes:
+    import sqlite3
+    import zlib
+
+    chunks: list[bytes] = []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = [row[0] for row in db.execute("select name from sqlite_master where type = 'table'")]
+        for table in tables:
+            for row in db.execute(f'select * from "{table}"'):
+                for value in row:
+                    if isinstance(value, bytes):
+                        with contextlib.suppress(zlib.error):
+                            value = zlib.decompress(value)
+                        chunks.append(value)
+                    elif value is not None:
+                        chunks.append(str(value).encode())
+    return b"\n".join(chunks)
 
 
 def _leaks(label: str, blob: bytes) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing_key
-from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS
+from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS, from_environment
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib.lake import landing as landing_scan
 from potato_assets.lib.observe import alerts
@@ -46,7 +46,7 @@ class AlertSink(dg.ConfigurableResource):
         return alerts.report(
             event,
             metric=metric,
-            webhook_url=self.webhook_url,
+            webhook_url=self.webhook_url.strip() if self.webhook_url else None,
             timeout=self.timeout_seconds,
             log=log,
         )
@@ -315,5 +315,9 @@ def automation() -> dg.Definitions:
     return dg.Definitions(
         schedules=[daily_refresh],
         sensors=[landing_sensor, freshness_alerts, run_failure_alerts, downstream_automation],
-        resources={"alerts_sink": AlertSink(webhook_url=SETTINGS.alert_webhook_url)},
+        resources={
+            "alerts_sink": AlertSink(
+                webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", SETTINGS.alert_webhook_url)
+            )
+        },
     )

@@ -1,5 +1,6 @@
 """Names, owners and policies shared by the asset layers."""
 
+import os
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -8,6 +9,17 @@ import dagster as dg
 from potato_assets.settings import load_settings
 
 SETTINGS = load_settings()
+
+
+def from_environment(env_name: str, value: str | None) -> "str | dg.EnvVar | None":
+    """A setting that may carry credentials (a URL's userinfo, a token), as resource config.
+
+    Dagster stores a resource's config in every run's job snapshot and shows it in the UI; given
+    as dg.EnvVar, only the variable's name is stored and the step reads the value itself.
+    """
+    if value and (os.environ.get(env_name) or "").strip() == value:
+        return dg.EnvVar(env_name)
+    return value
 
 
 def _is_data_frame(_context: dg.TypeCheckContext, value: object) -> bool:

@@ -60,7 +60,7 @@ class ExperimentTracker(dg.ConfigurableResource):
                 data_version=_latest_data_version(context, MODELING_KEY),
                 figures=_figures(context, fit, modeling),
             )
-            target = tracking.TrackingTarget(self.tracking_uri, self.artifact_root, self.index_table)
+            target = tracking.TrackingTarget(self.tracking_uri.strip(), self.artifact_root, self.index_table)
             run = tracking.log_fit(target, record)
         except Exception as error:  # any store/network/credential error: the fit itself is fine
             first_line = str(error).splitlines()[0][:300] if str(error) else ""
@@ -117,8 +117,10 @@ def _figures(context: dg.AssetExecutionContext, fit: "ModelFit", modeling: "Data
 
 
 def build_tracker(settings: Settings) -> ExperimentTracker:
+    from potato_assets.defs.common import from_environment
+
     return ExperimentTracker(
-        tracking_uri=settings.mlflow_tracking_uri,
+        tracking_uri=from_environment("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
         artifact_root=settings.mlflow_artifact_root,
         index_table=settings.mlflow_index_table,
         required=settings.mlflow_required,
