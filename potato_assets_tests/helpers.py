@@ -179,6 +179,8 @@ class LoopbackReceiver:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.posts: list[tuple[str, bytes]] = []
+        # (method, path, Authorization header) of every request, PUTs (the Pushgateway's) included.
+        self.requests: list[tuple[str, str, str | None]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -187,12 +189,15 @@ class LoopbackReceiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 receiver.posts.append((self.path, body))
+                receiver.requests.append((self.command, self.path, self.headers.get("Authorization")))
                 time.sleep(delay)
                 self.send_response(status)
                 if response:
                     self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(response)
+
+            do_PUT = do_POST
 
             def log_message(self, *args) -> None:
                 pass

@@ -1,11 +1,27 @@
 """Names, owners and policies shared by the asset layers."""
 
+import os
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import dagster as dg
 
 from potato_assets.settings import get_settings
+
+
+@overload
+def from_environment(env_name: str, value: str) -> str: ...
+@overload
+def from_environment(env_name: str, value: str | None) -> str | None: ...
+def from_environment(env_name: str, value: str | None) -> str | None:
+    """A setting that may carry credentials (a URL's userinfo, a token), as resource config.
+
+    Dagster stores a resource's config in every run's job snapshot and shows it in the UI; given
+    as dg.EnvVar (a str), only the variable's name is stored and the step reads the value itself.
+    """
+    if value and (os.environ.get(env_name) or "").strip() == value:
+        return dg.EnvVar(env_name)
+    return value
 
 
 def _is_data_frame(_context: dg.TypeCheckContext, value: object) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from potato_assets.defs.common import DATA_VERSION_TAG
+from potato_assets.defs.common import DATA_VERSION_TAG, from_environment
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
 from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
@@ -159,6 +159,7 @@ class ExperimentTracker(dg.ConfigurableResource):
         if not self.enabled:
             return {"tracking_status": "disabled"}
         from potato_assets.lib import tracking
+        from potato_assets.lib.redact import redact_text, redact_uri
 
         started = time.monotonic()
         try:
@@ -171,12 +172,12 @@ class ExperimentTracker(dg.ConfigurableResource):
                 data_version=_latest_data_version(context, MODELING_KEY),
                 figures=_figures(context, fit, modeling),
             )
-            target = tracking.TrackingTarget(self.tracking_uri, self.artifact_root, self.index_table)
+            target = tracking.TrackingTarget(self.tracking_uri.strip(), self.artifact_root, self.index_table)
             run = tracking.log_fit(target, record)
         except Exception as error:  # any store/network/credential error: the fit itself is fine
             first_line = str(error).splitlines()[0][:300] if str(error) else ""
-            message = tracking.redact_uri(f"{type(error).__name__}: {first_line}")
-            where = tracking.redact_uri(self.tracking_uri)
+            message = redact_text(f"{type(error).__name__}: {first_line}")
+            where = redact_uri(self.tracking_uri)
             seconds = time.monotonic() - started
             if self.required:
                 raise dg.Failure(
@@ -186,7 +187,7 @@ class ExperimentTracker(dg.ConfigurableResource):
                         f" {message}"
                     ),
                     metadata={"tracking_status": "failed", "tracking_error": message},
-                ) from error
+                ) from None  # the cause's text quotes the tracking URI, credentials included
             context.log.warning(
                 f"{fit.name}: experiment tracking failed after {seconds:.1f} s ({message}); "
                 f"the model is materialised without an MLflow run"
@@ -245,7 +246,7 @@ class AlertSink(dg.ConfigurableResource):
         return alerts.report(
             event,
             metric=metric,
-            webhook_url=self.webhook_url,
+            webhook_url=self.webhook_url.strip() if self.webhook_url else None,
             timeout=self.timeout_seconds,
             log=log,
         )
@@ -256,7 +257,7 @@ class AlertSink(dg.ConfigurableResource):
 
 def build_tracker(settings: Settings) -> ExperimentTracker:
     return ExperimentTracker(
-        tracking_uri=settings.mlflow_tracking_uri,
+        tracking_uri=from_environment("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
         artifact_root=settings.mlflow_artifact_root,
         index_table=settings.mlflow_index_table,
         required=settings.mlflow_required,
@@ -269,7 +270,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "lake": LakeFiles(lake_uri=settings.lake_uri),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
-        "alerts_sink": AlertSink(webhook_url=settings.alert_webhook_url),
+        "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),
     }
 
 

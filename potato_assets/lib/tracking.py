@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from potato_assets.lib.process import long_lived_imports
+from potato_assets.lib.redact import redact_uri
 from potato_assets.study.fitting import ModelFit
 from potato_assets.study.models import MODELS_BY_NAME, OLS_CLUSTER
 from potato_assets.study.schema import FORMULA, PREDICTOR_UNITS
@@ -214,6 +215,9 @@ def bound_http_retries(environ: os._Environ[str] | dict[str, str] = os.environ) 
     user has not set them."""
     for name, value in MLFLOW_HTTP_DEFAULTS.items():
         environ.setdefault(name, value)
+    # MlflowClient.set_terminated prints "View run ... at: <tracking URI>/#/..." to stdout, the
+    # URI's userinfo included. The run link is in the model's metadata already, without it.
+    environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
@@ -235,15 +239,13 @@ def _prepare_local_store(tracking_uri: str) -> None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def redact_uri(text: str) -> str:
-    """Passwords in URIs masked: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    return re.sub(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", r"\1:***@", text, flags=re.I)
-
-
 def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
-    """The run's page on an MLflow server (http/https stores only)."""
-    if urlparse(tracking_uri).scheme in ("http", "https"):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The run's page on an MLflow server (http/https stores only), without the URI's credentials."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https"):
+        # The query (e.g. ?token=) is dropped, not masked: the link is for people, who log in.
+        base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
     return None
 
 
@@ -338,7 +340,7 @@ def log_fit(target: TrackingTarget, record: FitRecord) -> TrackedRun:
         run_id=run_id,
         run_name=finished.info.run_name,
         status=finished.info.status,
-        artifact_uri=finished.info.artifact_uri,
+        artifact_uri=redact_uri(finished.info.artifact_uri or ""),
         run_url=run_url(target.tracking_uri, experiment_id, run_id),
         reused=existing is not None,
         index_item=item,

@@ -256,7 +256,7 @@ def _oidc_trust(name: str) -> dict:
         (
             "apply_trust",
             "apply_subject",
-            "repo:${var.github_repository}:environment:${var.apply_environment}",
+            "repo:${var.github_repository}:ref:${var.apply_ref}",
         ),
     ],
 )
@@ -278,11 +278,14 @@ def test_oidc_trust_admits_only_this_repository(document: str, subject_local: st
     assert locals_of(mod)[subject_local] == expected_subject
     assert "*" not in expected_subject
 
-    # The repository variable rejects wildcards, and the dev stack passes the apply environment.
+    # The repository and ref variables reject wildcards; the dev stack pins main.
     validation = variables(mod)["github_repository"]["validation"][0]["condition"]
     assert "A-Za-z0-9_.-" in validation
+    assert "refs/heads/" in variables(mod)["apply_ref"]["validation"][0]["condition"]
+    assert variables(mod)["apply_ref"]["default"] == "refs/heads/main"
     call = module_calls(load_dir(DEV_ENV_DIR))["github_oidc"]
-    assert unwrap(call["apply_environment"]) == "var.github_environment"
+    assert unwrap(call["apply_ref"]) == "var.github_apply_ref"
+    assert variables(load_dir(DEV_ENV_DIR))["github_apply_ref"]["default"] == "refs/heads/main"
     assert unwrap(call["github_repository"]) == "var.github_repository"
 
 
@@ -477,3 +480,232 @@ def test_lake_checks_role_trusts_only_this_repositorys_checks_environment() -> N
     assert unwrap(call["github_repository"]) == "var.github_repository"
     assert unwrap(call["oidc_provider_arn"]) == "module.github_oidc.oidc_provider_arn"
     assert unwrap(call["lake_bucket_arn"]) == "local.active_lake.bucket_arn"
+
+
+# --- The apply role cannot grant itself more ---------------------------------------------------
+# A small IAM evaluator over the parsed policy: explicit Deny wins, then any Allow; the policy's
+# ${local.*} / ${var.*} references are filled in with one concrete stack.
+
+STACK = {
+    "local.partition": "aws",
+    "local.account_id": "123456789012",
+    "local.oidc_host": "token.actions.githubusercontent.com",
+    "var.name_prefix": "potato-dev",
+    "var.project": "potato",
+    "var.github_repository": "octo/potato",
+    "var.apply_ref": "refs/heads/main",
+    "var.mlflow_index_table_name": "potato-dev-mlflow-runs",
+    "var.log_group_name": "/potato/dev/pipeline",
+    "var.state_bucket": "potato-terraform-state",
+    "var.state_key": "potato/dev/terraform.tfstate",
+}
+ACCOUNT = "arn:aws:iam::123456789012"
+APPLY_ROLE = f"{ACCOUNT}:role/potato-dev-github-apply"
+PLAN_ROLE = f"{ACCOUNT}:role/potato-dev-github-plan"
+RUNTIME_ROLE = f"{ACCOUNT}:role/potato-dev-pipeline-runtime"
+BOUNDARY = f"{ACCOUNT}:policy/potato-dev-role-boundary"
+STACK_POLICY = f"{ACCOUNT}:policy/potato-dev-pipeline-runtime"
+ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
+OTHER_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1111-other-team"
+STACK_KEY = "arn:aws:kms:eu-west-1:123456789012:key/2222-potato"
+
+
+def _fill(text: str, locals_: dict) -> str:
+    for _ in range(10):
+
+        def one_ref(match: re.Match) -> str:
+            ref = match.group(1)
+            if ref in STACK:
+                return STACK[ref]
+            if ref.startswith("local.") and isinstance(locals_.get(ref[6:]), str):
+                return locals_[ref[6:]]
+            raise KeyError(ref)
+
+        filled = re.sub(r"\$\{([a-z_.]+)\}", one_ref, text)
+        if filled == text:
+            return filled
+        text = filled
+    return text
+
+
+def _glob(pattern: str, value: str) -> bool:
+    return re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), value) is not None
+
+
+def _condition_holds(condition: dict, context: dict, locals_: dict) -> bool:
+    values = [_fill(str(v), locals_) for v in condition["values"]]
+    actual = context.get(condition["variable"])
+    test = condition["test"]
+    if test in ("StringEquals", "ArnEquals"):
+        return actual is not None and actual in values
+    if test in ("StringLike", "ArnLike"):
+        return actual is not None and any(_glob(v, actual) for v in values)
+    if test == "StringNotEquals":  # true when the key is absent, as in IAM
+        return actual is None or actual not in values
+    raise AssertionError(f"the evaluator does not know {test}")
+
+
+def _decision(document: dict, locals_: dict, action: str, resource: str, context: dict) -> str:
+    allowed = False
+    for statement in statements(document):
+        if not any(_glob(a, action) for a in statement["actions"]):
+            continue
+        resources = [_fill(r, locals_) for r in statement["resources"] if "statement.value" not in r]
+        if not any(_glob(r, resource) for r in resources):
+            continue
+        if not all(_condition_holds(c, context, locals_) for c in statement.get("condition", [])):
+            continue
+        if statement.get("effect", "Allow") == "Deny":
+            return "deny"
+        allowed = True
+    return "allow" if allowed else "implicit deny"
+
+
+def _apply_policy() -> tuple[dict, dict]:
+    mod = load_dir(OIDC)
+    return one(mod, "data", "aws_iam_policy_document", "apply"), locals_of(mod)
+
+
+SELF_CHANGES = [
+    "iam:AttachRolePolicy",
+    "iam:DetachRolePolicy",
+    "iam:PutRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:UpdateRole",
+    "iam:DeleteRole",
+    "iam:TagRole",
+    "iam:UntagRole",
+]
+
+
+@pytest.mark.parametrize("action", SELF_CHANGES)
+@pytest.mark.parametrize("boundary", [None, BOUNDARY])
+def test_the_apply_role_cannot_change_its_own_role_policies_or_trust(action: str, boundary: str | None) -> None:
+    doc, locals_ = _apply_policy()
+    context = {"iam:PermissionsBoundary": boundary, "iam:PolicyARN": STACK_POLICY}
+    assert _decision(doc, locals_, action, APPLY_ROLE, {k: v for k, v in context.items() if v}) == "deny"
+    # The name the denies protect is the apply role's own name.
+    role = one(load_dir(OIDC), "resource", "aws_iam_role", "apply")
+    assert _fill(role["name"], locals_) == APPLY_ROLE.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion"],
+)
+def test_the_apply_role_cannot_change_the_boundary(action: str) -> None:
+    doc, locals_ = _apply_policy()
+    assert _decision(doc, locals_, action, BOUNDARY, {}) == "deny"
+    # ...while the stack's other policies stay manageable (terraform never sets a default version).
+    expected = "implicit deny" if action == "iam:SetDefaultPolicyVersion" else "allow"
+    assert _decision(doc, locals_, action, STACK_POLICY, {}) == expected
+    policy = one(load_dir(OIDC), "resource", "aws_iam_policy", "role_boundary")
+    assert _fill(policy["name"], locals_) == BOUNDARY.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRolePolicy"],
+)
+def test_roles_the_apply_role_creates_or_changes_must_carry_the_boundary(action: str) -> None:
+    doc, locals_ = _apply_policy()
+    for role in (RUNTIME_ROLE, PLAN_ROLE, f"{ACCOUNT}:role/potato-dev-new"):
+        assert _decision(doc, locals_, action, role, {"iam:PolicyARN": STACK_POLICY}) != "allow"
+        other = {"iam:PermissionsBoundary": f"{ACCOUNT}:policy/potato-dev-wide-open", "iam:PolicyARN": STACK_POLICY}
+        assert _decision(doc, locals_, action, role, other) != "allow"
+        bounded = {"iam:PermissionsBoundary": BOUNDARY, "iam:PolicyARN": STACK_POLICY}
+        assert _decision(doc, locals_, action, role, bounded) == "allow"
+    # Never on roles outside the stack, boundary or not.
+    outside = {"iam:PermissionsBoundary": BOUNDARY, "iam:PolicyARN": STACK_POLICY}
+    assert _decision(doc, locals_, action, f"{ACCOUNT}:role/admin", outside) != "allow"
+
+
+def test_only_the_stacks_own_policies_can_be_attached() -> None:
+    doc, locals_ = _apply_policy()
+    context = {"iam:PermissionsBoundary": BOUNDARY, "iam:PolicyARN": ADMIN_POLICY}
+    assert _decision(doc, locals_, "iam:AttachRolePolicy", RUNTIME_ROLE, context) != "allow"
+
+
+def test_every_role_the_stack_creates_carries_the_boundary() -> None:
+    roles = {}
+    for directory in sorted({p.parent for p in tf_files()}):
+        for name, body in blocks(load_dir(directory), "resource", "aws_iam_role").items():
+            roles[f"{directory.relative_to(TERRAFORM_DIR).as_posix()}/{name}"] = body
+    assert set(roles) == {
+        "modules/ci_checks_role/checks",
+        "modules/github_oidc/apply",
+        "modules/github_oidc/plan",
+        "modules/pipeline_runtime/runtime",
+        "modules/secure_bucket/replication",
+    }
+    # The apply role itself is the administrator's to change (it may not touch itself).
+    assert "permissions_boundary" not in roles["modules/github_oidc/apply"]
+    assert unwrap(roles["modules/github_oidc/plan"]["permissions_boundary"]) == "aws_iam_policy.role_boundary.arn"
+    for name in (
+        "modules/pipeline_runtime/runtime",
+        "modules/secure_bucket/replication",
+        "modules/ci_checks_role/checks",
+    ):
+        assert unwrap(roles[name]["permissions_boundary"]) == "var.permissions_boundary_arn"
+    calls = module_calls(load_dir(DEV_ENV_DIR))
+    for bounded in ("pipeline_runtime", "ci_checks_role"):
+        assert unwrap(calls[bounded]["permissions_boundary_arn"]) == "module.github_oidc.role_boundary_arn"
+    with_replication = [
+        n for n, c in calls.items() if unwrap(c["source"]).endswith("secure_bucket") and "replication" in c
+    ]
+    assert with_replication
+    for name in with_replication:
+        assert unwrap(calls[name].get("permissions_boundary_arn")) == "module.github_oidc.role_boundary_arn", name
+
+
+def test_the_boundary_allows_no_iam_writes_and_no_key_policies() -> None:
+    mod = load_dir(OIDC)
+    doc, locals_ = one(mod, "data", "aws_iam_policy_document", "role_boundary"), locals_of(mod)
+    for action in (
+        *SELF_CHANGES,
+        "iam:CreateRole",
+        "iam:PassRole",
+        "iam:CreatePolicyVersion",
+        "kms:PutKeyPolicy",
+        "sts:AssumeRole",
+    ):
+        for resource in (APPLY_ROLE, RUNTIME_ROLE, BOUNDARY, STACK_KEY, "*"):
+            assert _decision(doc, locals_, action, resource, {}) != "allow", (action, resource)
+    for statement in statements(doc):
+        assert statement.get("effect", "Allow") == "Allow"
+        assert not any(
+            a == "*" or a.endswith(":*") or a.startswith("iam:") and not a.startswith(("iam:Get", "iam:List"))
+            for a in statement["actions"]
+        )
+    # What the bounded roles need still passes: the runtime writes the lake, S3 replicates it.
+    assert _decision(doc, locals_, "s3:PutObject", "arn:aws:s3:::potato-dev-lake-a/gold/x.png", {}) == "allow"
+    assert _decision(doc, locals_, "s3:ReplicateObject", "arn:aws:s3:::potato-dev-lake-replica-a/k", {}) == "allow"
+    assert _decision(doc, locals_, "kms:Decrypt", STACK_KEY, {}) == "allow"
+
+
+def test_kms_tagging_cannot_adopt_a_key_of_another_project() -> None:
+    doc, locals_ = _apply_policy()
+    tag_request = {"aws:RequestTag/Project": "potato"}
+    # An existing key of someone else, untagged or tagged otherwise: no tagging it into the stack.
+    assert _decision(doc, locals_, "kms:TagResource", OTHER_KEY, tag_request) == "deny"
+    other_project = {**tag_request, "aws:ResourceTag/Project": "other"}
+    assert _decision(doc, locals_, "kms:TagResource", OTHER_KEY, other_project) == "deny"
+    assert _decision(doc, locals_, "kms:PutKeyPolicy", OTHER_KEY, {}) != "allow"
+    # The stack's own keys stay manageable, and new keys are created with the Project tag only.
+    own = {**tag_request, "aws:ResourceTag/Project": "potato"}
+    assert _decision(doc, locals_, "kms:TagResource", STACK_KEY, own) == "allow"
+    assert _decision(doc, locals_, "kms:PutKeyPolicy", STACK_KEY, {"aws:ResourceTag/Project": "potato"}) == "allow"
+    assert _decision(doc, locals_, "kms:CreateKey", "*", tag_request) == "allow"
+    assert _decision(doc, locals_, "kms:CreateKey", "*", {}) != "allow"
+
+
+def test_the_evaluator_is_not_vacuous() -> None:
+    doc, locals_ = _apply_policy()
+    bounded = {"iam:PermissionsBoundary": BOUNDARY, "iam:PolicyARN": STACK_POLICY}
+    assert _decision(doc, locals_, "iam:PutRolePolicy", RUNTIME_ROLE, bounded) == "allow"
+    assert _decision(doc, locals_, "iam:UpdateAssumeRolePolicy", RUNTIME_ROLE, {}) == "allow"
+    assert _decision(doc, locals_, "s3:CreateBucket", "arn:aws:s3:::potato-dev-lake-a", {}) == "allow"
+    assert _decision(doc, locals_, "s3:CreateBucket", "arn:aws:s3:::someone-else", {}) == "implicit deny"

@@ -86,7 +86,13 @@ def test_infra_workflow_plans_on_prs_and_applies_on_main_in_protected_environmen
     plan, apply = jobs["plan"], jobs["apply"]
     assert "pull_request" in plan["if"]
     assert "refs/heads/main" in apply["if"] and "push" in apply["if"]
-    assert apply["environment"] == "dev"  # matches github_environment in terraform
+    # The human gate is a credential-less job in the protected environment; the apply job runs
+    # outside it, so its token subject is the ref the apply role trusts (ref:refs/heads/main).
+    approve = jobs["approve"]
+    assert approve["environment"] == "dev" and "refs/heads/main" in approve["if"]
+    assert approve["permissions"] == {"contents": "read"}  # no id-token: no AWS credentials
+    assert "environment" not in apply
+    assert "approve" in apply["needs"]
     for job, var in ((plan, "AWS_PLAN_ROLE_ARN"), (apply, "AWS_APPLY_ROLE_ARN")):
         creds = [s for s in job["steps"] if "configure-aws-credentials" in s.get("uses", "")]
         assert len(creds) == 1

@@ -189,9 +189,11 @@ def test_http_bounds_apply_only_where_unset():
     assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "99"
     assert env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == tracking.MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
-    opted_in = {"MLFLOW_DISABLE_TELEMETRY": "false"}
+    opted_in = {"MLFLOW_DISABLE_TELEMETRY": "false", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "false"}
     tracking.bound_http_retries(opted_in)
     assert opted_in["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    # Never printed: MLflow's "View run" line quotes the tracking URI with its credentials.
+    assert opted_in["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
 
 
 def test_mlflow_telemetry_is_off_in_a_process_that_logged_a_fit(tmp_path):
@@ -210,12 +212,10 @@ def test_mlflow_telemetry_is_off_in_a_process_that_logged_a_fit(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "True"
 
 
-def test_passwords_in_uris_are_masked():
-    text = "cannot reach postgresql+psycopg2://mlflow:s3cr3t@db.internal:5432/mlflow (timeout)"
-    assert tracking.redact_uri(text) == (
-        "cannot reach postgresql+psycopg2://mlflow:***@db.internal:5432/mlflow (timeout)"
-    )
-    assert tracking.redact_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+def test_the_run_link_carries_no_credentials():
+    url = tracking.run_url("https://alice:s3cr3t-tok@mlflow.example:5000/base/?token=q-s3cr3t", "7", "abc")
+    assert url == "https://mlflow.example:5000/base/#/experiments/7/runs/abc"
+    assert tracking.run_url("sqlite:////tmp/m.db", "7", "abc") is None
 
 
 def test_default_artifact_root():

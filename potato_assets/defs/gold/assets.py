@@ -127,11 +127,25 @@ def fit_models(
 
 # One input per model, named after it and typed here: the functions take them as **coefficients.
 MODEL_INS = {spec.name: dg.AssetIn(model_key(spec.name), dagster_type=DataFrame) for spec in MODELS}
+# What gold publishes (figures, report) is one consistent set: each piece waits for every model,
+# the summary and the last silver table, so a blocking check anywhere upstream (bronze or silver
+# contract, a model check) skips all of it and the last good run's figures and report stay.
+PUBLISHED_AFTER = [
+    dg.AssetKey(["silver", "modeling_dataset"]),
+    *(model_key(spec.name) for spec in MODELS),
+    model_key(SUMMARY_NAME),
+]
+
+
+def _gate(*read: dg.AssetKey) -> list[dg.AssetKey]:
+    """The PUBLISHED_AFTER assets an asset does not already read as inputs."""
+    return [key for key in PUBLISHED_AFTER if key not in read]
 
 
 @dg.asset(
     key=["gold", "figures", "fiber_vs_weight_change"],
     ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"]), **MODEL_INS},
+    deps=_gate(dg.AssetKey(["silver", "modeling_dataset"]), *(model_key(spec.name) for spec in MODELS)),
     description=FIGURES["fiber_vs_weight_change"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
     pool=LAKE_POOL,
@@ -151,6 +165,7 @@ def fiber_vs_weight_change_figure(
 @dg.asset(
     key=["gold", "figures", "subject_trajectories"],
     ins={"trajectories": dg.AssetIn(["silver", "subject_trajectories"])},
+    deps=_gate(),
     description=FIGURES["subject_trajectories"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
     pool=LAKE_POOL,

@@ -1,8 +1,9 @@
 """Gold validation checks on the registry's fitted models (rules in study/validation.py).
 
-Not blocking: the report still renders and shows the models as they are, while a failed check
-(ERROR: not converged, non-finite numbers, too few clusters; WARN: singular mixed fit, fiber
-estimates that disagree) is visible in the UI and the run's check results.
+ERROR checks (not converged, non-finite numbers, too few clusters) are blocking: models that
+cannot be trusted fail the run (the CLI exits non-zero) and the figures and report, which wait for
+every model (gold/assets.py PUBLISHED_AFTER), are not rewritten: the last good report stays.
+WARN checks (singular mixed fit, fiber estimates that disagree) only show in the UI and the run.
 """
 
 import inspect
@@ -33,6 +34,7 @@ def _result(verdict: mv.Verdict, severity: dg.AssetCheckSeverity) -> dg.AssetChe
 @dg.asset_check(
     asset=SUMMARY_KEY,
     name="all_models_converged",
+    blocking=True,
     description="ERROR when any of the three models did not converge (the mixed model must also reach the profiled REML optimum).",
 )
 def all_models_converged(summary: DataFrame) -> dg.AssetCheckResult:
@@ -73,6 +75,7 @@ def finite_estimates_check(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=model_key(name),
         name="finite_estimates",
+        blocking=True,
         description="ERROR when any estimate or standard error is non-finite, or a standard error is not positive.",
     )
     def _finite(value: DataFrame) -> dg.AssetCheckResult:
@@ -85,6 +88,7 @@ def enough_clusters_check(name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=model_key(name),
         name="enough_clusters",
+        blocking=True,
         additional_ins={"summary": dg.AssetIn(SUMMARY_KEY)},
         description=f"ERROR when the cluster-robust standard errors come from fewer than {mv.MIN_CLUSTERS} subjects.",
     )

@@ -7,8 +7,8 @@ export them without touching the callers.
 
 from __future__ import annotations
 
+import base64
 import json
-import logging
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-LOGGER = logging.getLogger("potato_assets.alerts")
+from potato_assets.lib.redact import get_logger, redact_text, strip_userinfo
+
+LOGGER = get_logger("potato_assets.alerts")
 DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 5.0
 
 # Metric names (Prometheus style; the telemetry layer may map them to OTel instruments).
@@ -67,12 +69,13 @@ class AlertDeliveryError(RuntimeError):
 def post_webhook(url: str, payload: Mapping[str, Any], timeout: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST JSON to the webhook; any non-2xx answer, refusal or timeout is an AlertDeliveryError."""
     body = json.dumps(payload, default=str).encode("utf-8")
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "potato-assets-alerts"},
-    )
+    headers = {"Content-Type": "application/json", "User-Agent": "potato-assets-alerts"}
+    # urllib cannot use userinfo (it would read `user:pass@host` as a host and quote it in errors).
+    url, credentials = strip_userinfo(url)
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
@@ -80,7 +83,7 @@ def post_webhook(url: str, payload: Mapping[str, Any], timeout: float = DEFAULT_
         raise AlertDeliveryError(f"webhook answered HTTP {exc.code}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise AlertDeliveryError(f"webhook unreachable: {reason}") from None
+        raise AlertDeliveryError(redact_text(f"webhook unreachable: {reason}")) from None
 
 
 @dataclass(frozen=True)

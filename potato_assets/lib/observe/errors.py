@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from potato_assets.lib.redact import redact_text
+
 
 def cause_chain(error: Any) -> list[Any]:
     """The error, then each cause it wraps (dg.Failure and step wrappers carry the real reason as
@@ -31,4 +33,5 @@ def failure_of(event: Any) -> tuple[str, str | None] | None:
     stack = "".join(getattr(outer, "stack", []) or []) or None
     for cause in causes:
         message += f"\n{(cause.message or '').strip()}"
-    return message or "step failed", stack
+    # Error texts quote URLs and settings: they go to lineage, spans and logs without secrets.
+    return redact_text(message) or "step failed", redact_text(stack) if stack else None

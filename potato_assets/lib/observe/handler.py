@@ -30,8 +30,9 @@ import dagster as dg
 from potato_assets.lib.observe.errors import failure_of
 from potato_assets.lib.observe.run_state import RunState, log_fields
 from potato_assets.lib.observe.sinks import Failure, Sink
+from potato_assets.lib.redact import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Dispatcher:

@@ -12,7 +12,6 @@ only when an event is built or sent, so importing this module costs nothing.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 import uuid
@@ -25,7 +24,9 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from openlineage.client.event_v2 import RunEvent
 
-log = logging.getLogger(__name__)
+from potato_assets.lib.redact import get_logger, redact_text, redact_uri
+
+log = get_logger(__name__)
 
 PRODUCER = "https://github.com/potato-study/potato_assets"
 DEFAULT_JOB_NAMESPACE = "potato_assets"
@@ -295,7 +296,8 @@ class HttpLineageEmitter:
         }
         if api_key:
             params["auth"] = {"type": "api_key", "apiKey": api_key}
-        self.url = url.rstrip("/") + "/" + endpoint.lstrip("/")
+        # For log lines only; the client keeps the URL as given (requests sends its userinfo as auth).
+        self.url = redact_uri(url.rstrip("/") + "/" + endpoint.lstrip("/"))
         self._client = OpenLineageClient(transport=HttpTransport(HttpConfig.from_dict(params)))
         self._quiet_until = 0.0
         self.failures = 0
@@ -312,7 +314,7 @@ class HttpLineageEmitter:
                 "OpenLineage events could not be sent to %s (%s: %s); lineage off for %.0f s",
                 self.url,
                 type(exc).__name__,
-                exc,
+                redact_text(str(exc)),
                 RETRY_AFTER_SECONDS,
             )
 

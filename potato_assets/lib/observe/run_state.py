@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.lib.observe.graph import ProjectGraph, StepPlan
+from potato_assets.lib.redact import redact_text
 
 
 @dataclass
@@ -97,7 +98,7 @@ def log_fields(record: logging.LogRecord, meta: dict[str, Any], run: RunState | 
     step_key = meta.get("step_key")
     span = run.span_for(step_key) if run is not None else None
     return {
-        "message": meta.get("orig_message") or record.getMessage(),
+        "message": redact_text(meta.get("orig_message") or record.getMessage()),
         "run_id": meta["run_id"],
         "trace_id": telemetry.format_trace_id(telemetry.trace_id_for_run(meta["run_id"])),
         "span_id": f"{span.get_span_context().span_id:016x}" if span is not None else None,

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger(__name__)
+from potato_assets.lib.redact import get_logger, redact_text, redact_uri, strip_userinfo
+
+log = get_logger(__name__)
 
 SERVICE_NAME = "potato_assets"
 PUSHGATEWAY_JOB = "potato_assets"
@@ -174,7 +176,7 @@ class JsonLogFormatter(logging.Formatter):
         doc.update({k: v for k, v in fields.items() if k not in doc and v is not None})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        return redact_text(json.dumps(doc, default=str))
 
 
 # --- OpenTelemetry -----------------------------------------------------------------------------
@@ -365,6 +367,7 @@ def push_observations(url: str, observations: Iterable[Observation], *, per_asse
     """
     from prometheus_client import push_to_gateway
 
+    url, handler = _pushgateway_target(url)
     per_asset = set(per_asset)
     run_level = []
     by_asset: dict[str, list[Observation]] = {}
@@ -379,6 +382,7 @@ def push_observations(url: str, observations: Iterable[Observation], *, per_asse
             job=PUSHGATEWAY_JOB,
             registry=build_registry(run_level),
             timeout=EXPORT_TIMEOUT_SECONDS,
+            handler=handler,
         )
         for asset_key, items in by_asset.items():
             push_to_gateway(
@@ -387,10 +391,11 @@ def push_observations(url: str, observations: Iterable[Observation], *, per_asse
                 grouping_key={"asset_key": asset_key},
                 registry=build_registry(items),
                 timeout=EXPORT_TIMEOUT_SECONDS,
+                handler=handler,
             )
         return True
     except Exception as exc:  # metrics are best-effort: never fail a run for them
-        log.warning("metrics could not be pushed to the Pushgateway at %s: %s", url, exc)
+        log.warning("metrics could not be pushed to the Pushgateway at %s: %s", redact_uri(url), redact_text(str(exc)))
         return False
 
 
@@ -410,13 +415,34 @@ def record_metric(
         from prometheus_client import push_to_gateway
 
         grouping = {k: obs.labels[k] for k in ("asset_key",) if k in obs.labels}
+        url, handler = _pushgateway_target(pushgateway_url)
         try:
             push_to_gateway(
-                pushgateway_url,
+                url,
                 job=f"{PUSHGATEWAY_JOB}_{obs.name}",
                 grouping_key=grouping,
                 registry=build_registry([obs]),
                 timeout=EXPORT_TIMEOUT_SECONDS,
+                handler=handler,
             )
         except Exception as exc:
-            log.warning("metric %s could not be pushed to %s: %s", name, pushgateway_url, exc)
+            log.warning("metric %s could not be pushed to %s: %s", name, redact_uri(url), redact_text(str(exc)))
+
+
+def _pushgateway_target(url: str) -> tuple[str, Any]:
+    """The gateway without userinfo, and a handler sending that userinfo as HTTP basic auth.
+
+    urllib cannot use credentials in a URL: it takes `user:pass@host` for a host and port, and
+    its error message then quotes the password.
+    """
+    from prometheus_client.exposition import basic_auth_handler, default_handler
+
+    bare, credentials = strip_userinfo(url)
+    if credentials is None:
+        return bare, default_handler
+    user, password = credentials
+
+    def handler(url: str, method: str, timeout: float | None, headers: list, data: bytes) -> Any:
+        return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
+    return bare, handler

@@ -10,6 +10,8 @@ module "ci_checks_role" {
   lake_bucket_arn   = local.active_lake.bucket_arn
   lake_kms_key_arn  = local.active_lake.kms_key_arn
   lake_region       = var.serve_from_replica ? var.replica_region : var.region
+
+  permissions_boundary_arn = module.github_oidc.role_boundary_arn
 }
 
 output "lake_checks_role_arn" {

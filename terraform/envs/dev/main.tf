@@ -69,6 +69,7 @@ module "lake" {
     destination_bucket_arn  = module.lake_replica.bucket_arn
     destination_kms_key_arn = module.lake_replica.kms_key_arn
   }
+  permissions_boundary_arn = module.github_oidc.role_boundary_arn
 }
 
 # --- MLflow artifacts ------------------------------------------------------------------------
@@ -91,6 +92,7 @@ module "mlflow_artifacts" {
     destination_bucket_arn  = module.mlflow_artifacts_replica.bucket_arn
     destination_kms_key_arn = module.mlflow_artifacts_replica.kms_key_arn
   }
+  permissions_boundary_arn = module.github_oidc.role_boundary_arn
 }
 
 # --- Pipeline runtime: run-index table, log group, least-privilege role ---------------------
@@ -113,6 +115,7 @@ module "pipeline_runtime" {
   mlflow_index_table_name    = local.mlflow_index_table_name
   log_retention_days         = var.log_retention_days
   runtime_service_principals = var.runtime_service_principals
+  permissions_boundary_arn   = module.github_oidc.role_boundary_arn
 
   table_replica = {
     region      = var.replica_region
@@ -126,7 +129,7 @@ module "github_oidc" {
   source = "../../modules/github_oidc"
 
   github_repository       = var.github_repository
-  apply_environment       = var.github_environment
+  apply_ref               = var.github_apply_ref
   create_oidc_provider    = var.create_github_oidc_provider
   project                 = var.project
   name_prefix             = local.name_prefix

@@ -37,10 +37,10 @@ variable "github_repository" {
   type        = string
 }
 
-variable "github_environment" {
-  description = "Protected GitHub environment of the apply job (environment: in infra.yml)."
+variable "github_apply_ref" {
+  description = "The branch whose workflows may assume the apply role (the apply job in infra.yml runs on it)."
   type        = string
-  default     = "dev"
+  default     = "refs/heads/main"
 }
 
 variable "create_github_oidc_provider" {

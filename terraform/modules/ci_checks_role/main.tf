@@ -45,6 +45,8 @@ resource "aws_iam_role" "checks" {
   description          = "Read-only asset checks of the lake from the scheduled workflow of ${var.github_repository}"
   assume_role_policy   = data.aws_iam_policy_document.checks_trust.json
   max_session_duration = 3600
+  # The apply role may create roles only under this boundary (modules/github_oidc).
+  permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }
 

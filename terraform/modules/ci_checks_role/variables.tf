@@ -56,3 +56,8 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "permissions_boundary_arn" {
+  description = "The permissions boundary every role of the stack carries (modules/github_oidc role_boundary)."
+  type        = string
+}

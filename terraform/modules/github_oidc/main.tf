@@ -1,7 +1,14 @@
 # GitHub Actions OIDC federation: no long-lived AWS keys. Two roles, each trusting exactly one
 # token subject of exactly one repository:
-#   plan  - repo:OWNER/REPO:pull_request              read-only, for `terraform plan` on PRs
-#   apply - repo:OWNER/REPO:environment:ENVIRONMENT   for `terraform apply` on main
+#   plan  - repo:OWNER/REPO:pull_request         read-only, for `terraform plan` on PRs
+#   apply - repo:OWNER/REPO:ref:refs/heads/main  for `terraform apply`, only from workflows on main
+# AWS evaluates only the token's `sub` and `aud` (no custom claims), and an environment job's
+# `sub` names the environment but not the branch, so the apply trust pins the ref: which branch
+# may deploy is then in code, not in the environment's settings on GitHub.
+#
+# The apply role cannot grant itself more: every role it creates or changes must carry the
+# permissions boundary below (which allows no IAM writes), it may attach only this stack's
+# policies, and it may not change its own role, its own policies or trust, or the boundary.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -18,7 +25,13 @@ locals {
   )
 
   plan_subject  = "repo:${var.github_repository}:pull_request"
-  apply_subject = "repo:${var.github_repository}:environment:${var.apply_environment}"
+  apply_subject = "repo:${var.github_repository}:ref:${var.apply_ref}"
+
+  apply_role_name = "${var.name_prefix}-github-apply"
+  apply_role_arn  = "arn:${local.partition}:iam::${local.account_id}:role/${local.apply_role_name}"
+  boundary_name   = "${var.name_prefix}-role-boundary"
+  boundary_arn    = "arn:${local.partition}:iam::${local.account_id}:policy/${local.boundary_name}"
+  oidc_arn        = "arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}"
 
   # ARNs of what the stack manages; every CI permission is scoped to these.
   bucket_arns    = "arn:${local.partition}:s3:::${var.name_prefix}-*"
@@ -99,15 +112,106 @@ resource "aws_iam_role" "plan" {
   description          = "terraform plan from pull requests of ${var.github_repository}"
   assume_role_policy   = data.aws_iam_policy_document.plan_trust.json
   max_session_duration = 3600
+  permissions_boundary = aws_iam_policy.role_boundary.arn
   tags                 = var.tags
 }
 
+# Created and changed by an administrator only (see README): the apply role may not touch itself.
 resource "aws_iam_role" "apply" {
-  name                 = "${var.name_prefix}-github-apply"
-  description          = "terraform apply from ${var.github_repository} environment ${var.apply_environment}"
+  name                 = local.apply_role_name
+  description          = "terraform apply from ${var.github_repository} ${var.apply_ref}"
   assume_role_policy   = data.aws_iam_policy_document.apply_trust.json
   max_session_duration = 3600
   tags                 = var.tags
+}
+
+# --- Permissions boundary: the most any role created by the apply role can ever do ----------
+# The stack's workload roles (pipeline runtime, S3 replication) and the plan role: data access to
+# the stack's buckets, keys, table and log group, and reads of its configuration. No IAM writes,
+# no key policies: a role the apply role creates can never be a way to more than this.
+
+data "aws_iam_policy_document" "role_boundary" {
+  statement {
+    sid       = "StackBucketsAndObjects"
+    actions   = ["s3:Get*", "s3:ListBucket", "s3:PutObject", "s3:DeleteObject", "s3:Replicate*"]
+    resources = [local.bucket_arns, "${local.bucket_arns}/*"]
+  }
+
+  statement {
+    sid       = "State"
+    actions   = ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.state_bucket, "${local.state_bucket}/${var.state_key}", "${local.state_bucket}/${var.state_key}.tflock"]
+  }
+
+  statement {
+    sid = "UseAndReadStackKeys"
+    actions = [
+      "kms:Decrypt",
+      "kms:DescribeKey",
+      "kms:Encrypt",
+      "kms:GenerateDataKey",
+      "kms:GetKeyPolicy",
+      "kms:GetKeyRotationStatus",
+      "kms:ListResourceTags",
+    ]
+    resources = [local.key_arns]
+  }
+
+  # kms:ListAliases has no resource-level permissions: AWS requires "*". It lists alias names.
+  statement {
+    sid       = "ListAliases"
+    actions   = ["kms:ListAliases"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid = "RunIndexTable"
+    actions = [
+      "dynamodb:DescribeContinuousBackups",
+      "dynamodb:DescribeTable",
+      "dynamodb:DescribeTimeToLive",
+      "dynamodb:GetItem",
+      "dynamodb:ListTagsOfResource",
+      "dynamodb:PutItem",
+      "dynamodb:Query",
+      "dynamodb:UpdateItem",
+    ]
+    resources = [local.table_arn]
+  }
+
+  statement {
+    sid       = "PipelineLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = [local.log_group_arns]
+  }
+
+  statement {
+    sid       = "ReadLogGroups"
+    actions   = ["logs:DescribeLogGroups", "logs:ListTagsForResource", "logs:ListTagsLogGroup"]
+    resources = [local.all_log_groups]
+  }
+
+  statement {
+    sid = "ReadIam"
+    actions = [
+      "iam:GetOpenIDConnectProvider",
+      "iam:GetPolicy",
+      "iam:GetPolicyVersion",
+      "iam:GetRole",
+      "iam:GetRolePolicy",
+      "iam:ListAttachedRolePolicies",
+      "iam:ListPolicyVersions",
+      "iam:ListRolePolicies",
+    ]
+    resources = [local.role_arns, local.policy_arns, local.oidc_arn]
+  }
+}
+
+resource "aws_iam_policy" "role_boundary" {
+  name        = local.boundary_name
+  description = "Permissions boundary of every role the ${var.name_prefix} apply role creates"
+  policy      = data.aws_iam_policy_document.role_boundary.json
+  tags        = var.tags
 }
 
 # --- Plan: read the state and the configuration of managed resources -----------------------
@@ -238,8 +342,9 @@ data "aws_iam_policy_document" "apply" {
   }
 
   # kms:CreateKey has no resource-level permissions: AWS requires "*" (and tagging on create
-  # is authorised against the new key, so kms:TagResource too). Both are limited to keys
-  # created with this stack's Project tag (provider default_tags).
+  # needs kms:TagResource too). Both are limited to requests carrying this stack's Project tag
+  # (provider default_tags); DenyAdoptingKeys below keeps TagResource off every existing key
+  # that is not already the stack's, so no other key can be tagged into the stack.
   statement {
     sid       = "CreateProjectKeys"
     actions   = ["kms:CreateKey", "kms:TagResource"]
@@ -248,6 +353,19 @@ data "aws_iam_policy_document" "apply" {
     condition {
       test     = "StringEquals"
       variable = "aws:RequestTag/Project"
+      values   = [var.project]
+    }
+  }
+
+  statement {
+    sid       = "DenyAdoptingKeys"
+    effect    = "Deny"
+    actions   = ["kms:TagResource", "kms:UntagResource"]
+    resources = [local.key_arns]
+
+    condition {
+      test     = "StringNotEquals"
+      variable = "aws:ResourceTag/Project"
       values   = [var.project]
     }
   }
@@ -293,36 +411,120 @@ data "aws_iam_policy_document" "apply" {
     resources = [local.alias_arns]
   }
 
+  # Creating a role or changing its permissions requires the boundary on it (the condition key
+  # is the role's boundary, so these fail on any role without it, the apply role included).
   statement {
-    sid = "ManageRolesAndPolicies"
+    sid = "ManageBoundedRoles"
     actions = [
-      "iam:AttachRolePolicy",
-      "iam:CreatePolicy",
-      "iam:CreatePolicyVersion",
       "iam:CreateRole",
-      "iam:DeletePolicy",
-      "iam:DeletePolicyVersion",
-      "iam:DeleteRole",
       "iam:DeleteRolePolicy",
       "iam:DetachRolePolicy",
-      "iam:GetPolicy",
-      "iam:GetPolicyVersion",
+      "iam:PutRolePermissionsBoundary",
+      "iam:PutRolePolicy",
+    ]
+    resources = [local.role_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PermissionsBoundary"
+      values   = [local.boundary_arn]
+    }
+  }
+
+  # Only the stack's own managed policies may be attached (never an AWS-managed one).
+  statement {
+    sid       = "AttachStackPolicies"
+    actions   = ["iam:AttachRolePolicy"]
+    resources = [local.role_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PermissionsBoundary"
+      values   = [local.boundary_arn]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "iam:PolicyARN"
+      values   = [local.policy_arns]
+    }
+  }
+
+  statement {
+    sid = "ManageRoles"
+    actions = [
+      "iam:DeleteRole",
       "iam:GetRole",
       "iam:GetRolePolicy",
       "iam:ListAttachedRolePolicies",
       "iam:ListInstanceProfilesForRole",
-      "iam:ListPolicyVersions",
       "iam:ListRolePolicies",
-      "iam:PutRolePolicy",
-      "iam:TagPolicy",
       "iam:TagRole",
-      "iam:UntagPolicy",
       "iam:UntagRole",
       "iam:UpdateAssumeRolePolicy",
       "iam:UpdateRole",
       "iam:UpdateRoleDescription",
     ]
-    resources = [local.role_arns, local.policy_arns]
+    resources = [local.role_arns]
+  }
+
+  statement {
+    sid = "ManagePolicies"
+    actions = [
+      "iam:CreatePolicy",
+      "iam:CreatePolicyVersion",
+      "iam:DeletePolicy",
+      "iam:DeletePolicyVersion",
+      "iam:GetPolicy",
+      "iam:GetPolicyVersion",
+      "iam:ListPolicyVersions",
+      "iam:TagPolicy",
+      "iam:UntagPolicy",
+    ]
+    resources = [local.policy_arns]
+  }
+
+  # Explicit denies win over every allow above: the apply role cannot change its own role,
+  # permissions or trust, nor the boundary that limits what it creates, nor drop a boundary.
+  statement {
+    sid    = "DenyChangingItself"
+    effect = "Deny"
+    actions = [
+      "iam:AttachRolePolicy",
+      "iam:DeleteRole",
+      "iam:DeleteRolePermissionsBoundary",
+      "iam:DeleteRolePolicy",
+      "iam:DetachRolePolicy",
+      "iam:PutRolePermissionsBoundary",
+      "iam:PutRolePolicy",
+      "iam:TagRole",
+      "iam:UntagRole",
+      "iam:UpdateAssumeRolePolicy",
+      "iam:UpdateRole",
+      "iam:UpdateRoleDescription",
+    ]
+    resources = [local.apply_role_arn]
+  }
+
+  statement {
+    sid    = "DenyChangingTheBoundary"
+    effect = "Deny"
+    actions = [
+      "iam:CreatePolicyVersion",
+      "iam:DeletePolicy",
+      "iam:DeletePolicyVersion",
+      "iam:SetDefaultPolicyVersion",
+      "iam:TagPolicy",
+      "iam:UntagPolicy",
+    ]
+    resources = [local.boundary_arn]
+  }
+
+  statement {
+    sid       = "DenyRemovingBoundaries"
+    effect    = "Deny"
+    actions   = ["iam:DeleteRolePermissionsBoundary"]
+    resources = [local.role_arns]
   }
 
   # Only S3 (replication) is handed one of the stack's roles.
@@ -350,7 +552,7 @@ data "aws_iam_policy_document" "apply" {
       "iam:UntagOpenIDConnectProvider",
       "iam:UpdateOpenIDConnectProviderThumbprint",
     ]
-    resources = ["arn:${local.partition}:iam::${local.account_id}:oidc-provider/${local.oidc_host}"]
+    resources = [local.oidc_arn]
   }
 
   statement {

@@ -9,6 +9,11 @@ output "plan_role_arn" {
 }
 
 output "apply_role_arn" {
-  description = "Role for `terraform apply` in the protected environment (variable AWS_APPLY_ROLE_ARN)."
+  description = "Role for `terraform apply` from workflows on the apply ref (repository variable AWS_APPLY_ROLE_ARN)."
   value       = aws_iam_role.apply.arn
+}
+
+output "role_boundary_arn" {
+  description = "Permissions boundary every role the apply role creates must carry."
+  value       = aws_iam_policy.role_boundary.arn
 }

@@ -8,10 +8,15 @@ variable "github_repository" {
   }
 }
 
-variable "apply_environment" {
-  description = "Protected GitHub environment the apply job runs in (sub = repo:OWNER/REPO:environment:NAME)."
+variable "apply_ref" {
+  description = "The only git ref whose workflows may assume the apply role (sub = repo:OWNER/REPO:ref:REF)."
   type        = string
-  default     = "dev"
+  default     = "refs/heads/main"
+
+  validation {
+    condition     = can(regex("^refs/heads/[A-Za-z0-9_./-]+$", var.apply_ref))
+    error_message = "apply_ref must be one branch, refs/heads/NAME, without wildcards."
+  }
 }
 
 variable "project" {

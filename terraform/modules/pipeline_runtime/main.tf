@@ -140,6 +140,7 @@ resource "aws_iam_role" "runtime" {
   description          = "Runs the potato_assets Dagster pipeline"
   assume_role_policy   = data.aws_iam_policy_document.runtime_trust.json
   max_session_duration = 3600
+  permissions_boundary = var.permissions_boundary_arn
   tags                 = var.tags
 }
 

@@ -66,3 +66,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "permissions_boundary_arn" {
+  description = "Permissions boundary of the module's role (github_oidc's role_boundary_arn): the apply role may create only roles that carry it."
+  type        = string
+  default     = null
+}

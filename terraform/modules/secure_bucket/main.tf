@@ -227,9 +227,10 @@ data "aws_iam_policy_document" "replication_trust" {
 resource "aws_iam_role" "replication" {
   count = var.replication == null ? 0 : 1
 
-  name               = "${var.name}-replication"
-  assume_role_policy = data.aws_iam_policy_document.replication_trust.json
-  tags               = var.tags
+  name                 = "${var.name}-replication"
+  assume_role_policy   = data.aws_iam_policy_document.replication_trust.json
+  permissions_boundary = var.permissions_boundary_arn
+  tags                 = var.tags
 }
 
 data "aws_iam_policy_document" "replication" {
