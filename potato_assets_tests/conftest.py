@@ -8,14 +8,17 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SEED_DIR = REPO.parent / "shared" / "data" / "seed-study"
+# ../shared beside the checkout; POTATO_SEED_STUDY for a checkout elsewhere (a git worktree).
+SEED_DIR = Path(os.environ.get("POTATO_SEED_STUDY") or REPO.parent / "shared" / "data" / "seed-study")
 SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
 
 
 @pytest.fixture(scope="session")
 def seed_dir() -> Path:
     if not (SEED_DIR / "Potato_tidy.csv").exists():
-        pytest.skip(f"the seed study is not at {SEED_DIR} (expected ../shared beside the checkout)")
+        pytest.skip(
+            f"the seed study is not at {SEED_DIR} (expected ../shared beside the checkout, or POTATO_SEED_STUDY)"
+        )
     return SEED_DIR
 
 

@@ -8,9 +8,9 @@ All of them run in the Dagster daemon (`make dev` starts one next to the UI; in 
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -22,12 +22,17 @@ from potato_assets.lib.observe import alerts
 from potato_assets.settings import Settings
 from potato_assets.study.schema import LANDING_FILES
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
 LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
 BRONZE_KEY_BY_FILE = {spec.file_name: bronze_key(spec.asset_name) for spec in LANDING_FILES}
 LANDING_KEY_BY_FILE = {spec.file_name: landing_key(spec.asset_name) for spec in LANDING_FILES}
-# A landing change re-ingests bronze (one step: a bad file writes nothing); the automation
-# sensor then reruns only the assets whose inputs' data versions changed.
-LANDING_TARGET = dg.AssetSelection.assets(ingest_landing)
+# A landing change re-ingests bronze (one step: a bad file writes nothing) and, in the same run,
+# rebuilds everything downstream of the bronze tables whose content changed; what does not
+# depend on them is left out of the run.
+INGEST = dg.AssetSelection.assets(ingest_landing)
+LANDING_TARGET = INGEST.downstream()
 FRESHNESS_INTERVAL_SECONDS = 300
 
 
@@ -102,6 +107,30 @@ def _bootstrap_from_lake(
             cursor.ingested[file_name] = cursor.seen[file_name].fingerprint
 
 
+def changed_bronze_tables(
+    instance: dg.DagsterInstance, changed_files: Iterable[str], versions: Mapping[str, tuple[str, str]]
+) -> list[dg.AssetKey]:
+    """The bronze tables a re-ingest of `changed_files` changes: those whose landing file's
+    content version differs from the data version bronze holds (or that bronze lacks). A file
+    that only needs anchoring (the same bytes bronze already ingested) changes nothing."""
+    tables = []
+    for name in changed_files:
+        key = BRONZE_KEY_BY_FILE[name]
+        event = instance.get_latest_materialization_event(key)
+        held = (event.tags or {}).get(DATA_VERSION_TAG) if event else None
+        landing_version = versions.get(name, ("", None))[1]
+        if held is None or landing_version is None or held != landing_version:
+            tables.append(key)
+    return tables
+
+
+def landing_run_selection(asset_graph: "BaseAssetGraph", changed_tables: Sequence[dg.AssetKey]) -> list[dg.AssetKey]:
+    """ingest_landing (one step writes all of bronze) plus everything downstream of the changed
+    tables: one run takes a landing change to gold, and leaves out what does not depend on it."""
+    selection = INGEST | dg.AssetSelection.assets(*changed_tables).downstream()
+    return sorted(selection.resolve(asset_graph), key=lambda k: k.to_user_string())
+
+
 def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
     @dg.sensor(
         name="landing_sensor",
@@ -112,7 +141,8 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
             "Watches POTATO_LANDING_URI (folder or s3:// prefix). When a study CSV is new or "
             "changed (sha256 on disk, ETag on S3) and its size held still since the last tick, "
             "records its content version (sha256) as an observation of its landing asset and "
-            "requests one run of ingest_landing; downstream_automation takes it from there."
+            "requests one run: ingest_landing and everything downstream of the bronze tables "
+            "whose content changed, so the change reaches gold in that run."
         ),
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
@@ -139,18 +169,27 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         ]
         if not decision.request:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason()), asset_events=observations)
+        if context.repository_def is None:
+            raise dg.DagsterInvariantViolationError("the landing sensor needs its repository to select the run")
+        changed_tables = changed_bronze_tables(context.instance, decision.changed, decision.cursor.versions)
         context.log.info(
             json.dumps(
                 {
                     "event": "landing_changed",
                     "files": list(decision.changed),
+                    "tables": [k.to_user_string() for k in changed_tables],
                     "run_key": decision.run_key,
                 }
             )
         )
         request = dg.RunRequest(
             run_key=decision.run_key,
-            tags={"potato/trigger": "landing", "potato/changed_files": ",".join(decision.changed)},
+            asset_selection=landing_run_selection(context.repository_def.asset_graph, changed_tables),
+            tags={
+                "potato/trigger": "landing",
+                "potato/changed_files": ",".join(decision.changed),
+                "potato/changed_tables": ",".join(k.to_user_string() for k in changed_tables),
+            },
         )
         return dg.SensorResult(run_requests=[request], asset_events=observations)
 
