@@ -123,6 +123,7 @@ def landing_sensor_ticks(home: Path, landing: Path, cursor: str | None) -> tuple
                 instance=instance,
                 cursor=cursor,
                 resources={"landing": automation.LandingZone(landing_uri=landing.as_uri())},
+                repository_def=load_defs().get_repository_def(),
             )
             result = sensor.evaluate_tick(context)
             cursor = result.cursor
