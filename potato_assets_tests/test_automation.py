@@ -135,6 +135,11 @@ def test_landing_sensor_waits_for_all_files_then_requests_one_run(landing_sensor
     request = result.run_requests[0]
     assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(ALL_FILES)
     assert json.loads(cursor)["ingested"].keys() == set(ALL_FILES)
+    # An empty lake: the one run builds every asset, bronze to the report.
+    repo = load_defs().get_repository_def()
+    materializable = {k for k, a in repo.assets_defs_by_key.items() if a.is_materializable}
+    assert set(request.asset_selection or []) == materializable
+    assert request.tags["potato/changed_tables"] == "bronze/fiber,bronze/nutrition,bronze/weight"
 
     # The same files dropped again (fresh mtimes, same bytes): nothing, tick after tick.
     copy_landing(sample_dir, landing)

@@ -121,7 +121,7 @@ def changed_bronze_tables(
         landing_version = versions.get(name, ("", None))[1]
         if held is None or landing_version is None or held != landing_version:
             tables.append(key)
-    return tables
+    return sorted(tables, key=lambda k: k.to_user_string())
 
 
 def landing_run_selection(asset_graph: "BaseAssetGraph", changed_tables: Sequence[dg.AssetKey]) -> list[dg.AssetKey]:
