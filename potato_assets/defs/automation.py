@@ -1,5 +1,5 @@
 """What runs the graph without a person: the daily refresh, the landing sensor, the automation
-sensor that propagates changed data versions downstream, and the sensors that report stale assets
+sensor for code-version changes and hand-started bronze refreshes, and the sensors that report stale assets
 and failed runs (structured log event, metric, optional webhook).
 
 All of them run in the Dagster daemon (`make dev` starts one next to the UI; in production
@@ -327,19 +327,21 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSi
 
 # --- propagation ------------------------------------------------------------------------------
 
-# Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py): after bronze is refreshed (the
-# landing sensor, UI, CLI), each asset whose inputs' data versions changed follows once the
-# blocking checks upstream passed, one layer per tick. Dagster's implicit automation sensor
-# starts stopped; this one runs by default, as often as the landing sensor looks.
+# Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py). A landing change needs none of
+# it (the landing sensor's run reaches gold); it covers a bumped code version, a missing asset
+# and a bronze refresh started by hand, each with everything downstream in one run, once the
+# blocking checks upstream passed. Dagster's implicit automation sensor starts stopped; this one
+# runs by default, as often as the landing sensor looks.
 downstream_automation = dg.AutomationConditionSensorDefinition(
     "downstream_automation",
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=SETTINGS.landing_poll_seconds,
     description=(
-        "Evaluates the silver and gold automation conditions: rebuild an asset when an input's "
-        "data version changed (or it went missing, or its code version changed), once upstream "
-        "blocking checks passed; every POTATO_LANDING_POLL_SECONDS."
+        "Evaluates the silver and gold automation conditions: rebuild an asset when its code "
+        "version changed, it went missing or an input's data version changed outside a landing "
+        "run, together with everything downstream of it in one run, once upstream blocking "
+        "checks passed; every POTATO_LANDING_POLL_SECONDS."
     ),
 )
 
