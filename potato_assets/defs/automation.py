@@ -146,6 +146,9 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         ),
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+        if context.repository_def is None:  # before the cursor moves: a change must not be lost
+            raise dg.DagsterInvariantViolationError("the landing sensor needs its repository to select the run")
+        repository = context.repository_def
         previous = landing_scan.LandingCursor.from_json(context.cursor)
         observed, ignored = landing_scan.observe(landing.landing_uri, LANDING_FILE_NAMES, previous)
         if not previous.ingested and not previous.seen:
@@ -169,8 +172,6 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         ]
         if not decision.request:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason()), asset_events=observations)
-        if context.repository_def is None:
-            raise dg.DagsterInvariantViolationError("the landing sensor needs its repository to select the run")
         changed_tables = changed_bronze_tables(context.instance, decision.changed, decision.cursor.versions)
         context.log.info(
             json.dumps(
@@ -184,7 +185,7 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         )
         request = dg.RunRequest(
             run_key=decision.run_key,
-            asset_selection=landing_run_selection(context.repository_def.asset_graph, changed_tables),
+            asset_selection=landing_run_selection(repository.asset_graph, changed_tables),
             tags={
                 "potato/trigger": "landing",
                 "potato/changed_files": ",".join(decision.changed),
