@@ -147,7 +147,10 @@ def sensor_tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, curso
     from potato_assets.defs.resources import LandingZone
 
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"landing": LandingZone(landing_uri=landing_uri)}
+        instance=instance,
+        cursor=cursor,
+        resources={"landing": LandingZone(landing_uri=landing_uri)},
+        repository_def=load_defs().get_repository_def(),
     )
     result = sensor.evaluate_tick(context)
     return result, result.cursor

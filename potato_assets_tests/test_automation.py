@@ -8,10 +8,10 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -131,6 +131,11 @@ def test_landing_sensor_waits_for_all_files_then_requests_one_run(landing_sensor
     request = result.run_requests[0]
     assert request.run_key and set(request.tags["potato/changed_files"].split(",")) == set(ALL_FILES)
     assert json.loads(cursor)["ingested"].keys() == set(ALL_FILES)
+    # An empty lake: the one run builds every asset, bronze to the report.
+    repo = load_defs().get_repository_def()
+    materializable = {k for k, a in repo.assets_defs_by_key.items() if a.is_materializable}
+    assert set(request.asset_selection or []) == materializable
+    assert request.tags["potato/changed_tables"] == "bronze/fiber,bronze/nutrition,bronze/weight"
 
     # The same files dropped again (fresh mtimes, same bytes): nothing, tick after tick.
     copy_landing(sample_dir, landing)
@@ -402,7 +407,7 @@ def _closed_port() -> int:
     return free_port()
 
 
-# --- the lake pool: two real runs never write the lake at the same time --------------------------
+# --- the lake is held by one run at a time ------------------------------------------------------
 
 
 def step_windows(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float, str]]:
@@ -418,53 +423,80 @@ def step_windows(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float,
     return windows
 
 
-POOL_BLOCKED = "blocked by limit for pool lake"
+def engine_messages(instance: dg.DagsterInstance, run_id: str, text: str) -> list[str]:
+    return [
+        e.dagster_event.message or ""
+        for e in instance.all_logs(run_id)
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ENGINE_EVENT"
+        and text in (e.dagster_event.message or "")
+    ]
 
 
-def runs_blocked_on_the_lake(instance: dg.DagsterInstance) -> set[str]:
-    return {
-        r.run_id
-        for r in instance.get_runs()
-        for e in instance.all_logs(r.run_id)
-        if e.dagster_event and POOL_BLOCKED in (e.dagster_event.message or "")
-    }
+def fewer_subjects(src: Path, dst: Path, keep: int) -> None:
+    """The same study with only its first `keep` subjects: other silver, other models."""
+    import pandas as pd
+
+    dst.mkdir(parents=True)
+    for name in ALL_FILES:
+        table = pd.read_csv(src / name, dtype=str, keep_default_na=False)
+        subjects = list(dict.fromkeys(table["subject_id"]))[:keep]
+        table[table["subject_id"].isin(subjects)].to_csv(dst / name, index=False)
 
 
-@dg.asset(pool="lake")
-def lake_holder(context) -> None:
-    """Holds the lake slot until both CLI runs are queued behind it, so they must compete."""
-    deadline = time.monotonic() + 120
-    while len(runs_blocked_on_the_lake(context.instance)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
+def latest_in_run(instance: dg.DagsterInstance, key: dg.AssetKey, run_id: str) -> dg.EventLogRecord:
+    records = instance.fetch_materializations(key, limit=10).records
+    mine = [r for r in records if r.run_id == run_id]
+    assert len(mine) == 1, (key, run_id, [r.run_id for r in records])
+    return mine[0]
 
 
 @pytest.mark.e2e
-def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
+def test_two_concurrent_cli_runs_each_fit_gold_on_their_own_silver(sample_dir, tmp_path):
+    """Two `dagster asset materialize --select '*'` on different landing folders, one lake: the
+    runs do not interleave, and each run's models were fitted on the modelling table that same
+    run wrote (its data version is the models' input version; nobs is its row count)."""
+    from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, LAKE_POOL
+    from potato_assets.defs.executor import HOLDING, WAITING, WHOLE_RUN
+
     home = cli_home(tmp_path)
-    env = cli_env(home, sample_dir, tmp_path / "lake")
-    # Two lake-writing steps per run (and bronze's checks), without the model fits.
-    selection = 'group:bronze or key:"silver/study_calendar"'
-    cmd = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions"]
+    landings = [tmp_path / "landing_all", tmp_path / "landing_few"]
+    copy_landing(sample_dir, landings[0])
+    fewer_subjects(sample_dir, landings[1], keep=8)
+    cmd = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"]
     inst = dg.DagsterInstance.from_config(str(home))
-    holder = threading.Thread(target=dg.materialize, args=([lake_holder],), kwargs={"instance": inst})
-    holder.start()
+    # A run that holds the lake until both CLI runs wait for it, so they must compete.
+    holder = dg.DagsterRun(job_name="lake_holder", run_id=uuid.uuid4().hex, status=dg.DagsterRunStatus.STARTED)
+    inst.add_run(holder)
+    inst.event_log_storage.initialize_concurrency_limit_to_default(LAKE_POOL)
+    assert inst.event_log_storage.claim_concurrency_slot(LAKE_POOL, holder.run_id, WHOLE_RUN).is_claimed
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
-    # Output to files, not pipes: a run stuck on a full pipe would keep its pool slot.
+    # Output to files, not pipes: a run stuck on a full pipe would keep the lake.
     procs = [
         subprocess.Popen(
-            [*cmd, "--select", selection],
-            env=env,
+            cmd,
+            env=cli_env(home, landing, tmp_path / "lake"),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=log.open("w"),
             start_new_session=True,
         )
-        for log in logs
+        for landing, log in zip(landings, logs, strict=True)
     ]
     try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            cli_runs = [r for r in inst.get_runs() if r.run_id != holder.run_id]
+            if len(cli_runs) == 2 and all(engine_messages(inst, r.run_id, WAITING) for r in cli_runs):
+                break
+            assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            time.sleep(0.5)
+        else:
+            pytest.fail("the two CLI runs did not both wait for the lake")
+        inst.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+        inst.report_run_canceled(holder)
         for p in procs:
-            p.wait(timeout=300)
-        holder.join(timeout=60)
+            p.wait(timeout=420)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -472,25 +504,31 @@ def test_two_concurrent_cli_runs_take_turns_on_the_lake(sample_dir, tmp_path):
                 p.wait(timeout=10)
     try:
         assert [p.returncode for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]
-        cli_runs = [r for r in inst.get_runs() if r.run_id in runs_blocked_on_the_lake(inst)]
-        assert len(cli_runs) == 2, "both CLI runs must have waited for the lake slot"
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in inst.get_runs())
-        repo = load_defs().get_repository_def()
-        pool_steps = {
-            a.op.name for a in repo.assets_defs_by_key.values() if a.is_executable and a.op.pool == "lake"
-        } | {"lake_holder"}
-        windows = {r.run_id: [w for w in step_windows(inst, r.run_id) if w[2] in pool_steps] for r in inst.get_runs()}
-        assert sorted(len(w) for w in windows.values()) == [1, 2, 2]
-        overlaps = [
-            (x, y)
-            for run_a, wa in windows.items()
-            for run_b, wb in windows.items()
-            if run_a < run_b
-            for x in wa
-            for y in wb
-            if x[0] < y[1] and y[0] < x[1]
-        ]
-        assert not overlaps, overlaps
+        cli_runs = [r for r in inst.get_runs() if r.run_id != holder.run_id]
+        assert len(cli_runs) == 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in cli_runs)
+        run_ids = [r.run_id for r in cli_runs]
+        # One run at a time: every step of one run ended before the other's first step started.
+        first, second = sorted(run_ids, key=lambda rid: min(w[0] for w in step_windows(inst, rid)))
+        assert max(w[1] for w in step_windows(inst, first)) <= min(w[0] for w in step_windows(inst, second))
+        assert all(engine_messages(inst, rid, HOLDING) for rid in run_ids)
+        # The second waited for the first, by name.
+        assert any(first in m for m in engine_messages(inst, second, WAITING))
+        assert inst.event_log_storage.get_concurrency_info(LAKE_POOL).claimed_slots == []
+
+        modeling_key = dg.AssetKey(["silver", "modeling_dataset"])
+        nobs = {}
+        for rid in run_ids:
+            modeling = latest_in_run(inst, modeling_key, rid)
+            fit = latest_in_run(inst, dg.AssetKey(["gold", "models", "ols_cluster"]), rid)
+            assert modeling.asset_materialization is not None and fit.asset_materialization is not None
+            # The version of the modelling table the fit read is the one this run wrote...
+            read = (fit.event_log_entry.tags or {})[f"{INPUT_DATA_VERSION_TAG}/{modeling_key.to_user_string()}"]
+            assert read == (modeling.event_log_entry.tags or {})[DATA_VERSION_TAG]
+            # ...and the model saw as many rows as that table has.
+            rows = modeling.asset_materialization.metadata["dagster/row_count"].value
+            assert fit.asset_materialization.metadata["summary"].value["nobs"] == rows, rid
+            nobs[rid] = rows
+        assert len(set(nobs.values())) == 2, f"the two landing folders must give different models: {nobs}"
     finally:
         inst.dispose()
 
@@ -502,4 +540,4 @@ def test_production_instance_matches_the_default_but_for_storage():
     production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
     assert production["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     assert {k: v for k, v in production.items() if k not in ("storage", "compute_logs")} == default
-    assert default["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    assert default["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}

@@ -1,6 +1,8 @@
-"""Work is skipped where nothing changed: the automation conditions (evaluated as the daemon's
-automation sensor does, on an ephemeral instance) request only the assets whose inputs' data
-versions changed, and the landing sensor records each landing file's content version."""
+"""Work is skipped where nothing changed: the landing sensor's run selects what depends on the
+landing files whose content changed, the automation conditions (evaluated as the daemon's
+automation sensor does, on an ephemeral instance) add nothing after it and rerun a bumped code
+version with its downstream in one request, and the landing sensor records each landing file's
+content version."""
 
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class Automation:
         self.instance, self.landing, self.lake = instance, landing, lake
         self.graph = self.defs.resolve_asset_graph()
         self.cursor = None
+        self.landing_sensor = automation.build_landing_sensor(
+            Settings(lake_uri="file:///unused", landing_uri="file:///unused")
+        )
+        self.sensor_cursor: str | None = None
 
     def tick(self) -> set[str]:
         """One automation evaluation: the asset keys it requests."""
@@ -61,8 +67,26 @@ class Automation:
         assert result.success
 
     def ingest(self) -> None:
-        """What the landing sensor requests: ingest_landing (all four bronze tables)."""
+        """A bronze refresh by hand (UI, CLI): ingest_landing (all four bronze tables) alone."""
         self.run(dg.AssetSelection.assets(ingest_landing))
+
+    def landing_change(self) -> set[str]:
+        """Two landing sensor ticks on the landing folder as it is now (a file must hold still
+        between two looks), its observations recorded and its run request run as the daemon
+        would: the asset keys that run selected (empty: no run)."""
+        requests = []
+        for _ in range(2):
+            result, self.sensor_cursor = sensor_tick(
+                self.landing_sensor, self.instance, self.sensor_cursor, self.landing.as_uri()
+            )
+            for event in result.asset_events:
+                self.instance.report_runless_asset_event(event)
+            requests += result.run_requests
+        assert len(requests) <= 1, requests
+        if not requests:
+            return set()
+        self.run(dg.AssetSelection.assets(*requests[0].asset_selection))
+        return {k.to_user_string() for k in requests[0].asset_selection}
 
     def follow(self, max_rounds: int = 8) -> list[set[str]]:
         """Tick, run what was requested, repeat until a tick requests nothing."""
@@ -107,45 +131,47 @@ def test_only_what_depends_on_changed_content_reruns(sample_dir, tmp_path):
         materialize_all(landing, lake, instance=instance)
         # The daemon's first tick sets the baseline and requests nothing.
         assert auto.tick() == set()
+        bronze = {k.to_user_string() for k in auto.graph.get_all_asset_keys() if k.path[0] == "bronze"}
 
-        # The same landing files ingested again: bronze keeps its versions, nothing reruns.
+        # The sensor's first look at files bronze ingested unobserved: one re-ingest anchors
+        # them; bronze keeps its versions, so that run is bronze alone and nothing follows.
         versions = {k: auto.version(k) for k in ("bronze/nutrition", "bronze/quarantine")}
-        auto.ingest()
+        assert auto.landing_change() == bronze
         assert {k: auto.version(k) for k in versions} == versions
         assert auto.follow() == [set()]
+        # The same files again: no run.
+        assert auto.landing_change() == set()
 
-        # One subject-week's food entries edited: what reads food entries reruns, layer by
-        # layer, until the versions stop changing; weights, calendar and trajectories do not.
+        # One subject-week's food entries edited: ONE run takes the change to gold, with what
+        # reads food entries and nothing else; the automation sensor then has nothing to add.
         edit_nutrition(landing, lake)
-        auto.ingest()
+        rebuilt = auto.landing_change()
         assert auto.version("bronze/nutrition") != versions["bronze/nutrition"]
-        rounds = auto.follow()
-        rebuilt = set().union(*rounds)
-        assert rounds[0] == {"silver/weekly_features"}
-        assert rebuilt == auto.downstream_of(NUTRITION)
+        assert rebuilt == bronze | auto.downstream_of(NUTRITION)
+        assert "gold/reports/model_report" in rebuilt
         unaffected = auto.downstream_of(dg.AssetKey(["bronze", "weight"])) - rebuilt
-        assert {"silver/study_calendar", "silver/subject_trajectories", "gold/figures/subject_trajectories"} <= (
-            unaffected
-        )
-        assert rounds[-1] == set()
-        # Each asset ran once: a dependency and its dependant materialised in the same run do
-        # not make the dependant run again on the next tick.
-        assert sum(len(r) for r in rounds) == len(rebuilt)
+        assert {"silver/study_calendar", "silver/subject_trajectories"} <= unaffected
+        # The figures and the report are published as one set after the models (a blocked run
+        # publishes none of them), so the trajectories figure is redrawn with the new models.
+        assert "gold/figures/subject_trajectories" in rebuilt
+        assert auto.follow() == [set()]
 
-        # A food entry's protein changed: no silver column reads it. Silver recomputes to the
-        # same content, keeps its version, and gold does not rerun.
+        # A food entry's protein changed: no silver column reads it. The run still covers what
+        # depends on the food entries (the selection is made before anything is computed), and
+        # weekly_features recomputes to the same content under the same version.
         weekly_version = auto.version("silver/weekly_features")
         food = pd.read_csv(landing / NUTRITION_FILE, dtype=str, keep_default_na=False)
         food.loc[0, "protein_g"] = str(float(food.loc[0, "protein_g"]) + 1.0)
         food.to_csv(landing / NUTRITION_FILE, index=False)
-        auto.ingest()
-        assert auto.follow() == [{"silver/weekly_features"}, set()]
+        assert auto.landing_change() == rebuilt
         assert auto.version("silver/weekly_features") == weekly_version
+        assert auto.follow() == [set()]
 
-        # A deploy bumps weekly_features' code version: it reruns although no input changed;
-        # its table comes out the same, so nothing downstream follows.
+        # A deploy bumps weekly_features' code version: one request reruns it and everything
+        # downstream of it, in one run; the calendar and the trajectories stay put.
         auto.deploy_code_version("silver/weekly_features", "2")
-        assert auto.follow() == [{"silver/weekly_features"}, set()]
+        weekly = dg.AssetKey(["silver", "weekly_features"])
+        assert auto.follow() == [{"silver/weekly_features"} | auto.downstream_of(weekly), set()]
         assert auto.version("silver/weekly_features") == weekly_version
         # ...and a tick later, with the new code version recorded, it stays put.
         assert auto.tick() == set()

@@ -21,8 +21,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from potato_assets_tests.helpers import free_port
-from potato_assets_tests.helpers import MATERIALIZE_ALL, LoopbackReceiver, cli_home
+from potato_assets_tests.helpers import MATERIALIZE_ALL, LoopbackReceiver, cli_home, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -123,6 +123,7 @@ def landing_sensor_ticks(home: Path, landing: Path, cursor: str | None) -> tuple
                 instance=instance,
                 cursor=cursor,
                 resources={"landing": automation.LandingZone(landing_uri=landing.as_uri())},
+                repository_def=load_defs().get_repository_def(),
             )
             result = sensor.evaluate_tick(context)
             cursor = result.cursor
@@ -199,8 +200,9 @@ def test_the_ui_shows_what_a_landing_change_makes_stale(cli, webserver, tmp_path
         "bronze/quarantine": {"landing/nutrition"},
     }
 
-    # What the landing sensor requests (ingest_landing, all four bronze tables): weight and fiber
-    # are re-ingested with their old versions, so only what reads food entries is stale now.
+    # Bronze alone refreshed (ingest_landing, all four tables, as a hand-started bronze run; the
+    # landing sensor's run would take the change to gold at once): weight and fiber are
+    # re-ingested with their old versions, so only what reads food entries is stale now.
     materialize(home, landing, lake, bronze)
     stale = webserver.stale()
     assert stale == {key: {"bronze/nutrition"} for key in children({"bronze/nutrition"})}

@@ -1,5 +1,5 @@
 """What runs the graph without a person: the daily refresh, the landing sensor, the automation
-sensor that propagates changed data versions downstream, and the sensors that report stale assets
+sensor for code-version changes and hand-started bronze refreshes, and the sensors that report stale assets
 and failed runs (structured log event, metric, optional webhook).
 
 All of them run in the Dagster daemon (`make dev` starts one next to the UI; in production
@@ -8,8 +8,9 @@ All of them run in the Dagster daemon (`make dev` starts one next to the UI; in 
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -22,12 +23,17 @@ from potato_assets.lib.observe.errors import root_cause
 from potato_assets.settings import Settings, get_settings
 from potato_assets.study.schema import LANDING_FILES
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
 LANDING_FILE_NAMES = tuple(spec.file_name for spec in LANDING_FILES)
 BRONZE_KEY_BY_FILE = {spec.file_name: bronze_key(spec.asset_name) for spec in LANDING_FILES}
 LANDING_KEY_BY_FILE = {spec.file_name: landing_key(spec.asset_name) for spec in LANDING_FILES}
-# A landing change re-ingests bronze (one step: a bad file writes nothing); the automation
-# sensor then reruns only the assets whose inputs' data versions changed.
-LANDING_TARGET = dg.AssetSelection.assets(ingest_landing)
+# A landing change re-ingests bronze (one step: a bad file writes nothing) and, in the same run,
+# rebuilds everything downstream of the bronze tables whose content changed; what does not
+# depend on them is left out of the run.
+INGEST = dg.AssetSelection.assets(ingest_landing)
+LANDING_TARGET = INGEST.downstream()
 FRESHNESS_INTERVAL_SECONDS = 300
 
 
@@ -81,6 +87,30 @@ def _bootstrap_from_lake(
             cursor.ingested[file_name] = cursor.seen[file_name].fingerprint
 
 
+def changed_bronze_tables(
+    instance: dg.DagsterInstance, changed_files: Iterable[str], versions: Mapping[str, tuple[str, str]]
+) -> list[dg.AssetKey]:
+    """The bronze tables a re-ingest of `changed_files` changes: those whose landing file's
+    content version differs from the data version bronze holds (or that bronze lacks). A file
+    that only needs anchoring (the same bytes bronze already ingested) changes nothing."""
+    tables = []
+    for name in changed_files:
+        key = BRONZE_KEY_BY_FILE[name]
+        event = instance.get_latest_materialization_event(key)
+        held = (event.tags or {}).get(DATA_VERSION_TAG) if event else None
+        landing_version = versions.get(name, ("", None))[1]
+        if held is None or landing_version is None or held != landing_version:
+            tables.append(key)
+    return sorted(tables, key=lambda k: k.to_user_string())
+
+
+def landing_run_selection(asset_graph: "BaseAssetGraph", changed_tables: Sequence[dg.AssetKey]) -> list[dg.AssetKey]:
+    """ingest_landing (one step writes all of bronze) plus everything downstream of the changed
+    tables: one run takes a landing change to gold, and leaves out what does not depend on it."""
+    selection = INGEST | dg.AssetSelection.assets(*changed_tables).downstream()
+    return sorted(selection.resolve(asset_graph), key=lambda k: k.to_user_string())
+
+
 def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
     @dg.sensor(
         name="landing_sensor",
@@ -91,10 +121,14 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
             "Watches POTATO_LANDING_URI (folder or s3:// prefix). When a study CSV is new or "
             "changed (sha256 on disk, ETag on S3) and its size held still since the last tick, "
             "records its content version (sha256) as an observation of its landing asset and "
-            "requests one run of ingest_landing; downstream_automation takes it from there."
+            "requests one run: ingest_landing and everything downstream of the bronze tables "
+            "whose content changed, so the change reaches gold in that run."
         ),
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
+        if context.repository_def is None:  # before the cursor moves: a change must not be lost
+            raise dg.DagsterInvariantViolationError("the landing sensor needs its repository to select the run")
+        repository = context.repository_def
         previous = landing_scan.LandingCursor.from_json(context.cursor)
         observed, ignored = landing_scan.observe(landing.landing_uri, LANDING_FILE_NAMES, previous)
         if not previous.ingested and not previous.seen:
@@ -118,18 +152,25 @@ def build_landing_sensor(settings: Settings) -> dg.SensorDefinition:
         ]
         if not decision.request:
             return dg.SensorResult(skip_reason=dg.SkipReason(decision.reason()), asset_events=observations)
+        changed_tables = changed_bronze_tables(context.instance, decision.changed, decision.cursor.versions)
         context.log.info(
             json.dumps(
                 {
                     "event": "landing_changed",
                     "files": list(decision.changed),
+                    "tables": [k.to_user_string() for k in changed_tables],
                     "run_key": decision.run_key,
                 }
             )
         )
         request = dg.RunRequest(
             run_key=decision.run_key,
-            tags={"potato/trigger": "landing", "potato/changed_files": ",".join(decision.changed)},
+            asset_selection=landing_run_selection(repository.asset_graph, changed_tables),
+            tags={
+                "potato/trigger": "landing",
+                "potato/changed_files": ",".join(decision.changed),
+                "potato/changed_tables": ",".join(k.to_user_string() for k in changed_tables),
+            },
         )
         return dg.SensorResult(run_requests=[request], asset_events=observations)
 
@@ -261,10 +302,11 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSi
 # --- propagation ------------------------------------------------------------------------------
 
 
-# Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py): after bronze is refreshed (the
-# landing sensor, UI, CLI), each asset whose inputs' data versions changed follows once the
-# blocking checks upstream passed, one layer per tick. Dagster's implicit automation sensor
-# starts stopped; this one runs by default, as often as the landing sensor looks.
+# Silver and gold carry DOWNSTREAM_AUTOMATION (defs/common.py). A landing change needs none of
+# it (the landing sensor's run reaches gold); it covers a bumped code version, a missing asset
+# and a bronze refresh started by hand, each with everything downstream in one run, once the
+# blocking checks upstream passed. Dagster's implicit automation sensor starts stopped; this one
+# runs by default, as often as the landing sensor looks.
 def build_downstream_automation(settings: Settings) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
         "downstream_automation",
@@ -272,9 +314,10 @@ def build_downstream_automation(settings: Settings) -> dg.AutomationConditionSen
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.landing_poll_seconds,
         description=(
-            "Evaluates the silver and gold automation conditions: rebuild an asset when an input's "
-            "data version changed (or it went missing, or its code version changed), once upstream "
-            "blocking checks passed; every POTATO_LANDING_POLL_SECONDS."
+            "Evaluates the silver and gold automation conditions: rebuild an asset when its code "
+            "version changed, it went missing or an input's data version changed outside a landing "
+            "run, together with everything downstream of it in one run, once upstream blocking "
+            "checks passed; every POTATO_LANDING_POLL_SECONDS."
         ),
     )
 

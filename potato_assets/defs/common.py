@@ -71,13 +71,18 @@ def freshness_policy() -> dg.FreshnessPolicy:
 # lake at the same time.
 LAKE_POOL = "lake"
 
-# Silver and gold rebuild when an input's DATA VERSION changed (content hashes from landing to
-# silver; gold's versions follow from its inputs' and code versions), not on every upstream run:
-# a landing change reruns only what depends on the changed content. Like eager(), but with
-# data_version_changed() in place of any_deps_updated(). `.since(HANDLED)` (what eager's
-# since_last_handled() is) keeps a change that arrives while a dependency still runs until this
-# asset is requested or materialised. Runs only once the upstream blocking checks passed: bad
-# bronze never propagates.
+# The landing sensor's run takes a landing change to gold by itself (defs/automation.py). The
+# automation sensor covers what no landing file announces: a deploy that bumps an asset's code
+# version, an asset gone missing, and a bronze refresh started by hand (UI, CLI). An asset is
+# requested when one of those happened since it was last requested or materialised
+# (`.since(HANDLED)`, what eager()'s since_last_handled() is), and ALSO whenever an asset it
+# depends on is requested on the same tick (`will_be_requested()`): a request carries everything
+# downstream of the change in ONE run instead of one layer per tick. Runs only once upstream
+# blocking checks passed (or are part of the same run, where a failed blocking check skips
+# what depends on it): bad bronze never propagates. `data_version_changed()` (content hashes
+# from landing to silver) rather than `any_deps_updated()`: an input recomputed to the same
+# content triggers nothing. Inside a landing run, each asset's own materialisation resets its
+# triggers (its timestamp is later than its inputs'), so no second run follows.
 INPUTS_CHANGED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).with_label(
     "any_dep_data_version_changed"
 )
@@ -86,9 +91,15 @@ HANDLED = (
     | dg.AutomationCondition.newly_updated()
     | dg.AutomationCondition.initial_evaluation()
 ).with_label("handled")
+UPSTREAM_REQUESTED = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested()).with_label(
+    "any_dep_requested_this_tick"
+)
 DOWNSTREAM_AUTOMATION = (
-    (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.code_version_changed() | INPUTS_CHANGED).since(
-        HANDLED
+    (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.code_version_changed() | INPUTS_CHANGED).since(
+            HANDLED
+        )
+        | UPSTREAM_REQUESTED
     )
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()

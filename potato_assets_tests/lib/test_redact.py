@@ -10,8 +10,7 @@ import pytest
 
 from potato_assets.lib import redact
 from potato_assets.lib.observe import alerts, lineage, telemetry
-from potato_assets_tests.helpers import free_port
-from potato_assets_tests.helpers import LoopbackReceiver
+from potato_assets_tests.helpers import LoopbackReceiver, free_port
 
 
 @pytest.mark.parametrize(
