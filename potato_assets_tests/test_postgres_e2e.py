@@ -205,6 +205,40 @@ def test_the_model_runs_are_tracked_to_an_mlflow_server_on_postgres_with_s3_arti
     assert any(o["Key"].endswith(".csv") and o["Size"] > 0 for o in objects), [o["Key"] for o in objects]
 
 
+def test_the_production_storage_pools_its_connections(cluster, moto_s3, tmp_path):
+    """One connection serves a run of event writes (dagster-postgres alone opens one per write),
+    and a run worker rebuilding the instance from its ref gets the same pooled storage."""
+    import sqlalchemy
+
+    from potato_assets.lib.pg_storage import PooledPostgresEventLogStorage, PooledPostgresRunStorage
+
+    db_name = cluster.create_database("dagster_pool")
+    env = production_env(cluster, db_name, production_home(tmp_path))
+    with production_instance(env) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledPostgresEventLogStorage)
+        assert isinstance(instance.run_storage, PooledPostgresRunStorage)
+        connects = []
+        sqlalchemy.event.listen(storage._engine, "connect", lambda *_: connects.append(1))  # noqa: SLF001
+        for _ in range(30):
+            instance.report_runless_asset_event(dg.AssetMaterialization("pooled"))
+        assert len(connects) <= 2, len(connects)
+        assert len(instance.fetch_materializations(dg.AssetKey("pooled"), limit=50).records) == 30
+        # Every connection the cluster sees uses SSL.
+        ssl = cluster.query(
+            db_name,
+            "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE datname = %s",
+            (db_name,),
+        )
+        assert ssl == [(True,)]
+        rebuilt = dg.DagsterInstance.from_ref(instance.get_ref())
+        try:
+            assert isinstance(rebuilt.event_log_storage, PooledPostgresEventLogStorage)
+            assert isinstance(rebuilt.run_storage, PooledPostgresRunStorage)
+        finally:
+            rebuilt.dispose()
+
+
 def test_webserver_and_daemon_on_postgres_take_a_landing_drop_to_gold(cluster, moto_s3, sample_dir, tmp_path):
     moto_s3.create_bucket(Bucket=f"{COMPUTE_LOG_BUCKET}-daemon")
     db_name = cluster.create_database("dagster_daemon")
@@ -269,7 +303,17 @@ def test_webserver_and_daemon_on_postgres_take_a_landing_drop_to_gold(cluster, m
             )
             return rows[0][0] if rows else None
 
-        report_run = wait_for(report_materialised, 420, "the daemon to take the drop to gold", processes, interval=3)
+        try:
+            report_run = wait_for(
+                report_materialised, 420, "the daemon to take the drop to gold", processes, interval=3
+            )
+        except pytest.fail.Exception as timeout:
+            reached = cluster.query(
+                db_name,
+                "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' ORDER BY 1",
+            )
+            runs = cluster.query(db_name, "SELECT run_id, status FROM runs")
+            pytest.fail(f"no report; materialised: {[k for (k,) in reached]}; runs: {runs}\n{timeout}")
 
         def finished_runs():
             data = graphql(web, "{ runsOrError { ... on Runs { results { runId status } } } }")
