@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster_postgres import PostgresRunStorage
 
 from potato_assets.study.schema import FIBER_FILE, MODEL_NAMES, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests import pg
@@ -165,7 +166,7 @@ def test_materialize_on_the_production_instance_writes_runs_events_and_compute_l
     assert materialized == expected
     # The instance the CLI wrote is the one the daemon and webserver would read.
     with production_instance(production_run["env"]) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert isinstance(instance.run_storage, PostgresRunStorage)
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
         report = instance.get_latest_materialization_event(REPORT_KEY)

@@ -238,7 +238,7 @@ def _prepare_local_store(tracking_uri: str) -> None:
 
 
 def redact_uri(text: str) -> str:
-    """Passwords in URIs masked: postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    """Passwords in URIs masked: postgresql+psycopg2://user:secret@host/db -> ...://user:***@host/db."""
     return re.sub(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", r"\1:***@", text, flags=re.I)
 
 
