@@ -88,7 +88,8 @@ infra-apply:
 bench: setup
 	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000 --repeats 3
 
-# The local store that `make run` writes (another: make mlflow-ui MLFLOW_STORE=postgresql://...).
+# The local store that `make run` writes (another: make mlflow-ui
+# MLFLOW_STORE='postgresql+psycopg2://user:pw@host:5432/mlflow?sslmode=require': psycopg2 is the installed driver).
 MLFLOW_STORE ?= sqlite:///$(CURDIR)/data/mlflow/mlflow.db
 
 mlflow-ui: setup

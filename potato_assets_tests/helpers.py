@@ -4,16 +4,20 @@ Fixtures live in conftest.py; everything a test module imports lives here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from potato_assets.defs.resources import build_resources
 from potato_assets.lib.lake import storage
@@ -303,3 +307,50 @@ def set_field(path: Path, line: int, column: str, value: str, *, raw: bool = Fal
 
 def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, object]:
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+class Processes:
+    """Started processes, each in its own process group, all stopped on teardown."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+        log = (self.log_dir / f"{name}.log").open("w")
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            # Whatever the leader left behind in its group (run workers).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for(predicate, timeout: float, what: str, processes: Processes, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for name, proc in processes.procs.items():
+            if proc.poll() is not None:
+                tail = processes.log(name)[-3000:]
+                pytest.fail(f"{name} exited ({proc.returncode}) while waiting for {what}:\n{tail}")
+        time.sleep(interval)
+    logs = "\n".join(f"--- {n}\n{processes.log(n)[-2500:]}" for n in processes.procs)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")

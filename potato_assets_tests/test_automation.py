@@ -538,6 +538,7 @@ def test_production_instance_matches_the_default_but_for_storage():
 
     default = yaml.safe_load((REPO / "dagster.yaml").read_text())
     production = yaml.safe_load((REPO / "deploy" / "dagster.postgres.yaml").read_text())
-    assert production["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    pg_db = production["storage"]["custom"]["config"]["postgres_db"]
+    assert pg_db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
     assert {k: v for k, v in production.items() if k not in ("storage", "compute_logs")} == default
     assert default["concurrency"]["pools"] == {"default_limit": 1, "granularity": "run"}

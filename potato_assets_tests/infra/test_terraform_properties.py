@@ -202,7 +202,7 @@ def test_cross_region_replication_with_rtc() -> None:
 
     # Lake and MLflow artifacts replicate to replica buckets built by the replica provider.
     calls = module_calls(load_dir(DEV_ENV_DIR))
-    for primary in ("lake", "mlflow_artifacts"):
+    for primary in ("lake", "mlflow_artifacts", "compute_logs"):
         replica = f"{primary}_replica"
         target = calls[primary]["replication"]
         assert unwrap(target["destination_bucket_arn"]) == f"module.{replica}.bucket_arn"
@@ -210,6 +210,30 @@ def test_cross_region_replication_with_rtc() -> None:
         assert unwrap(calls[replica]["providers"]["aws"]) == "aws.replica"
         assert "providers" not in calls[primary]
         assert "replication" not in calls[replica]
+
+
+def test_compute_log_bucket_matches_the_production_instance() -> None:
+    """The bucket and prefix the runtime role may write are the ones deploy/dagster.postgres.yaml
+    sends step logs to, and the bucket has the baseline of the others (secure_bucket, access logs)."""
+    import yaml
+
+    dev = load_dir(DEV_ENV_DIR)
+    calls = module_calls(dev)
+    logs = calls["compute_logs"]
+    assert unwrap(logs["source"]) == "../../modules/secure_bucket"
+    assert unwrap(logs["access_log_bucket"]) == "module.access_logs.bucket_id"
+    runtime = calls["pipeline_runtime"]
+    assert unwrap(runtime["compute_log_bucket_arn"]) == "local.active_logs.bucket_arn"
+    assert unwrap(runtime["compute_log_kms_key_arn"]) == "local.active_logs.kms_key_arn"
+    assert unwrap(runtime["compute_log_prefix"]) == "local.compute_log_prefix"
+    assert "module.compute_logs_replica" in unwrap(locals_of(dev)["active_logs"])
+    access_sources = " ".join(unwrap(calls["access_logs"]["source_bucket_arns"]))
+    assert "${local.compute_log_bucket}" in access_sources
+
+    instance = yaml.safe_load((TERRAFORM_DIR.parent / "deploy" / "dagster.postgres.yaml").read_text())
+    config = instance["compute_logs"]["config"]
+    assert config["bucket"] == {"env": "DAGSTER_COMPUTE_LOG_BUCKET"}
+    assert locals_of(dev)["compute_log_prefix"] == config["prefix"] + "/"
 
 
 def test_mlflow_index_table() -> None:
@@ -360,7 +384,17 @@ def test_runtime_role_is_least_privilege() -> None:
     assert by_sid["UseDataKeys"]["resources"] == [
         "${var.lake_kms_key_arn}",
         "${var.mlflow_kms_key_arn}",
+        "${var.compute_log_kms_key_arn}",
     ]
+
+    # Compute logs: objects under the step-log prefix only, listing only that prefix.
+    assert set(by_sid["ReadWriteComputeLogs"]["actions"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}
+    assert by_sid["ReadWriteComputeLogs"]["resources"] == ["${var.compute_log_bucket_arn}/${var.compute_log_prefix}*"]
+    assert by_sid["ListComputeLogs"]["actions"] == ["s3:ListBucket"]
+    assert by_sid["ListComputeLogs"]["resources"] == ["${var.compute_log_bucket_arn}"]
+    [condition] = by_sid["ListComputeLogs"]["condition"]
+    assert condition["test"] == "StringLike" and condition["variable"] == "s3:prefix"
+    assert condition["values"] == ["${var.compute_log_prefix}", "${var.compute_log_prefix}*"]
 
     # Nothing beyond those statements; no wildcard actions.
     assert set(by_sid) == {
@@ -369,6 +403,8 @@ def test_runtime_role_is_least_privilege() -> None:
         "ReadWriteLakeLayers",
         "ListMlflowArtifacts",
         "ReadWriteMlflowArtifacts",
+        "ListComputeLogs",
+        "ReadWriteComputeLogs",
         "MlflowRunIndex",
         "WritePipelineLogs",
         "UseDataKeys",
@@ -410,7 +446,14 @@ def test_readme_covers_the_required_topics() -> None:
 def test_blocks_helper_sees_every_bucket_module() -> None:
     calls = module_calls(load_dir(DEV_ENV_DIR))
     secure = sorted(n for n, c in calls.items() if unwrap(c["source"]).endswith("secure_bucket"))
-    assert secure == ["lake", "lake_replica", "mlflow_artifacts", "mlflow_artifacts_replica"]
+    assert secure == [
+        "compute_logs",
+        "compute_logs_replica",
+        "lake",
+        "lake_replica",
+        "mlflow_artifacts",
+        "mlflow_artifacts_replica",
+    ]
     assert blocks(load_dir(SECURE_BUCKET), "resource", "aws_s3_bucket_notification")
 
 

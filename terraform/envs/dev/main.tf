@@ -1,5 +1,5 @@
-# The dev stack of the potato lakehouse: data lake and MLflow artifact buckets (each replicated
-# to a second region), their access-log buckets, the MLflow run-index table, the pipeline log
+# The dev stack of the potato lakehouse: data lake, MLflow artifact and Dagster compute-log
+# buckets (each replicated to a second region), their access-log buckets, the MLflow run-index table, the pipeline log
 # group and runtime role, and GitHub OIDC roles for CI.
 
 data "aws_caller_identity" "current" {}
@@ -20,8 +20,13 @@ locals {
   lake_replica_bucket   = "${local.name_prefix}-lake-replica-${local.account_id}"
   mlflow_bucket         = "${local.name_prefix}-mlflow-artifacts-${local.account_id}"
   mlflow_replica_bucket = "${local.name_prefix}-mlflow-replica-${local.account_id}"
-  access_logs_bucket    = "${local.name_prefix}-s3-access-logs-${local.account_id}"
-  replica_logs_bucket   = "${local.name_prefix}-s3-access-logs-replica-${local.account_id}"
+  # Step stdout/stderr of every Dagster run (deploy/dagster.postgres.yaml: S3ComputeLogManager).
+  compute_log_bucket         = "${local.name_prefix}-compute-logs-${local.account_id}"
+  compute_log_replica_bucket = "${local.name_prefix}-compute-logs-replica-${local.account_id}"
+  # The prefix deploy/dagster.postgres.yaml writes under; the runtime role may touch nothing else.
+  compute_log_prefix  = "dagster/compute-logs/"
+  access_logs_bucket  = "${local.name_prefix}-s3-access-logs-${local.account_id}"
+  replica_logs_bucket = "${local.name_prefix}-s3-access-logs-replica-${local.account_id}"
 
   # Fixed name: the MLflow run index the pipeline writes to (POTATO_MLFLOW_INDEX_TABLE).
   mlflow_index_table_name = "cdp-dev-mlflow-backend"
@@ -35,16 +40,24 @@ locals {
 module "access_logs" {
   source = "../../modules/access_log_bucket"
 
-  name               = local.access_logs_bucket
-  source_bucket_arns = ["arn:aws:s3:::${local.lake_bucket}", "arn:aws:s3:::${local.mlflow_bucket}"]
+  name = local.access_logs_bucket
+  source_bucket_arns = [
+    "arn:aws:s3:::${local.lake_bucket}",
+    "arn:aws:s3:::${local.mlflow_bucket}",
+    "arn:aws:s3:::${local.compute_log_bucket}",
+  ]
 }
 
 module "access_logs_replica" {
   source    = "../../modules/access_log_bucket"
   providers = { aws = aws.replica }
 
-  name               = local.replica_logs_bucket
-  source_bucket_arns = ["arn:aws:s3:::${local.lake_replica_bucket}", "arn:aws:s3:::${local.mlflow_replica_bucket}"]
+  name = local.replica_logs_bucket
+  source_bucket_arns = [
+    "arn:aws:s3:::${local.lake_replica_bucket}",
+    "arn:aws:s3:::${local.mlflow_replica_bucket}",
+    "arn:aws:s3:::${local.compute_log_replica_bucket}",
+  ]
 }
 
 # --- Data lake: landing/, bronze/, silver/, gold/ --------------------------------------------
@@ -95,6 +108,30 @@ module "mlflow_artifacts" {
   permissions_boundary_arn = module.github_oidc.role_boundary_arn
 }
 
+# --- Dagster compute logs (step stdout/stderr; read back by the webserver) ------------------
+
+module "compute_logs_replica" {
+  source    = "../../modules/secure_bucket"
+  providers = { aws = aws.replica }
+
+  name              = local.compute_log_replica_bucket
+  access_log_bucket = module.access_logs_replica.bucket_id
+}
+
+# Current step logs stay in STANDARD: most are a few KB, and IA bills at least 128 KB an object.
+module "compute_logs" {
+  source = "../../modules/secure_bucket"
+
+  name                     = local.compute_log_bucket
+  access_log_bucket        = module.access_logs.bucket_id
+  permissions_boundary_arn = module.github_oidc.role_boundary_arn
+
+  replication = {
+    destination_bucket_arn  = module.compute_logs_replica.bucket_arn
+    destination_kms_key_arn = module.compute_logs_replica.kms_key_arn
+  }
+}
+
 # --- Pipeline runtime: run-index table, log group, least-privilege role ---------------------
 
 # serve_from_replica is the DR fail-over switch (README): the runtime role then reads and
@@ -102,6 +139,7 @@ module "mlflow_artifacts" {
 locals {
   active_lake   = var.serve_from_replica ? module.lake_replica : module.lake
   active_mlflow = var.serve_from_replica ? module.mlflow_artifacts_replica : module.mlflow_artifacts
+  active_logs   = var.serve_from_replica ? module.compute_logs_replica : module.compute_logs
 }
 
 module "pipeline_runtime" {
@@ -112,6 +150,9 @@ module "pipeline_runtime" {
   lake_kms_key_arn           = local.active_lake.kms_key_arn
   mlflow_bucket_arn          = local.active_mlflow.bucket_arn
   mlflow_kms_key_arn         = local.active_mlflow.kms_key_arn
+  compute_log_bucket_arn     = local.active_logs.bucket_arn
+  compute_log_kms_key_arn    = local.active_logs.kms_key_arn
+  compute_log_prefix         = local.compute_log_prefix
   mlflow_index_table_name    = local.mlflow_index_table_name
   log_retention_days         = var.log_retention_days
   runtime_service_principals = var.runtime_service_principals

@@ -18,6 +18,16 @@ output "mlflow_artifacts_replica_bucket" {
   value       = module.mlflow_artifacts_replica.bucket_id
 }
 
+output "compute_log_bucket" {
+  description = "Dagster step logs (DAGSTER_COMPUTE_LOG_BUCKET of deploy/dagster.postgres.yaml)."
+  value       = module.compute_logs.bucket_id
+}
+
+output "compute_log_replica_bucket" {
+  description = "DR replica of the Dagster step logs in the replica region."
+  value       = module.compute_logs_replica.bucket_id
+}
+
 output "pipeline_runtime_role_arn" {
   description = "Role the pipeline runs as."
   value       = module.pipeline_runtime.runtime_role_arn
@@ -41,10 +51,11 @@ output "github_apply_role_arn" {
 output "pipeline_environment" {
   description = "Environment variables for the pipeline (MLFLOW_TRACKING_URI and OTEL_EXPORTER_OTLP_ENDPOINT come from services outside this stack)."
   value = {
-    POTATO_LAKE_URI           = "s3://${local.active_lake.bucket_id}"
-    POTATO_LANDING_URI        = "s3://${local.active_lake.bucket_id}/landing"
-    POTATO_MLFLOW_INDEX_TABLE = module.pipeline_runtime.mlflow_index_table_name
-    MLFLOW_ARTIFACT_ROOT      = "s3://${local.active_mlflow.bucket_id}"
-    AWS_REGION                = var.serve_from_replica ? var.replica_region : var.region
+    POTATO_LAKE_URI            = "s3://${local.active_lake.bucket_id}"
+    POTATO_LANDING_URI         = "s3://${local.active_lake.bucket_id}/landing"
+    POTATO_MLFLOW_INDEX_TABLE  = module.pipeline_runtime.mlflow_index_table_name
+    MLFLOW_ARTIFACT_ROOT       = "s3://${local.active_mlflow.bucket_id}"
+    DAGSTER_COMPUTE_LOG_BUCKET = local.active_logs.bucket_id
+    AWS_REGION                 = var.serve_from_replica ? var.replica_region : var.region
   }
 }

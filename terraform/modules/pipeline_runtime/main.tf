@@ -1,5 +1,6 @@
 # What the running pipeline needs besides the buckets: the MLflow run-index table, a log group,
-# and the runtime role with least-privilege access to exactly those and the two buckets.
+# and the runtime role with least-privilege access to exactly those, the lake and MLflow buckets
+# and the compute-log prefix.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -186,6 +187,26 @@ data "aws_iam_policy_document" "runtime" {
     resources = ["${var.mlflow_bucket_arn}/*"]
   }
 
+  # Dagster's S3ComputeLogManager: uploads step logs, lists and reads them back for the UI,
+  # deletes them with their run. Only under its prefix.
+  statement {
+    sid       = "ListComputeLogs"
+    actions   = ["s3:ListBucket"]
+    resources = [var.compute_log_bucket_arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = [var.compute_log_prefix, "${var.compute_log_prefix}*"]
+    }
+  }
+
+  statement {
+    sid       = "ReadWriteComputeLogs"
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = ["${var.compute_log_bucket_arn}/${var.compute_log_prefix}*"]
+  }
+
   statement {
     sid = "MlflowRunIndex"
     actions = [
@@ -207,7 +228,7 @@ data "aws_iam_policy_document" "runtime" {
   statement {
     sid       = "UseDataKeys"
     actions   = ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
-    resources = [var.lake_kms_key_arn, var.mlflow_kms_key_arn]
+    resources = [var.lake_kms_key_arn, var.mlflow_kms_key_arn, var.compute_log_kms_key_arn]
   }
 }
 

@@ -35,6 +35,22 @@ variable "mlflow_kms_key_arn" {
   type        = string
 }
 
+variable "compute_log_bucket_arn" {
+  description = "ARN of the bucket holding Dagster's step logs (S3ComputeLogManager)."
+  type        = string
+}
+
+variable "compute_log_kms_key_arn" {
+  description = "ARN of the KMS key encrypting the compute-log bucket."
+  type        = string
+}
+
+variable "compute_log_prefix" {
+  description = "Prefix Dagster writes step logs under (the compute_logs prefix of dagster.yaml, with a trailing slash)."
+  type        = string
+  default     = "dagster/compute-logs/"
+}
+
 variable "mlflow_index_table_name" {
   description = "DynamoDB table indexing MLflow runs (hash experiment_id, range run_uuid)."
   type        = string
