@@ -94,7 +94,7 @@ BRONZE: dict[str, Any] = dict(
         QUARANTINE_KEY.to_python_identifier(): {landing_key(spec.asset_name) for spec in LANDING_FILES},
     },
 )
-def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
+def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.MaterializeResult]:
     import pandas as pd
 
     from potato_assets.study.ingest import FileDefect, IngestResult, parse_landing_csv
@@ -116,9 +116,10 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
             f"{spec.file_name}: {result.rows_read} rows read, {len(result.rows)} kept, "
             f"{result.rows_quarantined} quarantined, {result.exact_duplicates_dropped} exact duplicates dropped"
         )
-        yield dg.Output(
-            result.rows,
-            output_name=bronze_key(spec.asset_name).to_python_identifier(),
+        # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
+        yield dg.MaterializeResult(
+            asset_key=bronze_key(spec.asset_name),
+            value=result.rows,
             data_version=dg.DataVersion(digest[:16]),
             metadata={
                 "source_uri": landing.uri(spec.file_name),
@@ -131,9 +132,9 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
             },
         )
     quarantine = pd.concat([r.quarantine for r, _ in results.values()], ignore_index=True)
-    yield dg.Output(
-        quarantine,
-        output_name=QUARANTINE_KEY.to_python_identifier(),
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE_KEY,
+        value=quarantine,
         data_version=dg.DataVersion(storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]),
         metadata={f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()},
     )
