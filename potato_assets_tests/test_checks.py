@@ -62,9 +62,14 @@ def test_failing_blocking_bronze_contract_stops_silver_in_the_same_run(sample_di
     assert not result.success
     check = evaluation(result, WEIGHT_KEY, "contract")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    rule = check.metadata["rule/weight_kg_range"].value
+    rule = check.metadata["rules"].value["weight_kg_range"]
     assert rule["unexpected_count"] == 1
-    assert rule["unexpected_examples"] == [{"weight_kg": 500.0, "source_line": int(weight.loc[7, "source_line"])}]
+    line = int(weight.loc[7, "source_line"])
+    assert rule["unexpected_examples"] == [{"weight_kg": 500.0, "source_line": line}]
+    assert check.metadata["offending_rows"].value == [
+        {"rule": "weight_kg_range", "file": WEIGHT.file_name, "line": line, "column": "weight_kg", "value": 500.0}
+    ]
+    assert "| weight_kg_range | critical | **no** |" in check.metadata["results"].value
     assert "weight_kg_range" in check.description
     assert evaluation(result, FIBER_KEY, "contract").passed
     keys = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -116,6 +121,9 @@ def test_quarantine_share_gate_blocks_above_five_percent(sample_dir, tmp_path, n
     assert meta["rows_read"] == 600 and meta["rows_quarantined"] == n_bad and meta["rows_kept"] == 600 - n_bad
     assert meta["quarantine_share"] == pytest.approx(n_bad / 600)
     assert meta["quarantine_reasons"] == {"not a number": n_bad}
+    assert [(r["file"], r["line"], r["column"], r["value"]) for r in meta["offending_rows"]] == [
+        (WEIGHT.file_name, line, "weight_kg", "abc") for line in range(2, 7)
+    ]
     assert gate.passed is not blocked
     assert f"{n_bad} of 600 rows quarantined" in gate.description
     assert evaluation(result, FIBER_KEY, "quarantine_share").passed
@@ -280,3 +288,57 @@ def test_quarantine_gate_fails_when_the_stored_table_is_not_the_one_the_event_lo
     gate = evaluation(again, WEIGHT_KEY, "quarantine_share")
     assert not gate.passed
     assert "the stored table has 590 rows but its latest materialisation reports 600 read" in gate.description
+
+
+def test_summary_and_alert_of_a_failing_blocking_check_name_the_reason_and_the_offending_values(sample_dir, tmp_path):
+    from potato_assets.defs import automation
+    from potato_assets.lib.observe import run_summary
+    from potato_assets_tests.test_automation import Webhook
+
+    landing = landing_with_bad_weights(sample_dir, tmp_path / "landing", 42)
+    defs = load_defs()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [*defs.assets, *(defs.asset_checks or [])],
+            selection=dg.AssetSelection.groups("bronze") | dg.AssetSelection.assets(CALENDAR_KEY),
+            resources=resources_for(landing, tmp_path / "lake"),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert run_summary.latest_run_id(instance) == result.run_id
+        summary = run_summary.summarize(instance, result.run_id)
+        reason = "Potato_tidy.csv: 42 of 600 rows quarantined (7.0%), more than the 5% allowed."
+        [failed] = summary.checks_with("failed")
+        assert (failed.label, failed.reason) == ("bronze/weight: quarantine_share", reason)
+        assert summary.blocking_failures == ["bronze/weight: quarantine_share"]
+        assert summary.step_errors == []  # the check explains the failure; no wrapper message
+        assert CALENDAR_KEY in summary.not_materialized
+        assert {k.to_user_string() for k in summary.materialized} >= {"bronze/weight", "bronze/quarantine"}
+
+        lines = run_summary.render(summary)
+        assert lines[0].startswith(f"Run {result.run_id} failure:") and "1 failed" in lines[0]
+        failed_line = lines.index(
+            f"FAILED check bronze/weight: quarantine_share (ERROR, blocking: downstream not run): {reason}"
+        )
+        # The first five offending rows (header = line 1, so lines 2-6), with the value as read.
+        for offset, line in enumerate(range(2, 7), start=1):
+            row = lines[failed_line + offset]
+            assert f"file Potato_tidy.csv, line {line}, column weight_kg, value 'abc'" in row
+        assert not lines[failed_line + 6].startswith("    file")
+
+        hook = Webhook()
+        try:
+            context = dg.build_run_status_sensor_context(
+                sensor_name="run_failure_alerts",
+                dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                resources={"alerts_sink": automation.AlertSink(webhook_url=hook.url)},
+            ).for_run_failure()
+            automation.run_failure_alerts(context)
+            [posted] = hook.json()
+        finally:
+            hook.close()
+        assert reason in posted["text"]
+        assert posted["event"]["errors"] == [f"bronze/weight: quarantine_share: {reason}"]

@@ -18,7 +18,7 @@ from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing
 from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, SETTINGS
 from potato_assets.defs.resources import LandingZone
 from potato_assets.lib.lake import landing as landing_scan
-from potato_assets.lib.observe import alerts
+from potato_assets.lib.observe import alerts, run_summary
 from potato_assets.settings import Settings
 from potato_assets.study.schema import LANDING_FILES
 
@@ -254,13 +254,6 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
 # --- failed runs ------------------------------------------------------------------------------
 
 
-def _root_cause(error: Any) -> str:
-    """The user's own exception, not Dagster's wrapper around it."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return str(error.message).strip()
-
-
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -268,11 +261,9 @@ def _root_cause(error: Any) -> str:
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
     run = context.dagster_run
-    step_errors = [
-        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
-        for e in context.get_step_failure_events()
-        if e.step_failure_data and e.step_failure_data.error
-    ]
+    # The reasons as the console summary gives them: a failed check's own description (Dagster's
+    # step error only names the check), then each other failed step's own exception.
+    step_errors = run_summary.failure_reasons(run_summary.summarize(context.instance, run.run_id))
     detail = step_errors[0] if step_errors else (context.failure_event.message or "run failed")
     event = alerts.structured_event(
         "run_failed",
