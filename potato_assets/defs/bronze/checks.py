@@ -72,13 +72,13 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
             facts["offending_rows"] = dg.MetadataValue.json(
                 [
                     {
-                        "file": r.source_file,
-                        "line": int(r.line),
-                        "column": r.column,
-                        "value": r.value,
-                        "reason": r.reason,
+                        "file": r["source_file"],
+                        "line": int(r["line"]),
+                        "column": r["column"],
+                        "value": r["value"],
+                        "reason": r["reason"],
                     }
-                    for r in mine.head(OFFENDING_ROWS).itertuples()
+                    for r in mine.head(OFFENDING_ROWS).to_dict("records")
                 ]
             )
         if rows_read is None or rows_quarantined is None:
