@@ -317,7 +317,7 @@ def test_summary_and_alert_of_a_failing_blocking_check_name_the_reason_and_the_o
         assert {k.to_user_string() for k in summary.materialized} >= {"bronze/weight", "bronze/quarantine"}
 
         lines = run_summary.render(summary)
-        assert lines[0].startswith(f"Run {result.run_id} failure:") and "1 failed" in lines[0]
+        assert lines[0].startswith(f"Run {result.run_id} failed:") and "1 failed" in lines[0]
         failed_line = lines.index(
             f"FAILED check bronze/weight: quarantine_share (ERROR, blocking: downstream not run): {reason}"
         )

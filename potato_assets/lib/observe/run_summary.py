@@ -164,8 +164,11 @@ def _row(row: dict[str, Any]) -> str:
 
 def render(summary: RunSummary) -> list[str]:
     counts = {status: len(summary.checks_with(status)) for status in ("passed", "warned", "failed")}
+    outcome = {"SUCCESS": "succeeded", "FAILURE": "failed", "CANCELED": "was canceled"}.get(
+        summary.status, summary.status.lower()
+    )
     lines = [
-        f"Run {summary.run_id} {summary.status.lower()}: {len(summary.materialized)} assets materialised; "
+        f"Run {summary.run_id} {outcome}: {len(summary.materialized)} assets materialised; "
         f"checks: {counts['passed']} passed, {counts['warned']} warned, {counts['failed']} failed.",
     ]
     for layer, names in _by_layer(summary.materialized).items():
