@@ -8,6 +8,7 @@ import dagster as dg
 
 from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings
+from potato_assets.study.schema import column_description
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,7 +16,13 @@ if TYPE_CHECKING:
 
 
 def column_schema(df: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
+    """Each column's name, pandas type and meaning (study/schema.py COLUMN_DESCRIPTIONS)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=str(c), type=str(t), description=column_description(str(c)))
+            for c, t in df.dtypes.items()
+        ]
+    )
 
 
 TABLE_EXTENSION = ".parquet"
