@@ -70,6 +70,14 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
     lake_uri: str
 
     def create_io_manager(self, context: dg.InitResourceContext) -> LakeParquetIOManager:
+        # Built once per run (steps run in the run's process, defs/executor.py) by every run that
+        # writes the lake: the place to say, once, that lineage and telemetry will not happen.
+        if context.instance is not None and context.log is not None:
+            from potato_assets.lib.observe.handler import missing_handler_warning
+
+            warning = missing_handler_warning(context.instance)
+            if warning:
+                context.log.warning(warning)
         return LakeParquetIOManager(base_path=storage.to_upath(self.lake_uri))
 
 
