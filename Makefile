@@ -41,9 +41,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	ln -sf $(CURDIR)/dagster.yaml $@
 
 # dg: Dagster's CLI, run on this project's .venv (VIRTUAL_ENV says so; dg warns otherwise).
-DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(CURDIR)/$(BIN)/dg
 # The run's console log level (the event log keeps every level): make run LOG_LEVEL=debug.
 LOG_LEVEL ?= info
+DEV_PORT ?= 3000
 RUN_CONFIG := {"loggers": {"console": {"config": {"log_level": "$(shell echo $(LOG_LEVEL) | tr a-z A-Z)"}}}}
 
 # Materialise everything, then summarise the run (also when it failed) and keep its exit code.
@@ -52,8 +53,10 @@ run: setup
 	@status=0; $(DG) launch --assets '*' --config-json '$(RUN_CONFIG)' || status=$$?; \
 	$(BIN)/python -m potato_assets.where; exit $$status
 
+# Started in DAGSTER_HOME: `dg dev` warns that a dagster.yaml in the directory it starts from "will
+# not be used" whenever DAGSTER_HOME is elsewhere, although DAGSTER_HOME's is this very file (linked).
 dev: setup
-	$(DG) dev -h 127.0.0.1 -p 3000
+	cd $(DAGSTER_HOME) && $(DG) dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
 
 # What CI runs: the definitions load and validate.
 check-defs: setup
