@@ -30,7 +30,7 @@ def bronze_key(asset_name: str) -> dg.AssetKey:
     specs=[
         dg.AssetSpec(
             landing_key(spec.asset_name),
-            description=f"`{spec.file_name}` as it arrives in the landing zone (POTATO_LANDING_URI).",
+            description=f"{spec.file_name} as it arrives in the landing zone (POTATO_LANDING_URI).",
             group_name="landing",
             kinds={"csv"},
             owners=OWNERS,
@@ -69,7 +69,7 @@ BRONZE: dict[str, Any] = dict(
             bronze_key(spec.asset_name).to_python_identifier(): dg.AssetOut(
                 key=bronze_key(spec.asset_name),
                 description=(
-                    f"`{spec.file_name}` ingested as-is: every column and value, parsed to the study "
+                    f"{spec.file_name} ingested as-is: every column and value, parsed to the study "
                     "types, plus source_file, source_line (header = line 1) and ingested_at. "
                     "Rows with defects go to bronze/quarantine instead."
                 ),

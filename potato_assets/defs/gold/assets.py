@@ -67,7 +67,7 @@ def _json_safe(value: Any) -> Any:
         **{
             name: dg.AssetOut(
                 key=model_key(name),
-                description=f"{MODEL_DESCRIPTIONS[name]} `{FORMULA}`. Tidy coefficient table in original units.",
+                description=f"{MODEL_DESCRIPTIONS[name]} Model: {FORMULA}. Tidy coefficient table in original units.",
                 kinds={"statsmodels" if name != "fixed_effects" else "linearmodels", "parquet"},
                 dagster_type=DataFrame,
                 **GOLD,

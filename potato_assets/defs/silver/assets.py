@@ -144,7 +144,7 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
     description=(
         "The modelling table (complete cases): outcome delta_kg_next (kg, next study week's weight "
         "minus this week's, consecutive weeks only) and predictors "
-        + "; ".join(f"`{k}` = {v}" for k, v in PREDICTOR_UNITS.items())
+        + "; ".join(f"{k} = {v}" for k, v in PREDICTOR_UNITS.items())
         + "."
     ),
     owners=SCIENCE_OWNERS,
