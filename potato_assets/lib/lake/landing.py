@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from potato_assets.lib.lake import storage
 
-CURSOR_VERSION = 1
+# 2: local fingerprints shortened to sha256[:16] (the content version's length).
+CURSOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class LandingCursor:
                 "ingested": dict(sorted(self.ingested.items())),
                 "versions": {n: list(v) for n, v in sorted(self.versions.items())},
             },
-            separators=(",", ":"),
+            # Spaces after separators: the sensor page wraps the cursor there instead of overflowing.
         )
 
     @classmethod
@@ -188,7 +189,8 @@ def fingerprint(obj: LandingObject, previous: Seen | None) -> str:
         return "etag:" + obj.etag
     if previous is not None and (previous.size, previous.modified) == (obj.size, obj.modified):
         return previous.fingerprint
-    return SHA256_PREFIX + content_sha256(obj.uri)
+    # As long as the content version: enough to tell two files apart, short in the cursor.
+    return SHA256_PREFIX + content_sha256(obj.uri)[:VERSION_LENGTH]
 
 
 def observe(landing_uri: str, names: Sequence[str], previous: LandingCursor) -> tuple[dict[str, Seen], tuple[str, ...]]:
