@@ -108,6 +108,9 @@ def summarize(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
                 step_errors.append(f"{event.step_key}: failed")
                 continue
             cls_name, message = root_cause(data.error)
+            failure = data.user_failure_data  # a dg.Failure's own description, without the class path
+            if failure is not None and failure.description:
+                message = failure.description.strip()
             if cls_name == BLOCKING_CHECK_ERROR:
                 blocked_by.append(message)
             else:
@@ -162,13 +165,17 @@ def _row(row: dict[str, Any]) -> str:
     return ", ".join(f"{k} {row[k]!r}" if k == "value" else f"{k} {row[k]}" for k in keys)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def render(summary: RunSummary) -> list[str]:
     counts = {status: len(summary.checks_with(status)) for status in ("passed", "warned", "failed")}
     outcome = {"SUCCESS": "succeeded", "FAILURE": "failed", "CANCELED": "was canceled"}.get(
         summary.status, summary.status.lower()
     )
     lines = [
-        f"Run {summary.run_id} {outcome}: {len(summary.materialized)} assets materialised; "
+        f"Run {summary.run_id} {outcome}: {_count(len(summary.materialized), 'asset')} materialised; "
         f"checks: {counts['passed']} passed, {counts['warned']} warned, {counts['failed']} failed.",
     ]
     for layer, names in _by_layer(summary.materialized).items():
@@ -180,7 +187,10 @@ def render(summary: RunSummary) -> list[str]:
         lines.extend(f"    {_row(row)}" for row in check.offending_rows)
     for error in summary.step_errors:
         lines.append(f"FAILED step {error}")
-    missing = summary.not_materialized
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
+    missing = sorted(summary.not_materialized, key=lambda k: (rank.get(k.path[0], len(LAYERS)), k.path))
     if missing and summary.status != "SUCCESS":
-        lines.append(f"Not materialised: {len(missing)} assets ({', '.join(k.to_user_string() for k in missing)}).")
+        lines.append(
+            f"Not materialised: {_count(len(missing), 'asset')} ({', '.join(k.to_user_string() for k in missing)})."
+        )
     return lines
