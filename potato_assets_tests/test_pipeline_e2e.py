@@ -110,12 +110,12 @@ def test_every_table_column_has_a_description_and_the_flags_are_integers(sample_
     lake = tmp_path / "lake"
     result = materialize_all(sample_dir, lake)
     assert result.success
-    schemas = {
-        m.asset_key.to_user_string(): m.metadata["dagster/column_schema"].schema
-        for m in result.get_asset_materialization_events()
-        for m in [m.asset_materialization]
-        if m is not None and "dagster/column_schema" in m.metadata
-    }
+    schemas = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if "dagster/column_schema" in materialization.metadata:
+            key = materialization.asset_key.to_user_string()
+            schemas[key] = materialization.metadata["dagster/column_schema"].schema
     silver = {"study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset"}
     gold = {"ols_cluster", "fixed_effects", "mixed_effects", "model_summary"}
     assert {f"silver/{n}" for n in silver} | {f"gold/models/{n}" for n in gold} <= set(schemas)
