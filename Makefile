@@ -12,14 +12,15 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run checks dev test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
+.PHONY: help setup run checks dev check-defs test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
 	@echo "make checks      every asset check against the lake as it is (LAYER=bronze|silver|gold for one layer)"
 	@echo "make test        run the whole test suite (what CI runs)"
 	@echo "make test-quick  the suite without the slow end-to-end tests (-m 'not e2e')"
-	@echo "make dev         open the Dagster UI (dagster dev) on this project"
+	@echo "make dev         open the Dagster UI (dg dev) on this project"
+	@echo "make check-defs  dg check defs: the definitions load and validate"
 	@echo "make lint        ruff + mypy"
 	@echo "make bench       end-to-end cost by cohort size (1k, 10k, 50k subjects)"
 	@echo "make mlflow-ui   browse the MLflow runs of the model fits on http://127.0.0.1:5000"
@@ -31,7 +32,7 @@ $(UV):
 	$(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(BIN)/dagster: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --quiet --python $(PYTHON)
 	@touch $@
 
 setup: $(BIN)/dagster $(DAGSTER_HOME)/dagster.yaml
@@ -39,11 +40,20 @@ setup: $(BIN)/dagster $(DAGSTER_HOME)/dagster.yaml
 # DAGSTER_HOME holds instance storage; its dagster.yaml is the repository's, linked.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	ln -sf ../dagster.yaml $@
+	ln -sf $(CURDIR)/dagster.yaml $@
 
+# dg: Dagster's CLI, run on this project's .venv (VIRTUAL_ENV says so; dg warns otherwise).
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(CURDIR)/$(BIN)/dg
+# The run's console log level (the event log keeps every level): make run LOG_LEVEL=debug.
+LOG_LEVEL ?= info
+DEV_PORT ?= 3000
+RUN_CONFIG := {"loggers": {"console": {"config": {"log_level": "$(shell echo $(LOG_LEVEL) | tr a-z A-Z)"}}}}
+
+# Materialise everything, then summarise the run (also when it failed) and keep its exit code.
 run: setup
-	$(BIN)/dagster asset materialize -m potato_assets.definitions --select '*'
-	@$(BIN)/python -m potato_assets.where
+	@echo "Materialising every asset (dg launch --assets '*', console at $(LOG_LEVEL))..."
+	@status=0; $(DG) launch --assets '*' --config-json '$(RUN_CONFIG)' || status=$$?; \
+	$(BIN)/python -m potato_assets.where; exit $$status
 
 # The asset checks against the tables already in POTATO_LAKE_URI (local or s3://): nothing is
 # materialised or written there. Wraps
@@ -53,8 +63,14 @@ LAYER ?=
 checks: setup
 	$(BIN)/python -m potato_assets.lake_checks $(if $(LAYER),--layer $(LAYER))
 
+# Started in DAGSTER_HOME: `dg dev` warns that a dagster.yaml in the directory it starts from "will
+# not be used" whenever DAGSTER_HOME is elsewhere, although DAGSTER_HOME's is this very file (linked).
 dev: setup
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	cd $(DAGSTER_HOME) && $(DG) dev -w $(CURDIR)/workspace.yaml -h 127.0.0.1 -p $(DEV_PORT)
+
+# What CI runs: the definitions load and validate.
+check-defs: setup
+	$(DG) check defs
 
 test: setup
 	$(BIN)/python -m pytest

@@ -22,7 +22,7 @@ import pytest
 from potato_assets.defs.resources import build_resources
 from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings, normalize_uri
-from potato_assets.study.schema import LANDING_FILES, NUTRITION_FILE
+from potato_assets.study.schema import LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
@@ -354,3 +354,24 @@ def wait_for(predicate, timeout: float, what: str, processes: Processes, interva
         time.sleep(interval)
     logs = "\n".join(f"--- {n}\n{processes.log(n)[-2500:]}" for n in processes.procs)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+
+
+class Webhook(LoopbackReceiver):
+    """An alert webhook at `{server}/hook`; `.json()` is what was POSTed to it."""
+
+    @property
+    def url(self) -> str:
+        return super().url + "/hook"
+
+
+def landing_with_bad_weights(sample_dir: Path, target: Path, n_bad: int) -> Path:
+    target.mkdir(parents=True)
+    for spec in LANDING_FILES:
+        shutil.copy(sample_dir / spec.file_name, target / spec.file_name)
+    lines = (target / WEIGHT_FILE).read_text().splitlines(keepends=True)
+    for i in range(1, n_bad + 1):
+        fields = lines[i].split(",")
+        fields[3] = "abc"
+        lines[i] = ",".join(fields)
+    (target / WEIGHT_FILE).write_text("".join(lines))
+    return target

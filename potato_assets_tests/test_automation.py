@@ -26,7 +26,7 @@ from potato_assets.study.schema import FIBER_FILE, NUTRITION_FILE, WEIGHT_FILE
 from potato_assets_tests.helpers import (
     DAGSTER,
     REPO,
-    LoopbackReceiver,
+    Webhook,
     cli_env,
     cli_home,
     copy_landing,
@@ -40,14 +40,6 @@ ALL_FILES = (NUTRITION_FILE, WEIGHT_FILE, FIBER_FILE)
 
 
 # --- a real webhook on loopback ---------------------------------------------------------------
-
-
-class Webhook(LoopbackReceiver):
-    """An alert webhook at `{server}/hook`; `.json()` is what was POSTed to it."""
-
-    @property
-    def url(self) -> str:
-        return super().url + "/hook"
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ soft rules only warn, and the gold validation checks fire on models built to fai
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -18,8 +17,8 @@ from potato_assets.defs.resources import LakeIOManager
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.study import validation as mv
 from potato_assets.study.ingest import parse_landing_csv
-from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
-from potato_assets_tests.helpers import cli_env, cli_home, load_defs, resources_for, run_cli
+from potato_assets.study.schema import FIBER, WEIGHT
+from potato_assets_tests.helpers import cli_env, cli_home, landing_with_bad_weights, load_defs, resources_for, run_cli
 
 WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
 FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
@@ -62,9 +61,14 @@ def test_failing_blocking_bronze_contract_stops_silver_in_the_same_run(sample_di
     assert not result.success
     check = evaluation(result, WEIGHT_KEY, "contract")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    rule = check.metadata["rule/weight_kg_range"].value
+    rule = check.metadata["rules"].value["weight_kg_range"]
     assert rule["unexpected_count"] == 1
-    assert rule["unexpected_examples"] == [{"weight_kg": 500.0, "source_line": int(weight.loc[7, "source_line"])}]
+    line = int(weight.loc[7, "source_line"])
+    assert rule["unexpected_examples"] == [{"weight_kg": 500.0, "source_line": line}]
+    assert check.metadata["offending_rows"].value == [
+        {"rule": "weight_kg_range", "file": WEIGHT.file_name, "line": line, "column": "weight_kg", "value": 500.0}
+    ]
+    assert "| weight_kg_range | critical | **no** |" in check.metadata["results"].value
     assert "weight_kg_range" in check.description
     assert evaluation(result, FIBER_KEY, "contract").passed
     keys = {e.asset_key for e in result.get_asset_materialization_events()}
@@ -81,19 +85,6 @@ def test_soft_rule_warns_and_lets_silver_run(sample_dir, tmp_path):
     assert check.metadata["failed_hard"].value == 0 and check.metadata["failed_soft"].value == 1
     assert result.success
     assert CALENDAR_KEY in {e.asset_key for e in result.get_asset_materialization_events()}
-
-
-def landing_with_bad_weights(sample_dir: Path, target: Path, n_bad: int) -> Path:
-    target.mkdir(parents=True)
-    for spec in LANDING_FILES:
-        shutil.copy(sample_dir / spec.file_name, target / spec.file_name)
-    lines = (target / WEIGHT.file_name).read_text().splitlines(keepends=True)
-    for i in range(1, n_bad + 1):
-        fields = lines[i].split(",")
-        fields[3] = "abc"
-        lines[i] = ",".join(fields)
-    (target / WEIGHT.file_name).write_text("".join(lines))
-    return target
 
 
 def run_bronze_and_calendar(landing: Path, lake: Path) -> dg.ExecuteInProcessResult:
@@ -116,6 +107,9 @@ def test_quarantine_share_gate_blocks_above_five_percent(sample_dir, tmp_path, n
     assert meta["rows_read"] == 600 and meta["rows_quarantined"] == n_bad and meta["rows_kept"] == 600 - n_bad
     assert meta["quarantine_share"] == pytest.approx(n_bad / 600)
     assert meta["quarantine_reasons"] == {"not a number": n_bad}
+    assert [(r["file"], r["line"], r["column"], r["value"]) for r in meta["offending_rows"]] == [
+        (WEIGHT.file_name, line, "weight_kg", "abc") for line in range(2, 7)
+    ]
     assert gate.passed is not blocked
     assert f"{n_bad} of 600 rows quarantined" in gate.description
     assert evaluation(result, FIBER_KEY, "quarantine_share").passed
@@ -273,3 +267,57 @@ def test_quarantine_gate_fails_when_the_stored_table_is_not_the_one_the_event_lo
     gate = evaluation(again, WEIGHT_KEY, "quarantine_share")
     assert not gate.passed
     assert "the stored table has 590 rows but its latest materialisation reports 600 read" in gate.description
+
+
+def test_summary_and_alert_of_a_failing_blocking_check_name_the_reason_and_the_offending_values(sample_dir, tmp_path):
+    from potato_assets.defs import automation
+    from potato_assets.lib.observe import run_summary
+    from potato_assets_tests.helpers import Webhook
+
+    landing = landing_with_bad_weights(sample_dir, tmp_path / "landing", 42)
+    defs = load_defs()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [*defs.assets, *(defs.asset_checks or [])],
+            selection=dg.AssetSelection.groups("bronze") | dg.AssetSelection.assets(CALENDAR_KEY),
+            resources=resources_for(landing, tmp_path / "lake"),
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert run_summary.latest_run_id(instance) == result.run_id
+        summary = run_summary.summarize(instance, result.run_id)
+        reason = "Potato_tidy.csv: 42 of 600 rows quarantined (7.0%), more than the 5% allowed."
+        [failed] = summary.checks_with("failed")
+        assert (failed.label, failed.reason) == ("bronze/weight: quarantine_share", reason)
+        assert summary.blocking_failures == ["bronze/weight: quarantine_share"]
+        assert summary.step_errors == []  # the check explains the failure; no wrapper message
+        assert CALENDAR_KEY in summary.not_materialized
+        assert {k.to_user_string() for k in summary.materialized} >= {"bronze/weight", "bronze/quarantine"}
+
+        lines = run_summary.render(summary)
+        assert lines[0].startswith(f"Run {result.run_id} failed:") and "1 failed" in lines[0]
+        failed_line = lines.index(
+            f"FAILED check bronze/weight: quarantine_share (ERROR, blocking: downstream not run): {reason}"
+        )
+        # The first five offending rows (header = line 1, so lines 2-6), with the value as read.
+        for offset, line in enumerate(range(2, 7), start=1):
+            row = lines[failed_line + offset]
+            assert f"file Potato_tidy.csv, line {line}, column weight_kg, value 'abc'" in row
+        assert not lines[failed_line + 6].startswith("    file")
+
+        hook = Webhook()
+        try:
+            context = dg.build_run_status_sensor_context(
+                sensor_name="run_failure_alerts",
+                dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                resources={"alerts_sink": automation.AlertSink(webhook_url=hook.url)},
+            ).for_run_failure()
+            automation.run_failure_alerts(context)
+            [posted] = hook.json()
+        finally:
+            hook.close()
+        assert reason in posted["text"]
+        assert posted["event"]["errors"] == [f"bronze/weight: quarantine_share: {reason}"]

@@ -112,3 +112,17 @@ def test_every_table_and_table_input_is_typed_dataframe():
     assert set(loaded.values()) == {"DataFrame"}, loaded
     assert dg.check_dagster_type(DataFrame, pd.DataFrame({"a": [1]})).success
     assert not dg.check_dagster_type(DataFrame, {"a": [1]}).success
+
+
+def test_descriptions_are_plain_text():
+    # The UI shows asset and check descriptions as plain text in lists and the graph: no Markdown.
+    defs = load_defs()
+    graph = defs.resolve_asset_graph()
+    described = {key.to_user_string(): graph.get(key).description for key in graph.get_all_asset_keys()}
+    for checks_def in defs.asset_checks or []:
+        for spec in checks_def.check_specs:
+            described[f"{spec.asset_key.to_user_string()}:{spec.name}"] = spec.description
+    for sensor in defs.sensors or []:
+        described[sensor.name] = sensor.description
+    marked = {name: text for name, text in described.items() if text and "`" in text}
+    assert not marked, marked

@@ -104,3 +104,25 @@ def test_same_numbers_whatever_the_row_order(seed_dir, tmp_path):
         a = read_table(str(tmp_path / "shuffled"), f"gold/models/{name}")
         b = read_table(str(tmp_path / "clean"), f"gold/models/{name}")
         pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_every_table_column_has_a_description_and_the_flags_are_integers(sample_dir, tmp_path):
+    lake = tmp_path / "lake"
+    result = materialize_all(sample_dir, lake)
+    assert result.success
+    schemas = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if "dagster/column_schema" in materialization.metadata:
+            key = materialization.asset_key.to_user_string()
+            schemas[key] = materialization.metadata["dagster/column_schema"].schema
+    silver = {"study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset"}
+    gold = {"ols_cluster", "fixed_effects", "mixed_effects", "model_summary"}
+    assert {f"silver/{n}" for n in silver} | {f"gold/models/{n}" for n in gold} <= set(schemas)
+    for key, schema in schemas.items():
+        undescribed = [c.name for c in schema.columns if not (c.description or "").strip()]
+        assert not undescribed, f"{key}: no description for {undescribed}"
+    modeling = {c.name: c.type for c in schemas["silver/modeling_dataset"].columns}
+    assert modeling["beans_week"] == "Int64" and modeling["potato_week"] == "Int64"
+    table = read_table(lake.as_uri(), "silver/modeling_dataset")
+    assert set(table["beans_week"].unique()) <= {0, 1} and set(table["potato_week"].unique()) <= {0, 1}

@@ -18,8 +18,7 @@ from potato_assets.defs.bronze.assets import bronze_key, ingest_landing, landing
 from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG
 from potato_assets.defs.resources import AlertSink, LandingZone
 from potato_assets.lib.lake import landing as landing_scan
-from potato_assets.lib.observe import alerts
-from potato_assets.lib.observe.errors import root_cause
+from potato_assets.lib.observe import alerts, run_summary
 from potato_assets.settings import Settings, get_settings
 from potato_assets.study.schema import LANDING_FILES
 
@@ -281,11 +280,9 @@ def build_freshness_sensor(clock: Callable[[], float] = time.time) -> dg.SensorD
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, alerts_sink: AlertSink) -> None:
     run = context.dagster_run
-    step_errors = [
-        f"{e.step_key}: {root_cause(e.step_failure_data.error)}"
-        for e in context.get_step_failure_events()
-        if e.step_failure_data and e.step_failure_data.error
-    ]
+    # The reasons as the console summary gives them: a failed check's own description (Dagster's
+    # step error only names the check), then each other failed step's own exception.
+    step_errors = run_summary.failure_reasons(run_summary.summarize(context.instance, run.run_id))
     detail = step_errors[0] if step_errors else (context.failure_event.message or "run failed")
     event = alerts.structured_event(
         "run_failed",

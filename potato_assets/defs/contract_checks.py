@@ -22,7 +22,11 @@ def contract_label(suite_name: str) -> str:
     return str(path)
 
 
-def contract_check_result(result: contracts.ContractResult) -> dg.AssetCheckResult:
+# How many offending rows a failed check lists (the console summary prints them).
+OFFENDING_ROWS = 5
+
+
+def contract_check_result(result: contracts.ContractResult, source_file: str | None = None) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if result.hard_failures else dg.AssetCheckSeverity.WARN
     metadata: dict[str, Any] = {
         "contract": contract_label(result.suite),
@@ -30,26 +34,56 @@ def contract_check_result(result: contracts.ContractResult) -> dg.AssetCheckResu
         "expectations": len(result.outcomes),
         "failed_hard": len(result.hard_failures),
         "failed_soft": len(result.soft_failures),
+        # Every rule on one page (the UI opens each metadata entry on its own click).
         "results": dg.MetadataValue.md(results_markdown(result)),
+        "rules": dg.MetadataValue.json({o.rule: o.as_dict() for o in result.outcomes}),
     }
-    for outcome in result.outcomes:
-        metadata[f"rule/{outcome.rule}"] = dg.MetadataValue.json(outcome.as_dict())
+    offending = offending_rows(result, source_file)
+    if offending:
+        metadata["offending_rows"] = dg.MetadataValue.json(offending)
     return dg.AssetCheckResult(
         passed=result.success, severity=severity, description=result.summary(), metadata=metadata
     )
 
 
+def offending_rows(result: contracts.ContractResult, source_file: str | None) -> list[dict[str, Any]]:
+    """Up to OFFENDING_ROWS example rows of the broken rules, hard ones first: rule, file and line
+    where the table records them (bronze: source_line), the column and its value."""
+    rows: list[dict[str, Any]] = []
+    for o in result.hard_failures + result.soft_failures:
+        column = o.kwargs.get("column")
+        for example in o.unexpected_examples:
+            row: dict[str, Any] = {"rule": o.rule}
+            if source_file:
+                row["file"] = source_file
+            if isinstance(example, dict):
+                fields = dict(example)
+                if "source_line" in fields:
+                    row["line"] = fields.pop("source_line")
+                if column in fields:
+                    row["column"], row["value"] = column, fields.pop(column)
+                row.update(fields)
+            else:
+                if column is not None:
+                    row["column"] = column
+                row["value"] = example
+            rows.append(row)
+            if len(rows) == OFFENDING_ROWS:
+                return rows
+    return rows
+
+
 def results_markdown(result: contracts.ContractResult) -> str:
     lines = [
-        "| rule | severity | passed | observed | unexpected | examples |",
-        "|---|---|---|---|---|---|",
+        "| rule | severity | passed | observed | unexpected | examples | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for o in result.outcomes:
         observed = o.error or ("" if o.observed_value is None else str(o.observed_value))
         examples = ", ".join(str(e) for e in o.unexpected_examples[:3])
         lines.append(
             f"| {o.rule} | {o.severity} | {'yes' if o.success else '**no**'} | {_cell(observed)} | "
-            f"{'' if o.unexpected_count is None else o.unexpected_count} | {_cell(examples)} |"
+            f"{'' if o.unexpected_count is None else o.unexpected_count} | {_cell(examples)} | {_cell(o.why)} |"
         )
     return "\n".join(lines)
 
@@ -59,8 +93,15 @@ def _cell(text: str, limit: int = markdown.CELL_CHARS) -> str:
     return markdown.cell(text, limit)
 
 
-def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -> dg.AssetChecksDefinition:
-    """An asset check named `contract` that validates the stored asset against its suite file."""
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def contract_check(
+    asset_key: dg.AssetKey, suite_name: str, *, blocking: bool, source_file: str | None = None
+) -> dg.AssetChecksDefinition:
+    """An asset check named `contract` that validates the stored asset against its suite file
+    (`source_file`: the landing file the table's source_line refers to, for bronze)."""
     # Fail at load time on a malformed contract file.
     suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
     hard = sum(1 for e in suite["expectations"] if e.get("severity", "critical") == "critical")
@@ -72,13 +113,13 @@ def contract_check(asset_key: dg.AssetKey, suite_name: str, *, blocking: bool) -
         blocking=blocking,
         description=(
             f"Data contract {contract_label(suite_name)} (Great Expectations): "
-            f"{hard} hard rules (ERROR{', blocks downstream' if blocking else ''}), {soft} soft rules (WARN). "
-            + str(suite.get("notes", ""))
+            f"{_plural(hard, 'hard rule')} (ERROR{', blocks downstream' if blocking else ''}), "
+            f"{_plural(soft, 'soft rule')} (WARN). " + str(suite.get("notes", ""))
         ),
     )
     def _contract(value: DataFrame) -> dg.AssetCheckResult:
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
-        return contract_check_result(contracts.run_contract(suite, value))
+        return contract_check_result(contracts.run_contract(suite, value), source_file)
 
     return _contract

@@ -12,6 +12,7 @@ from potato_assets.defs.common import DATA_VERSION_TAG, from_environment
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
 from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
+from potato_assets.study.schema import column_description
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +22,13 @@ if TYPE_CHECKING:
 
 
 def column_schema(df: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()])
+    """Each column's name, pandas type and meaning (study/schema.py COLUMN_DESCRIPTIONS)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=str(c), type=str(t), description=column_description(str(c)))
+            for c, t in df.dtypes.items()
+        ]
+    )
 
 
 TABLE_EXTENSION = ".parquet"
@@ -69,6 +76,14 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
     lake_uri: str
 
     def create_io_manager(self, context: dg.InitResourceContext) -> LakeParquetIOManager:
+        # Built once per run (steps run in the run's process, defs/executor.py) by every run that
+        # writes the lake: the place to say, once, that lineage and telemetry will not happen.
+        if context.instance is not None and context.log is not None:
+            from potato_assets.lib.observe.handler import missing_handler_warning
+
+            warning = missing_handler_warning(context.instance)
+            if warning:
+                context.log.warning(warning)
         return LakeParquetIOManager(base_path=storage.to_upath(self.lake_uri))
 
 

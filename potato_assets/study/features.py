@@ -176,8 +176,9 @@ def modeling_dataset(trajectories: pd.DataFrame, features: pd.DataFrame) -> tupl
     m = m.merge(f, on=KEY, how="left")
     m["fiber_g_week"] = m["fiber_g_sum"].astype("float64")
     m["kcal_week_thousands"] = m["kcal_sum"].astype("float64") / 1000.0
-    m["beans_week"] = m["beans_eaten"].astype("Float64").astype("float64")
-    m["potato_week"] = m["potato_eaten"].astype("Float64").astype("float64")
+    # 0/1 flags as nullable integers (the fits cast every predictor to float, study/models.py).
+    m["beans_week"] = m["beans_eaten"].astype("Int64")
+    m["potato_week"] = m["potato_eaten"].astype("Int64")
     no_outcome = m[OUTCOME].isna()
     no_predictor = m[list(PREDICTORS)].isna().any(axis=1)
     dropped = {

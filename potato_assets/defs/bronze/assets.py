@@ -30,7 +30,7 @@ def bronze_key(asset_name: str) -> dg.AssetKey:
     specs=[
         dg.AssetSpec(
             landing_key(spec.asset_name),
-            description=f"`{spec.file_name}` as it arrives in the landing zone (POTATO_LANDING_URI).",
+            description=f"{spec.file_name} as it arrives in the landing zone (POTATO_LANDING_URI).",
             group_name="landing",
             kinds={"csv"},
             owners=OWNERS,
@@ -69,7 +69,7 @@ BRONZE: dict[str, Any] = dict(
             bronze_key(spec.asset_name).to_python_identifier(): dg.AssetOut(
                 key=bronze_key(spec.asset_name),
                 description=(
-                    f"`{spec.file_name}` ingested as-is: every column and value, parsed to the study "
+                    f"{spec.file_name} ingested as-is: every column and value, parsed to the study "
                     "types, plus source_file, source_line (header = line 1) and ingested_at. "
                     "Rows with defects go to bronze/quarantine instead."
                 ),
@@ -94,7 +94,7 @@ BRONZE: dict[str, Any] = dict(
         QUARANTINE_KEY.to_python_identifier(): {landing_key(spec.asset_name) for spec in LANDING_FILES},
     },
 )
-def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.Output]:
+def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.MaterializeResult]:
     import pandas as pd
 
     from potato_assets.study.ingest import (
@@ -129,9 +129,10 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
         )
         for note in result.notes:
             context.log.warning(f"{spec.file_name}: {note}.")
-        yield dg.Output(
-            result.rows,
-            output_name=bronze_key(spec.asset_name).to_python_identifier(),
+        # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
+        yield dg.MaterializeResult(
+            asset_key=bronze_key(spec.asset_name),
+            value=result.rows,
             data_version=dg.DataVersion(digest[:16]),
             metadata={
                 "source_uri": landing.uri(spec.file_name),
@@ -146,9 +147,9 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
             },
         )
     quarantine = pd.concat([r.quarantine for r, _ in results.values()], ignore_index=True)
-    yield dg.Output(
-        quarantine,
-        output_name=QUARANTINE_KEY.to_python_identifier(),
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE_KEY,
+        value=quarantine,
         data_version=dg.DataVersion(storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]),
         metadata={f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()},
     )

@@ -10,7 +10,7 @@ import dagster as dg
 
 from potato_assets.defs.bronze.assets import QUARANTINE_KEY, bronze_key
 from potato_assets.defs.common import LAKE_CHECKS_TAG, DataFrame
-from potato_assets.defs.contract_checks import contract_check
+from potato_assets.defs.contract_checks import OFFENDING_ROWS, contract_check
 from potato_assets.defs.resources import LakeFiles
 from potato_assets.lib import markdown
 from potato_assets.settings import get_settings
@@ -19,7 +19,8 @@ from potato_assets.study.schema import LANDING_FILES, LandingFile
 EXAMPLE_RECORDS = 10
 
 contract_checks = [
-    contract_check(bronze_key(spec.asset_name), f"bronze_{spec.asset_name}", blocking=True) for spec in LANDING_FILES
+    contract_check(bronze_key(spec.asset_name), f"bronze_{spec.asset_name}", blocking=True, source_file=spec.file_name)
+    for spec in LANDING_FILES
 ]
 
 
@@ -69,6 +70,20 @@ def quarantine_share_check(spec: LandingFile) -> dg.AssetChecksDefinition:
                 markdown.table(mine, max_rows=EXAMPLE_RECORDS) if len(mine) else "(none)"
             ),
         }
+        if len(mine):
+            # The shape every failed check shares (contract_checks.offending_rows): file, line, column, value.
+            facts["offending_rows"] = dg.MetadataValue.json(
+                [
+                    {
+                        "file": r["source_file"],
+                        "line": int(r["line"]),
+                        "column": r["column"],
+                        "value": r["value"],
+                        "reason": r["reason"],
+                    }
+                    for r in mine.head(OFFENDING_ROWS).to_dict("records")
+                ]
+            )
         # Distinct quarantined lines of this file, as ingest counts them (study/ingest.py).
         lake_quarantined = int(mine["line"].nunique())
         recorded = rows_read is not None and rows_quarantined is not None

@@ -66,7 +66,7 @@ def _json_safe(value: Any) -> Any:
         **{
             spec.name: dg.AssetOut(
                 key=model_key(spec.name),
-                description=f"{spec.description} `{FORMULA}`. Tidy coefficient table in original units.",
+                description=f"{spec.description} Model: {FORMULA}. Tidy coefficient table in original units.",
                 kinds={spec.library, "parquet"},
                 dagster_type=DataFrame,
                 **GOLD,

@@ -28,12 +28,13 @@ SILVER: dict[str, Any] = dict(
 CALENDAR_COLUMNS = ["subject_id", "date", "week", "source_line"]
 
 
-def versioned(table: DataFrame) -> dg.Output:
+def versioned(table: DataFrame) -> dg.MaterializeResult:
     """The table with its content as data version: a recomputation that yields the same rows
     leaves the version, and so everything downstream, as it was."""
     from potato_assets.lib.lake.data_version import table_version
 
-    return dg.Output(table, data_version=dg.DataVersion(table_version(table)))
+    # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
+    return dg.MaterializeResult(value=table, data_version=dg.DataVersion(table_version(table)))
 
 
 @dg.asset(
@@ -49,7 +50,7 @@ def versioned(table: DataFrame) -> dg.Output:
     owners=OWNERS,
     **SILVER,
 )
-def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.Output:
+def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.MaterializeResult:
     from potato_assets.study import calendar
 
     try:
@@ -71,7 +72,7 @@ def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.Output:
     owners=SCIENCE_OWNERS,
     **SILVER,
 )
-def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.Output:
+def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.MaterializeResult:
     from potato_assets.study import features
 
     return versioned(features.subject_trajectories(weight, calendars))
@@ -102,7 +103,7 @@ def weekly_features(
     nutrition: DataFrame,
     weight: DataFrame,
     calendars: DataFrame,
-) -> dg.Output:
+) -> dg.MaterializeResult:
     from potato_assets.study import features
 
     weeks = features.study_weeks(weight, calendars)
@@ -143,14 +144,16 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
     description=(
         "The modelling table (complete cases): outcome delta_kg_next (kg, next study week's weight "
         "minus this week's, consecutive weeks only) and predictors "
-        + "; ".join(f"`{k}` = {v}" for k, v in PREDICTOR_UNITS.items())
+        + "; ".join(f"{k} = {v}" for k, v in PREDICTOR_UNITS.items())
         + "."
     ),
     owners=SCIENCE_OWNERS,
     metadata={"dagster/column_lineage": MODELING_COLUMN_LINEAGE},
     **SILVER,
 )
-def modeling_dataset(context: dg.AssetExecutionContext, trajectories: DataFrame, weekly: DataFrame) -> dg.Output:
+def modeling_dataset(
+    context: dg.AssetExecutionContext, trajectories: DataFrame, weekly: DataFrame
+) -> dg.MaterializeResult:
     from potato_assets.study import features
 
     table, counts = features.modeling_dataset(trajectories, weekly)

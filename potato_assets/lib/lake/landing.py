@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from potato_assets.lib.lake import storage
 from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES
 
-CURSOR_VERSION = 1
+# 2: local fingerprints shortened to sha256[:16] (the content version's length).
+CURSOR_VERSION = 2
 # How a refused study file appears among the sensor's ignored names.
 REFUSED_MARK = " (refused: "
 CHUNK_BYTES = 1 << 20
@@ -178,7 +179,7 @@ class LandingCursor:
                 "ingested": dict(sorted(self.ingested.items())),
                 "versions": {n: list(v) for n, v in sorted(self.versions.items())},
             },
-            separators=(",", ":"),
+            # Spaces after separators: the sensor page wraps the cursor there instead of overflowing.
         )
 
     @classmethod
@@ -320,7 +321,8 @@ def fingerprint(obj: LandingObject, previous: Seen | None) -> str:
         return "etag:" + obj.etag
     if previous is not None and (previous.size, previous.modified) == (obj.size, obj.modified):
         return previous.fingerprint
-    return SHA256_PREFIX + content_sha256(obj.uri)
+    # As long as the content version: enough to tell two files apart, short in the cursor.
+    return SHA256_PREFIX + content_sha256(obj.uri)[:VERSION_LENGTH]
 
 
 def observe(landing_uri: str, names: Sequence[str], previous: LandingCursor) -> tuple[dict[str, Seen], tuple[str, ...]]:

@@ -14,7 +14,9 @@ dispatcher -- the sinks and the runs in progress -- is one per process, built on
 record from the run's own environment.
 
 With OPENLINEAGE_URL, OTEL_EXPORTER_OTLP_ENDPOINT, POTATO_PUSHGATEWAY_URL unset and text logs,
-`emit` returns at once: nothing is imported, built, sent or printed.
+`emit` returns at once: nothing is imported, built, sent or printed. Set on an instance whose
+dagster.yaml does not list this handler, each run logs one warning saying so
+(`missing_handler_warning`, called by the lake IO manager).
 """
 
 from __future__ import annotations
@@ -158,3 +160,33 @@ class ObservabilityHandler(logging.Handler):
                     _dispatcher.handle(record, meta)
         except Exception:  # observability must never break a run
             log.warning("observability handler failed on a record", exc_info=True)
+
+
+# --- a run on an instance without this handler ---------------------------------------------------
+
+HANDLER_PATH = f"{__name__}.ObservabilityHandler"
+# What only this handler acts on: set without it, they would be ignored without a word.
+HANDLER_SETTINGS = ("OPENLINEAGE_URL", "OTEL_EXPORTER_OTLP_ENDPOINT", "POTATO_PUSHGATEWAY_URL")
+
+
+def installed_on(instance: dg.DagsterInstance) -> bool:
+    """Whether the instance's dagster.yaml lists ObservabilityHandler under python_logs."""
+    handlers = (instance.get_python_log_dagster_handler_config() or {}).get("handlers") or {}
+    return any(
+        isinstance(spec, dict) and spec.get("()") in (HANDLER_PATH, ObservabilityHandler) for spec in handlers.values()
+    )
+
+
+def missing_handler_warning(instance: dg.DagsterInstance, environ: Any = None) -> str | None:
+    """The sentence a run logs when lineage or telemetry is asked for but cannot happen, else None."""
+    env = os.environ if environ is None else environ
+    asked = [name for name in HANDLER_SETTINGS if (env.get(name) or "").strip()]
+    if (env.get("POTATO_LOG_FORMAT") or "").strip().lower() == "json":
+        asked.append("POTATO_LOG_FORMAT=json")
+    if not asked or installed_on(instance):
+        return None
+    return (
+        f"{', '.join(asked)} set, but this Dagster instance does not install {HANDLER_PATH} "
+        "(python_logs.dagster_handler_config in $DAGSTER_HOME/dagster.yaml), so this run sends no "
+        "lineage or telemetry. Use the repository's dagster.yaml as the instance configuration."
+    )
