@@ -15,6 +15,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from potato_assets.lib.observe.errors import cause_chain, root_cause
+
 LAYERS = ("landing", "bronze", "silver", "gold")
 # Raised by Dagster on the step of a blocking check that failed: the check's own event says why.
 BLOCKING_CHECK_ERROR = "DagsterAssetCheckFailedError"
@@ -60,13 +62,6 @@ class RunSummary:
         return [k for k in self.planned if k not in done]
 
 
-def root_cause(error: Any) -> tuple[str, str]:
-    """(class name, message) of the user's own exception, not Dagster's wrapper around it."""
-    while getattr(error, "cause", None) is not None:
-        error = error.cause
-    return str(getattr(error, "cls_name", "") or ""), str(error.message).strip()
-
-
 def latest_run_id(instance: dg.DagsterInstance) -> str | None:
     runs = instance.get_runs(limit=1)
     return runs[0].run_id if runs else None
@@ -107,7 +102,8 @@ def summarize(instance: dg.DagsterInstance, run_id: str) -> RunSummary:
             if data is None or data.error is None:
                 step_errors.append(f"{event.step_key}: failed")
                 continue
-            cls_name, message = root_cause(data.error)
+            innermost = cause_chain(data.error)[-1]
+            cls_name, message = str(getattr(innermost, "cls_name", "") or ""), root_cause(data.error)
             failure = data.user_failure_data  # a dg.Failure's own description, without the class path
             if failure is not None and failure.description:
                 message = failure.description.strip()
