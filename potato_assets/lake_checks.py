@@ -84,12 +84,12 @@ class Summary:
 
 
 def _failing_rules(metadata: dict[str, Any]) -> list[str]:
-    """Contract checks keep each rule's outcome under `rule/<name>`: the broken ones, one line each."""
+    """Contract checks keep every rule's outcome in one `rules` entry (rule -> outcome): the
+    broken ones, one line each."""
+    entry = metadata.get("rules")
+    rules = getattr(entry, "value", entry)
     lines = []
-    for key, entry in metadata.items():
-        if not key.startswith("rule/"):
-            continue
-        outcome = getattr(entry, "value", entry)
+    for rule, outcome in (rules if isinstance(rules, dict) else {}).items():
         if not isinstance(outcome, dict) or outcome.get("success", True):
             continue
         if outcome.get("error"):
@@ -99,7 +99,7 @@ def _failing_rules(metadata: dict[str, Any]) -> list[str]:
         else:
             detail = f"observed {outcome.get('observed_value')!r}"
         why = f" (rule: {outcome['why']})" if outcome.get("why") else ""
-        lines.append(f"rule {key[len('rule/') :]} [{outcome.get('severity')}]: {detail}{why}")
+        lines.append(f"rule {rule} [{outcome.get('severity')}]: {detail}{why}")
     return lines
 
 

@@ -96,17 +96,20 @@ def test_exit_code_is_non_zero_only_for_error_failures_and_checks_that_could_not
 
 
 def test_failing_rules_name_the_rule_its_reason_and_examples():
+    # The shape defs/contract_checks.py writes: every rule's outcome in one `rules` entry.
     metadata = {
-        "rule/weight_kg_range": dg.MetadataValue.json(
+        "rules": dg.MetadataValue.json(
             {
-                "success": False,
-                "severity": "critical",
-                "unexpected_count": 3,
-                "unexpected_examples": [{"source_line": 7}],
-                "why": "plausible adult weights",
+                "weight_kg_range": {
+                    "success": False,
+                    "severity": "critical",
+                    "unexpected_count": 3,
+                    "unexpected_examples": [{"source_line": 7}],
+                    "why": "plausible adult weights",
+                },
+                "not_empty": {"success": True, "severity": "critical"},
             }
         ),
-        "rule/not_empty": dg.MetadataValue.json({"success": True, "severity": "critical"}),
         "rows_checked": 10,
     }
     assert lake_checks._failing_rules(metadata) == [
