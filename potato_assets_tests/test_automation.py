@@ -450,11 +450,13 @@ def test_two_concurrent_cli_runs_each_fit_gold_on_their_own_silver(sample_dir, t
     run wrote (its data version is the models' input version; nobs is its row count)."""
     from potato_assets.defs.common import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG, LAKE_POOL
     from potato_assets.defs.executor import HOLDING, WAITING, WHOLE_RUN
+    from potato_assets.study.validation import MIN_CLUSTERS
 
     home = cli_home(tmp_path)
     landings = [tmp_path / "landing_all", tmp_path / "landing_few"]
     copy_landing(sample_dir, landings[0])
-    fewer_subjects(sample_dir, landings[1], keep=8)
+    # Fewer subjects, still enough clusters for the (blocking) enough_clusters checks.
+    fewer_subjects(sample_dir, landings[1], keep=MIN_CLUSTERS + 5)
     cmd = [str(DAGSTER), "asset", "materialize", "-m", "potato_assets.definitions", "--select", "*"]
     inst = dg.DagsterInstance.from_config(str(home))
     # A run that holds the lake until both CLI runs wait for it, so they must compete.
