@@ -94,8 +94,9 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
     is a *partial* effect (other predictors held fixed), so the lines show a slope, not a
     fitted curve through these marginal points.
     """
-    fig = _new_figure(9.0, 6.2)
-    ax = fig.add_axes((0.09, 0.2, 0.88, 0.72))
+    fig = _new_figure(9.0, 5.4)
+    # No title or footnote in the PNG: the report prints the caption once, under the figure.
+    ax = fig.add_axes((0.09, 0.1, 0.88, 0.86))
 
     cols = [c for c in (FIBER, OUTCOME) if c in modeling.columns]
     d = modeling[cols].apply(pd.to_numeric, errors="coerce").dropna() if len(cols) == 2 else None
@@ -180,19 +181,7 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
 
     ax.set_xlabel("Fiber intake in the study week (g/week)")
     ax.set_ylabel("Weight change to the next week (kg)")
-    ax.set_title("Weekly fiber intake vs next-week weight change")
     ax.grid(True, color="0.92", lw=0.6)
-    fig.text(
-        0.01,
-        0.015,
-        "Lines: each model's fiber coefficient (a partial effect, holding calories, beans and "
-        "potato weeks fixed),\ndrawn as a slope through the sample means of x and y. "
-        "Points are raw subject-weeks; binned means are unadjusted.\n"
-        "Associations, not causal effects.",
-        fontsize=8,
-        color="0.25",
-        va="bottom",
-    )
     return _figure_png(fig)
 
 
@@ -220,8 +209,8 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
     cohort mean by week with its 95% t-interval band (bold)."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _new_figure(9.0, 5.8)
-    ax = fig.add_axes((0.09, 0.15, 0.88, 0.77))
+    fig = _new_figure(9.0, 5.2)
+    ax = fig.add_axes((0.09, 0.1, 0.88, 0.86))
     t = _baseline_change(trajectories) if len(trajectories) else None
 
     if t is not None and t["_y"].notna().any():
@@ -281,17 +270,7 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Study week")
     ax.set_ylabel("Weight change from baseline (kg)")
-    ax.set_title("Weight change from baseline, by subject")
     ax.grid(True, color="0.92", lw=0.6)
-    fig.text(
-        0.01,
-        0.015,
-        "Grey: one line per subject; gaps are missed weigh-ins. "
-        "Blue: mean over subjects weighed that week, with 95% t-interval.",
-        fontsize=8,
-        color="0.25",
-        va="bottom",
-    )
     return _figure_png(fig)
 
 

@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 from potato_assets.report import markdown
+from potato_assets.report.provenance import Provenance
 from potato_assets.report.sections import Report, Span, build_report
 
 
@@ -79,6 +80,7 @@ def render_report(
     trajectories: pd.DataFrame,
     figure_paths: Mapping[str, str],
     generated_at: str,
+    provenance: Provenance | None = None,
 ) -> tuple[str, str]:
     """Build the report once and return it as ``(markdown, html)``.
 
@@ -92,5 +94,6 @@ def render_report(
         trajectories=trajectories,
         figure_paths=figure_paths,
         generated_at=generated_at,
+        provenance=provenance,
     )
     return to_markdown(report), to_html(report)

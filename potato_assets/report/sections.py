@@ -30,6 +30,7 @@ from potato_assets.report.formatting import (
     text,
     yes_no,
 )
+from potato_assets.report.provenance import Provenance
 from potato_assets.study.models import MODELS, MODELS_BY_NAME
 from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTOR_UNITS, PREDICTORS, WEEK_COL
 
@@ -166,6 +167,7 @@ class Inputs:
     trajectories: pd.DataFrame
     figure_paths: Mapping[str, str]
     generated_at: str
+    provenance: Provenance | None = None
 
     def summary_value(self, model: str, key: str) -> Any:
         return self.summary_rows.get(model, {}).get(key)
@@ -203,8 +205,13 @@ def _absorbs_intercept(model: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+SYNTHETIC_SAMPLE_WARNING = "These data are the bundled synthetic sample: do not cite these results."
+
+
 def warnings(ins: Inputs) -> tuple[Inline, ...]:
     warns: list[Inline] = []
+    if ins.provenance is not None and ins.provenance.synthetic_sample:
+        warns.append((strong(SYNTHETIC_SAMPLE_WARNING),))
     for m in ins.models:
         if flag(ins.summary_value(m, "converged")) is False:
             warns.append(
@@ -379,6 +386,12 @@ def coefficients_section(ins: Inputs) -> Section:
     )
 
 
+LOG_LIKELIHOOD_NOTE = (
+    "Log-likelihoods are not comparable across models: the OLS one is of the raw data, the fixed "
+    "effects one of the within-subject (demeaned) data, and the mixed model's is a REML likelihood."
+)
+
+
 def model_summary_section(ins: Inputs) -> Section:
     get = ins.summary_value
 
@@ -395,7 +408,7 @@ def model_summary_section(ins: Inputs) -> Section:
         ("Singular fit", lambda m: yes_no(get(m, "singular"))),
         ("Between-subject variance (kg²)", lambda m: format_number(get(m, "group_var"))),
         ("Residual variance (kg²)", lambda m: format_number(get(m, "residual_var"))),
-        ("Log-likelihood", lambda m: format_number(get(m, "log_likelihood"))),
+        ("Log-likelihood (not comparable across models)", lambda m: format_number(get(m, "log_likelihood"))),
     ]
     header: list[str | Inline] = ["", *[(code(m),) for m in ins.models]]
     rows: list[list[str | Inline]] = [[label, *[fn(m) for m in ins.models]] for label, fn in spec]
@@ -404,6 +417,7 @@ def model_summary_section(ins: Inputs) -> Section:
         (
             _table(header, rows, ["l", *["r"] * len(ins.models)]),
             Paragraph((em("Blank cells: not applicable to that model."),)),
+            Paragraph((em(LOG_LIKELIHOOD_NOTE),)),
         ),
     )
 
@@ -446,14 +460,15 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "fiber_vs_weight_change": (
         "Weekly fiber intake vs next-week weight change",
         "Each grey point is one subject-week; black points are mean weight change within "
-        "fiber quantile bins (± 95% CI). Lines are each model's fiber coefficient drawn "
-        "as a slope through the sample means; it is a partial effect (other predictors "
-        "held fixed), not a fit to the raw points.",
+        "fiber quantile bins (± 95% CI; unadjusted). Lines are each model's fiber coefficient "
+        "drawn as a slope through the sample means; it is a partial effect (calories, beans "
+        "and potato weeks held fixed), not a fit to the raw points. Associations, not causal effects.",
     ),
     "subject_trajectories": (
         "Weight change from baseline by subject",
         "Thin grey lines: each subject's weight change from their first weigh-in (kg); "
-        "gaps are missed weigh-ins. Bold line and band: cohort mean by week with 95% CI.",
+        "gaps are missed weigh-ins. Bold line and band: mean over the subjects weighed that "
+        "week, with a 95% t-interval.",
     ),
 }
 
@@ -495,7 +510,112 @@ def data_section(ins: Inputs) -> Section:
     return Section("Data", (BulletList(items),))
 
 
+def provenance_section(ins: Inputs) -> Section | None:
+    prov = ins.provenance
+    if prov is None:
+        return None
+    data: Inline = (
+        (plain("the bundled synthetic sample: do not cite these results"),)
+        if prov.synthetic_sample
+        else (plain("not the bundled sample"),)
+    )
+    items: tuple[Inline, ...] = (
+        (plain("Landing location: "), code(prov.landing_location)),
+        (plain("Data: "), *data),
+        (plain("Code version: "), code(prov.code_version)),
+        (plain("Packages: "), *_joined([(code(f"{name} {version}"),) for name, version in prov.packages])),
+        (plain("Dagster run id: "), code(prov.run_id)),
+    )
+    files = _table(
+        ["Landing file", "sha256", "Rows read"],
+        [[(code(f.file_name),), (code(f.sha256),), str(f.rows_read)] for f in prov.files],
+        ["l", "l", "r"],
+    )
+    blocks: list[Block] = [BulletList(items), files]
+    if prov.unrecorded_files:
+        blocks.append(
+            Paragraph(
+                (
+                    strong("No ingest record on this Dagster instance for "),
+                    *_joined([(code(name),) for name in prov.unrecorded_files]),
+                    plain(": their hashes and row counts are unknown to this report."),
+                )
+            )
+        )
+    return Section("Provenance", tuple(blocks))
+
+
+def _joined(parts: list[Inline]) -> list[Span]:
+    out: list[Span] = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(plain(", "))
+        out += part
+    return out
+
+
+def rows_section(ins: Inputs) -> Section | None:
+    """Read -> quarantined -> modelled, by reason."""
+    prov = ins.provenance
+    if prov is None:
+        return None
+    blocks: list[Block] = []
+    acc = prov.rows
+    if acc is not None:
+        blocks.append(
+            Paragraph(
+                (
+                    plain(
+                        f"{acc.subject_weeks} subject-weeks → {acc.modelled} modelled: "
+                        f"{acc.no_outcome} without an outcome (no weigh-in that week or the next), "
+                        f"{acc.missing_predictor} missing a predictor."
+                    ),
+                )
+            )
+        )
+        if not acc.adds_up:
+            blocks.append(
+                Paragraph(
+                    (
+                        strong("These counts do not add up"),
+                        plain(
+                            f" ({acc.modelled} + {acc.no_outcome} + {acc.missing_predictor} ≠ {acc.subject_weeks}): "
+                            "the silver table's record is from another run than the data modelled here."
+                        ),
+                    )
+                )
+            )
+    blocks.append(
+        _table(
+            ["Landing file", "Rows read", "Quarantined", "Exact duplicates dropped", "Kept in bronze"],
+            [
+                [
+                    (code(f.file_name),),
+                    str(f.rows_read),
+                    str(f.rows_quarantined),
+                    str(f.exact_duplicates_dropped),
+                    str(f.rows_kept),
+                ]
+                for f in prov.files
+            ],
+            ["l", "r", "r", "r", "r"],
+        )
+    )
+    blocks.append(
+        Paragraph(
+            (
+                plain("Quarantined rows, one record per offending cell with file, line and reason, are in "),
+                code("bronze/quarantine"),
+                plain("."),
+            )
+        )
+    )
+    return Section("Rows: read, quarantined, modelled", tuple(blocks))
+
+
 SECTIONS = (
+    provenance_section,
+    rows_section,
     summary_section,
     model_section,
     coefficients_section,
@@ -514,6 +634,7 @@ def build_report(
     trajectories: pd.DataFrame,
     figure_paths: Mapping[str, str],
     generated_at: str,
+    provenance: Provenance | None = None,
 ) -> Report:
     summary_rows = _summary_rows(summary)
     ins = Inputs(
@@ -524,10 +645,11 @@ def build_report(
         trajectories=trajectories,
         figure_paths=figure_paths,
         generated_at=generated_at,
+        provenance=provenance,
     )
     return Report(
         title=REPORT_TITLE,
         byline=(em(f"Generated {generated_at}"),),
         warnings=warnings(ins),
-        sections=tuple(build(ins) for build in SECTIONS),
+        sections=tuple(section for build in SECTIONS if (section := build(ins)) is not None),
     )

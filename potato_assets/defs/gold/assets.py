@@ -8,7 +8,7 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -23,7 +23,10 @@ from potato_assets.defs.common import (
 from potato_assets.defs.resources import ExperimentTracker, LakeFiles
 from potato_assets.lib.process import preload
 from potato_assets.study.models import MODELS
-from potato_assets.study.schema import FORMULA
+from potato_assets.study.schema import FORMULA, LANDING_FILES
+
+if TYPE_CHECKING:
+    from potato_assets.report.provenance import Provenance
 
 MODELS_PREFIX = ["gold", "models"]
 # What the study's fits import lazily; loaded (and frozen, lib/process.py) before the first fit.
@@ -190,6 +193,61 @@ def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResu
     )
 
 
+def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any] | None:
+    """The raw metadata values of the key's latest materialisation on this instance."""
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return {name: value.value for name, value in event.asset_materialization.metadata.items()}
+
+
+def _report_provenance(context: dg.AssetExecutionContext, modelled: int) -> "Provenance":
+    """What the report ran on, from the bronze and silver records ingest and features wrote."""
+    from potato_assets.lib.redact import redact_uri
+    from potato_assets.report.provenance import LandingFile, Provenance, RowAccounting, package_versions
+    from potato_assets.settings import SAMPLE_DATA_DIR, get_settings, normalize_uri
+
+    files, unrecorded, locations = [], [], set()
+    for spec in LANDING_FILES:
+        meta = _latest_metadata(context, dg.AssetKey(["bronze", spec.asset_name]))
+        if meta is None or "source_sha256" not in meta:
+            unrecorded.append(spec.file_name)
+            continue
+        files.append(
+            LandingFile(
+                file_name=spec.file_name,
+                sha256=str(meta["source_sha256"]),
+                rows_read=int(meta["rows_read"]),
+                rows_quarantined=int(meta["rows_quarantined"]),
+                exact_duplicates_dropped=int(meta.get("exact_duplicates_dropped", 0)),
+            )
+        )
+        locations.add(str(meta["source_uri"]).rsplit("/", 1)[0])
+    # Where ingest read the files; the configured landing zone when nothing was recorded.
+    landing = locations.pop() if len(locations) == 1 else get_settings().landing_uri
+    silver = _latest_metadata(context, dg.AssetKey(["silver", "modeling_dataset"])) or {}
+    rows = (
+        RowAccounting(
+            subject_weeks=int(silver["subject_weeks"]),
+            no_outcome=int(silver["dropped_no_outcome"]),
+            missing_predictor=int(silver["dropped_missing_predictor"]),
+            modelled=modelled,
+        )
+        if {"subject_weeks", "dropped_no_outcome", "dropped_missing_predictor"} <= silver.keys()
+        else None
+    )
+    return Provenance(
+        landing_location=redact_uri(landing),
+        synthetic_sample=normalize_uri(landing) == normalize_uri(str(SAMPLE_DATA_DIR)),
+        files=tuple(files),
+        code_version=CODE_VERSION,
+        packages=package_versions(),
+        run_id=context.run.run_id,
+        rows=rows,
+        unrecorded_files=tuple(unrecorded),
+    )
+
+
 @dg.asset(
     key=["gold", "reports", "model_report"],
     ins={
@@ -215,6 +273,7 @@ def model_report(
     from potato_assets.report.render import render_report
 
     markdown, html = render_report(
+        provenance=_report_provenance(context, len(modeling)),
         coefficients=coefficients,
         summary=summary,
         modeling=modeling,
