@@ -606,3 +606,106 @@ def test_html_template_autoescapes_and_markdown_does_not():
     assert env.autoescape("report.html.j2") is True  # type: ignore[operator]
     assert env.autoescape("report.md.j2") is False  # type: ignore[operator]
     assert "border-collapse" in render()[1]  # report.css is inlined into the page
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance, row accounting, precision
+# --------------------------------------------------------------------------------------------
+
+
+def make_provenance(*, synthetic: bool = True, subject_weeks: int = 600, unrecorded: tuple[str, ...] = ()):
+    from potato_assets.report.provenance import LandingFile, Provenance, RowAccounting, package_versions
+
+    return Provenance(
+        landing_location="s3://bucket/landing",
+        synthetic_sample=synthetic,
+        files=(
+            LandingFile("Potato_tidy.csv", "ab" * 32, 600, 3, 1),
+            LandingFile("Potato_fiber.csv", "cd" * 32, 4200, 0, 0),
+        ),
+        code_version="1",
+        packages=package_versions(),
+        run_id="0123abcd-run",
+        rows=RowAccounting(subject_weeks=subject_weeks, no_outcome=188, missing_predictor=23, modelled=389),
+        unrecorded_files=unrecorded,
+    )
+
+
+ACCOUNTING = re.compile(
+    r"(\d+) subject-weeks → (\d+) modelled: (\d+) without an outcome \([^)]*\), (\d+) missing a predictor"
+)
+
+
+def test_provenance_opens_the_report_in_both_formats():
+    md, doc = render(provenance=make_provenance())
+    for out in (md, doc):
+        assert out.index("Provenance") < out.index("Summary")
+        assert "ab" * 32 in out and "cd" * 32 in out
+        assert "do not cite these results" in out
+        assert "0123abcd-run" in out and "s3://bucket/landing" in out
+        for name in ("dagster", "pandas", "statsmodels", "linearmodels", "great_expectations"):
+            assert name in out
+    assert md.index("do not cite") < md.index("## Provenance")  # the warning comes before any number
+
+
+def test_no_synthetic_warning_for_other_data_and_unrecorded_files_are_named():
+    md, doc = render(provenance=make_provenance(synthetic=False, unrecorded=("Nutrition.csv",)))
+    for out in (md, doc):
+        assert "do not cite" not in out and "not the bundled sample" in out
+        assert "Nutrition.csv" in out and "No ingest record" in out
+
+
+def test_row_accounting_adds_up_and_says_so_when_it_does_not():
+    md, _ = render(provenance=make_provenance())
+    n, modelled, no_outcome, missing = map(int, ACCOUNTING.search(md).groups())
+    assert (n, modelled, no_outcome, missing) == (600, 389, 188, 23)
+    assert n == modelled + no_outcome + missing
+    assert "do not add up" not in md
+    # Per file: read = quarantined + duplicates dropped + kept.
+    row = next(line for line in md.splitlines() if "Potato_tidy.csv" in line and "| 600 | 3 |" in line)
+    assert row.rstrip(" |").endswith("596")
+    bad, _ = render(provenance=make_provenance(subject_weeks=601))
+    assert "These counts do not add up" in bad
+
+
+def test_markdown_and_html_say_the_same_words_with_provenance():
+    md, doc = render(provenance=make_provenance(unrecorded=("Nutrition.csv",)))
+    body = BodyText()
+    body.feed(doc)
+    assert markdown_words(md)[0] == "".join(body.parts).split()
+
+
+def test_every_number_has_at_most_four_significant_digits():
+    md, _ = render(provenance=make_provenance())
+    # Decimals only (integers are counts, weeks and ids); p-values have three decimals.
+    decimals = re.findall(r"(?<![\w.])-?(\d+\.\d+)(?:e-?\d+)?(?![\w.])", md.split("## Model\n")[1])
+    assert decimals
+    for d in decimals:
+        digits = d.replace(".", "").lstrip("0")
+        assert len(digits) <= 4, d
+
+
+def test_log_likelihoods_carry_a_not_comparable_note():
+    md, doc = render()
+    for out in (md, doc):
+        assert "Log-likelihood (not comparable across models)" in out
+        assert "Log-likelihoods are not comparable across models" in out
+
+
+def test_figure_pngs_carry_no_caption_of_their_own(monkeypatch):
+    """The report prints each caption under the figure; the PNG must not repeat it."""
+    from matplotlib.figure import Figure
+
+    titles: list[str] = []
+    texts: list[str] = []
+    real_savefig = Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in self.axes)
+        texts.extend(t.get_text() for t in self.texts)
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    figures.fiber_vs_weight_change_png(make_modeling(), make_coefficients())
+    figures.trajectories_png(make_trajectories())
+    assert titles and not any(titles) and texts == []
