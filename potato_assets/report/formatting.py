@@ -28,7 +28,9 @@ def is_missing(x: Any) -> bool:
 
 
 def format_number(x: Any, sig: int = 4) -> str:
-    """``sig`` significant digits; "" for None/NaN; no exponent for large numbers."""
+    """The report's one rule for numbers: exactly ``sig`` significant digits (trailing zeros kept);
+    whole numbers and values of ``10**sig`` or more without decimals; "" for None/NaN. p-values
+    have their own rule (:func:`format_p`)."""
     if is_missing(x):
         return ""
     if isinstance(x, bool | np.bool_):
@@ -43,9 +45,11 @@ def format_number(x: Any, sig: int = 4) -> str:
         return "inf" if v > 0 else "-inf"
     if v == 0:
         return "0"
-    if abs(v) >= 10**sig:
+    if abs(v) >= 10**sig or v.is_integer():
         return f"{v:.0f}"
-    return f"{v:.{sig}g}"
+    # Exactly ``sig`` digits, trailing zeros kept: -0.003380 beside -0.003377, not -0.00338.
+    out = f"{v:#.{sig}g}"
+    return out.rstrip(".") if "e" not in out else out
 
 
 def format_p(p: Any) -> str:

@@ -278,6 +278,10 @@ def test_png_markdown_embed_round_trips():
         (123.456, "123.5"),
         (-123456.7, "-123457"),
         (0.000012345, "1.234e-05"),
+        (-0.00338, "-0.003380"),
+        (0.221, "0.2210"),
+        (389.0, "389"),
+        (0.00001, "1.000e-05"),
         (np.nan, ""),
         (None, ""),
         (np.int64(96), "96"),
@@ -324,7 +328,8 @@ def test_markdown_contains_models_terms_and_numbers():
     # Spot-check one cell fully formatted by hand: estimate, SE and stars.
     r = coefs["ols_cluster"].iloc[1]
     assert r["term"] == "fiber_g_week" and r["p_value"] < 0.001
-    assert f"{r['estimate']:.4g} ({r['std_error']:.4g}) \\*\\*\\*" in md
+    assert f"{r['estimate']:#.4g} ({r['std_error']:#.4g}) \\*\\*\\*" in md
+    assert "-0.004120 (0.001080)" in md  # four significant digits, trailing zeros kept
     assert "p <0.001" in md
     # Fixed effects has no intercept: the cell says why.
     assert "absorbed by subject effects" in md
@@ -675,14 +680,15 @@ def test_markdown_and_html_say_the_same_words_with_provenance():
     assert markdown_words(md)[0] == "".join(body.parts).split()
 
 
-def test_every_number_has_at_most_four_significant_digits():
+def test_every_number_has_exactly_four_significant_digits():
     md, _ = render(provenance=make_provenance())
-    # Decimals only (integers are counts, weeks and ids); p-values have three decimals.
-    decimals = re.findall(r"(?<![\w.])-?(\d+\.\d+)(?:e-?\d+)?(?![\w.])", md.split("## Model\n")[1])
-    assert decimals
+    body = md.split("## Model\n")[1]
+    # Decimals only (integers are counts, weeks and ids); p-values ("p = 0.012", "< 0.05") have
+    # their own rule of three decimals.
+    decimals = re.findall(r"(?<![\w.])(?<!p = )(?<!< )(?<!<)-?(\d+\.\d+)(?:e-?\d+)?(?![\w.])", body)
+    assert len(decimals) > 20
     for d in decimals:
-        digits = d.replace(".", "").lstrip("0")
-        assert len(digits) <= 4, d
+        assert len(d.replace(".", "").lstrip("0")) == 4, d
 
 
 def test_log_likelihoods_carry_a_not_comparable_note():
