@@ -715,3 +715,44 @@ def test_figure_pngs_carry_no_caption_of_their_own(monkeypatch):
     figures.fiber_vs_weight_change_png(make_modeling(), make_coefficients())
     figures.trajectories_png(make_trajectories())
     assert titles and not any(titles) and texts == []
+
+
+def _context(records: dict):
+    from types import SimpleNamespace
+
+    import dagster as dg
+
+    def latest(key):
+        meta = records.get(key.to_user_string())
+        if meta is None:
+            return None
+        return SimpleNamespace(asset_materialization=dg.AssetMaterialization(key, metadata=meta))
+
+    return SimpleNamespace(
+        instance=SimpleNamespace(get_latest_materialization_event=latest), run=SimpleNamespace(run_id="run-1")
+    )
+
+
+def test_report_provenance_from_ingest_records_redacts_the_landing_location():
+    from potato_assets.defs.gold import assets as gold
+
+    secret_uri = "s3://user:hunter2secret@bucket/landing/Potato_tidy.csv?token=abcdef123"
+    weight = {"source_uri": secret_uri, "source_sha256": "ef" * 32, "rows_read": 600, "rows_quarantined": 2}
+    weight["exact_duplicates_dropped"] = 1
+    silver = {"subject_weeks": 600, "dropped_no_outcome": 188, "dropped_missing_predictor": 23}
+    prov = gold._report_provenance(_context({"bronze/weight": weight, "silver/modeling_dataset": silver}), modelled=389)
+    assert "hunter2secret" not in prov.landing_location and prov.landing_location.startswith("s3://bucket/landing")
+    assert not prov.synthetic_sample
+    assert [(f.file_name, f.sha256, f.rows_kept) for f in prov.files] == [("Potato_tidy.csv", "ef" * 32, 597)]
+    assert "Potato_tidy.csv" not in prov.unrecorded_files and len(prov.unrecorded_files) == 2
+    assert prov.rows is not None and prov.rows.adds_up and prov.run_id == "run-1"
+
+
+def test_report_provenance_without_ingest_records_claims_nothing():
+    from potato_assets.defs.gold import assets as gold
+    from potato_assets.study.schema import LANDING_FILES
+
+    prov = gold._report_provenance(_context({}), modelled=10)
+    assert prov.landing_location.startswith("unknown") and not prov.synthetic_sample
+    assert prov.rows is None and prov.files == ()
+    assert prov.unrecorded_files == tuple(spec.file_name for spec in LANDING_FILES)

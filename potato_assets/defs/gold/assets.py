@@ -205,7 +205,7 @@ def _report_provenance(context: dg.AssetExecutionContext, modelled: int) -> "Pro
     """What the report ran on, from the bronze and silver records ingest and features wrote."""
     from potato_assets.lib.redact import redact_uri
     from potato_assets.report.provenance import LandingFile, Provenance, RowAccounting, package_versions
-    from potato_assets.settings import SAMPLE_DATA_DIR, get_settings, normalize_uri
+    from potato_assets.settings import SAMPLE_DATA_DIR, normalize_uri
 
     files, unrecorded, locations = [], [], set()
     for spec in LANDING_FILES:
@@ -223,8 +223,8 @@ def _report_provenance(context: dg.AssetExecutionContext, modelled: int) -> "Pro
             )
         )
         locations.add(str(meta["source_uri"]).rsplit("/", 1)[0])
-    # Where ingest read the files; the configured landing zone when nothing was recorded.
-    landing = locations.pop() if len(locations) == 1 else get_settings().landing_uri
+    # Where ingest read the files, as recorded; never guessed from this process's settings.
+    landing = locations.pop() if len(locations) == 1 else None
     silver = _latest_metadata(context, dg.AssetKey(["silver", "modeling_dataset"])) or {}
     rows = (
         RowAccounting(
@@ -237,8 +237,8 @@ def _report_provenance(context: dg.AssetExecutionContext, modelled: int) -> "Pro
         else None
     )
     return Provenance(
-        landing_location=redact_uri(landing),
-        synthetic_sample=normalize_uri(landing) == normalize_uri(str(SAMPLE_DATA_DIR)),
+        landing_location=redact_uri(landing) if landing else "unknown (no single landing location recorded)",
+        synthetic_sample=landing is not None and normalize_uri(landing) == normalize_uri(str(SAMPLE_DATA_DIR)),
         files=tuple(files),
         code_version=CODE_VERSION,
         packages=package_versions(),
