@@ -310,6 +310,8 @@ def test_webserver_and_daemon_on_postgres_take_a_landing_drop_to_gold(cluster, m
                 "SELECT run_id FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = %s",
                 (REPORT_KEY.to_string(),),
             )
+            if not rows and cluster.query(db_name, "SELECT run_id FROM runs WHERE status = 'FAILURE'"):
+                raise pytest.fail.Exception("a run failed")  # no need to wait out the timeout
             return rows[0][0] if rows else None
 
         try:
@@ -322,7 +324,14 @@ def test_webserver_and_daemon_on_postgres_take_a_landing_drop_to_gold(cluster, m
                 "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' ORDER BY 1",
             )
             runs = cluster.query(db_name, "SELECT run_id, status FROM runs")
-            pytest.fail(f"no report; materialised: {[k for (k,) in reached]}; runs: {runs}\n{timeout}")
+            # Why a run failed, from its own events (the processes' logs rarely say).
+            failures = cluster.query(
+                db_name,
+                "SELECT dagster_event_type, event FROM event_logs WHERE dagster_event_type IN "
+                "('STEP_FAILURE', 'PIPELINE_FAILURE', 'RUN_FAILURE', 'ENGINE_EVENT') AND event LIKE '%%\"error\": {%%' ORDER BY id DESC LIMIT 6",
+            )
+            why = "\n".join(f"{kind}: {body[:1500]}" for kind, body in failures)
+            pytest.fail(f"no report; materialised: {[k for (k,) in reached]}; runs: {runs}\n{why}\n{timeout}")
 
         def finished_runs():
             data = graphql(web, "{ runsOrError { ... on Runs { results { runId status } } } }")
