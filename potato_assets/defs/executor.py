@@ -71,13 +71,13 @@ class LakeHeldExecutor(dg.Executor):
             yield from self._inner.execute(plan_context, execution_plan)
             return
         pools = instance.get_concurrency_config().pool_config
-        if pools.default_pool_limit is not None and storage.get_concurrency_info(LAKE_POOL).limit is None:
+        if pools.default_pool_limit is not None:
             try:
                 storage.initialize_concurrency_limit_to_default(LAKE_POOL)
             except Exception:
                 # Another process (the daemon's queue, another run) created the pool first: Dagster
                 # then retries inside the failed transaction, which Postgres refuses. The pool exists.
-                if storage.get_concurrency_info(LAKE_POOL).limit is None:
+                if LAKE_POOL not in storage.get_concurrency_keys():
                     raise
         if pools.pool_granularity != PoolGranularity.RUN or storage.get_concurrency_info(LAKE_POOL).limit is None:
             # With per-step slots the run's own steps would wait for the slot the run holds.
