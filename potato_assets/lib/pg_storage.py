@@ -75,36 +75,28 @@ def _storage_kwargs(inst_data: ConfigurableClassData | None, config_value: Mappi
     }
 
 
-class PooledPostgresEventLogStorage(PostgresEventLogStorage):
+class _Pooled:
+    """dagster-postgres's storage with its engine on a QueuePool (mixed in before the storage)."""
+
     def __init__(self, *args: Any, pool: Mapping[str, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _pooled_engine(self, pool or POOL_DEFAULTS)
+        _pooled_engine(self, pool or POOL_DEFAULTS)  # type: ignore[arg-type]  # self is the storage it is mixed into
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
         return pooled_pg_config()
 
     @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> PooledPostgresEventLogStorage:
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]) -> Any:
         return cls(**_storage_kwargs(inst_data, config_value), pool=_pool_of(config_value))
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
-    def __init__(self, *args: Any, pool: Mapping[str, int] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pooled_engine(self, pool or POOL_DEFAULTS)
+class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
+    pass
 
-    @classmethod
-    def config_type(cls) -> UserConfigSchema:
-        return pooled_pg_config()
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> PooledPostgresRunStorage:
-        return cls(**_storage_kwargs(inst_data, config_value), pool=_pool_of(config_value))
+class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
+    pass
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
