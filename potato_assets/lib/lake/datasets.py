@@ -338,11 +338,11 @@ def _check_fields(doc: dict[str, Any], uri: str, fields: dict[str, type], where:
     for name, kind in fields.items():
         if name not in doc:
             raise DatasetError(f"{uri}: field {where}{name!r} is missing")
-        value = doc[name]
+        value: Any = doc[name]
         # bool is an int to Python, never to a manifest
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise DatasetError(f"{uri}: field {where}{name!r} is {value!r}, not a {kind.__name__}")
-        if kind is int and int(value) < 0:
+        if isinstance(value, int) and value < 0:
             raise DatasetError(f"{uri}: field {where}{name!r} is {value}, a negative number")
 
 
