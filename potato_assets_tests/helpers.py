@@ -93,7 +93,17 @@ def materialize_all(
 
 
 def read_table(lake_uri: str, key: str) -> pd.DataFrame:
-    return storage.read_parquet(storage.to_upath(storage.join(normalize_uri(lake_uri), key + ".parquet")))
+    """The stored table of asset ``key`` ("silver/weekly_features"): a bucketed dataset read
+    whole, in key order (subject, then week) where it has those columns, or a parquet object."""
+    from potato_assets.lib.lake import datasets
+
+    root = storage.join(normalize_uri(lake_uri), key)
+    ref = datasets.current(root)
+    if ref is None:
+        return storage.read_parquet(storage.to_upath(root + ".parquet"))
+    table = ref.read()
+    order = [c for c in ("subject_id", "week", "date", "source_line") if c in table.columns]
+    return table.sort_values(order, kind="stable", ignore_index=True) if order else table
 
 
 def edit_nutrition(landing: Path, lake: Path) -> None:

@@ -231,6 +231,19 @@ class LakeDatasets(dg.ConfigurableResource):
         return datasets.current(self.root(key))
 
 
+class SilverEngine(dg.ConfigurableResource):
+    """Where silver's SQL (study/silver.py) runs: the embedded DuckDB engine, in the step's own
+    process, a batch of subject buckets at a time (lib/engine/)."""
+
+    memory_limit: str = "1GB"
+    batch_rows: int = 4_000_000
+
+    def engine(self) -> Any:
+        from potato_assets.lib.engine.embedded import EmbeddedEngine
+
+        return EmbeddedEngine(memory_limit=self.memory_limit)
+
+
 class LakeFiles(dg.ConfigurableResource):
     """Non-table lake objects (reports, figures) under the same lake root."""
 
@@ -434,6 +447,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
         "lake": LakeFiles(lake_uri=settings.lake_uri),
         "lake_datasets": LakeDatasets(lake_uri=settings.lake_uri, buckets=settings.lake_buckets),
+        "silver_engine": SilverEngine(),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),

@@ -10,7 +10,9 @@ Ingestion quarantines such rows (`label_contradictions`); `subject_calendars` re
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -87,6 +89,28 @@ def label_contradictions(*labelled: pd.DataFrame) -> list[pd.Series]:
     return out
 
 
+@dataclass(frozen=True)
+class Contradiction:
+    """A labelled row that contradicts its subject's calendar, as an error message quotes it."""
+
+    subject_id: object
+    date: dt.date
+    week: object
+    where: str = ""  # "<file> line <n>", or empty when unknown
+
+
+def contradiction_error(count: int, examples: Sequence[Contradiction]) -> CalendarError:
+    """The one sentence naming how many rows contradict their calendar, and the first few."""
+    shown = "; ".join(
+        f"subject {c.subject_id} {c.date} labelled week {c.week}" + (f" ({c.where})" if c.where else "")
+        for c in examples
+    )
+    return CalendarError(
+        f"{count} row(s) carry a week label that contradicts their subject's 7-day calendar "
+        f"(as most of its rows set it): {shown}"
+    )
+
+
 def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per subject: `week1_start` and `n_labelled_rows`, from frames with subject_id,
     date, week (and optionally source_line, and source_file or ``sources`` = each frame's file
@@ -105,15 +129,14 @@ def subject_calendars(*labelled: pd.DataFrame, sources: Sequence[str] | None = N
             else:
                 file = sources[int(r["_frame"])] if sources else None
             line = f"line {int(r['source_line'])}" if "source_line" in r.index and pd.notna(r["source_line"]) else None
-            return f" ({' '.join(str(p) for p in (file, line) if p is not None)})" if file or line else ""
+            return " ".join(str(p) for p in (file, line) if p is not None)
 
-        examples = "; ".join(
-            f"subject {r[GROUP_COL]} {pd.Timestamp(r['date']).date()} labelled week {r[WEEK_COL]}{where(r)}"
-            for _, r in bad.head(5).iterrows()
-        )
-        raise CalendarError(
-            f"{len(bad)} row(s) carry a week label that contradicts their subject's 7-day calendar "
-            f"(as most of its rows set it): {examples}"
+        raise contradiction_error(
+            len(bad),
+            [
+                Contradiction(r[GROUP_COL], pd.Timestamp(r["date"]).date(), r[WEEK_COL], where(r))
+                for _, r in bad.head(5).iterrows()
+            ],
         )
     calendars = (
         pd.DataFrame({GROUP_COL: rows[GROUP_COL], "week1_start": start})

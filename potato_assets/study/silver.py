@@ -52,15 +52,17 @@ _CALENDAR_COLUMNS = ("subject_id", "week1_start")
 # say where each came from (the calendar's error messages name them).
 _LABELLED = f"""
 labelled AS (
-    SELECT subject_id, {_days("date")} - 7 * (week - 1) AS anchor_day, 0 AS frame, source_line
+    SELECT subject_id, {_days("date")} AS day, week, {_days("date")} - 7 * (week - 1) AS anchor_day,
+           0 AS frame, source_line
     FROM weight WHERE subject_id IS NOT NULL AND date IS NOT NULL AND week IS NOT NULL
     UNION ALL
-    SELECT subject_id, {_days("date")} - 7 * (week - 1) AS anchor_day, 1 AS frame, source_line
+    SELECT subject_id, {_days("date")} AS day, week, {_days("date")} - 7 * (week - 1) AS anchor_day,
+           1 AS frame, source_line
     FROM fiber WHERE subject_id IS NOT NULL AND date IS NOT NULL AND week IS NOT NULL
 ),
 agreement AS (
     -- Rows agreeing with a start s have anchors in [s, s + 6]: each row's own anchor as s.
-    SELECT subject_id, anchor_day, frame, source_line,
+    SELECT subject_id, day, week, anchor_day, frame, source_line,
            COUNT(*) OVER (PARTITION BY subject_id ORDER BY anchor_day
                           RANGE BETWEEN CURRENT ROW AND 6 FOLLOWING) AS agree,
            COUNT(*) OVER (PARTITION BY subject_id) AS labelled_rows
@@ -93,7 +95,7 @@ ORDER BY subject_id
 # a lake built by bronze there are none): how many, and the first few in file order.
 CALENDAR_CONTRADICTIONS = f"""
 WITH {_LABELLED}
-SELECT a.subject_id, a.frame, a.source_line, a.anchor_day, s.week1_start, s.agree, s.labelled_rows,
+SELECT a.subject_id, a.day, a.week, a.frame, a.source_line, s.week1_start, s.agree, s.labelled_rows,
        COUNT(*) OVER () AS contradictions
 FROM agreement a JOIN starts s ON a.subject_id = s.subject_id
 WHERE a.anchor_day < s.week1_start OR a.anchor_day > s.week1_start + 6
@@ -340,6 +342,14 @@ SELECT COUNT(*) AS subject_weeks,
        COUNT(CASE WHEN delta_kg_next IS NULL THEN 1 END) AS dropped_no_outcome,
        COUNT(CASE WHEN delta_kg_next IS NOT NULL AND ({_PREDICTOR_MISSING}) THEN 1 END) AS dropped_missing_predictor
 FROM m
+"""
+
+# Subjects in the modelling table (buckets hold disjoint subjects, so batches add up).
+MODELING_SUBJECTS = f"""
+WITH {_MODEL_ROWS}
+SELECT COUNT(DISTINCT subject_id) AS subjects
+FROM m
+WHERE delta_kg_next IS NOT NULL AND NOT ({_PREDICTOR_MISSING})
 """
 
 QUERIES: dict[str, SilverQuery] = {

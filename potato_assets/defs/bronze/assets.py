@@ -9,8 +9,8 @@ from typing import Any
 
 import dagster as dg
 
-from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame, freshness_policy
-from potato_assets.defs.resources import LandingZone
+from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame, LakeDataset, freshness_policy
+from potato_assets.defs.resources import LakeDatasets, LandingZone
 from potato_assets.lib.lake import storage
 from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
 
@@ -52,7 +52,6 @@ def observe_landing(landing: LandingZone) -> Iterator[dg.ObserveResult]:
 
 
 BRONZE: dict[str, Any] = dict(
-    dagster_type=DataFrame,
     group_name="bronze",
     kinds={"pandas", "parquet"},
     owners=OWNERS,
@@ -71,8 +70,10 @@ BRONZE: dict[str, Any] = dict(
                 description=(
                     f"{spec.file_name} ingested as-is: every column and value, parsed to the study "
                     "types, plus source_file, source_line (header = line 1) and ingested_at. "
-                    "Rows with defects go to bronze/quarantine instead."
+                    "Rows with defects go to bronze/quarantine instead. Stored as a dataset in "
+                    "subject buckets."
                 ),
+                dagster_type=LakeDataset,
                 **BRONZE,
             )
             for spec in LANDING_FILES
@@ -83,6 +84,7 @@ BRONZE: dict[str, Any] = dict(
                 "Row-level defects of the landing files, one record per offending cell: "
                 "source_file, line (header = line 1), column, value, reason."
             ),
+            dagster_type=DataFrame,
             **BRONZE,
         ),
     },
@@ -94,7 +96,11 @@ BRONZE: dict[str, Any] = dict(
         QUARANTINE_KEY.to_python_identifier(): {landing_key(spec.asset_name) for spec in LANDING_FILES},
     },
 )
-def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[dg.MaterializeResult]:
+def ingest_landing(
+    context: dg.AssetExecutionContext, landing: LandingZone, lake_datasets: LakeDatasets
+) -> Iterator[dg.MaterializeResult]:
+    import contextlib
+
     import pandas as pd
 
     from potato_assets.study.ingest import (
@@ -121,6 +127,19 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
     if moved:
         context.log.warning(f"{moved} row(s) quarantined: their week label contradicts their subject's calendar")
 
+    # Every table's parts are written before any is committed: a failure while writing leaves
+    # all three as the last good run wrote them.
+    refs = {}
+    with contextlib.ExitStack() as stack:
+        writers = {
+            spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
+            for spec in LANDING_FILES
+        }
+        for spec in LANDING_FILES:
+            writers[spec.asset_name].write_table(results[spec.asset_name][0].rows)
+        for spec in LANDING_FILES:
+            refs[spec.asset_name] = writers[spec.asset_name].commit(results[spec.asset_name][1][:16])
+
     for spec in LANDING_FILES:
         result, digest = results[spec.asset_name]
         context.log.info(
@@ -132,7 +151,7 @@ def ingest_landing(context: dg.AssetExecutionContext, landing: LandingZone) -> I
         # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
         yield dg.MaterializeResult(
             asset_key=bronze_key(spec.asset_name),
-            value=result.rows,
+            value=refs[spec.asset_name],
             data_version=dg.DataVersion(digest[:16]),
             metadata={
                 "source_uri": landing.uri(spec.file_name),

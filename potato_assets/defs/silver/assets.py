@@ -1,6 +1,10 @@
-"""Silver: the study calendar, subject trajectories, weekly features and the modelling table."""
+"""Silver: the study calendar, subject trajectories, weekly features and the modelling table.
 
-from typing import Any
+Each table is one query of study/silver.py, run by the silver engine over the bronze (and earlier
+silver) datasets a batch of subject buckets at a time, and written as a bucketed dataset."""
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -10,39 +14,82 @@ from potato_assets.defs.common import (
     LAKE_POOL,
     OWNERS,
     SCIENCE_OWNERS,
-    DataFrame,
+    LakeDataset,
 )
+from potato_assets.defs.resources import LakeDatasets, SilverEngine
 from potato_assets.study.schema import FIBER, PREDICTOR_UNITS, WEIGHT
 
+if TYPE_CHECKING:
+    from potato_assets.lib.lake.datasets import DatasetRef
+    from potato_assets.study.silver import SilverQuery
+
 SILVER: dict[str, Any] = dict(
-    dagster_type=DataFrame,
+    dagster_type=LakeDataset,
     group_name="silver",
-    kinds={"pandas", "parquet"},
+    kinds={"duckdb", "parquet"},
     code_version=CODE_VERSION,
     automation_condition=DOWNSTREAM_AUTOMATION,
     pool=LAKE_POOL,
 )
 
 
-# What the calendar reads: week labels and, for its error messages, the line (the file is known).
-CALENDAR_COLUMNS = ["subject_id", "date", "week", "source_line"]
+def build_table(
+    query: "SilverQuery",
+    inputs: Mapping[str, "DatasetRef"],
+    lake_datasets: LakeDatasets,
+    silver_engine: SilverEngine,
+    *,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+) -> tuple["DatasetRef | None", list[list[list[dict[str, Any]]]]]:
+    """Run ``query`` over ``inputs`` batch by batch into a new version of its dataset; returns the
+    committed ref and, per ``before``/``after`` query, its rows of each batch. Nothing is
+    committed (the ref is None) when a batch fails or when a ``before`` query finds anything:
+    the caller reports the findings."""
+    from potato_assets.lib.engine.buckets import BucketMismatch, common_buckets, run_batches, write_by_bucket
+
+    try:
+        buckets = common_buckets(inputs, lake_datasets.buckets)
+    except BucketMismatch as exc:
+        raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
+    found: list[list[list[dict[str, Any]]]] = [[] for _ in (*before, *after)]
+    engine = silver_engine.engine()
+    try:
+        with lake_datasets.writer(dg.AssetKey(["silver", query.table])) as writer:
+            for batch in run_batches(
+                engine, query, inputs, buckets=buckets, batch_rows=silver_engine.batch_rows, before=before, after=after
+            ):
+                for per_batch, rows in zip(found, batch.summaries, strict=True):
+                    per_batch.append(rows)
+                write_by_bucket(writer.write, batch.table, buckets)
+            if any(rows for per_batch in found[: len(before)] for rows in per_batch):
+                writer.abort()
+                return None, found
+            return writer.commit(), found
+    finally:
+        engine.close()
 
 
-def versioned(table: DataFrame) -> dg.MaterializeResult:
-    """The table with its content as data version: a recomputation that yields the same rows
+def versioned(ref: "DatasetRef") -> dg.MaterializeResult:
+    """The dataset with its content as data version: a recomputation that yields the same rows
     leaves the version, and so everything downstream, as it was."""
-    from potato_assets.lib.lake.data_version import table_version
-
     # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
-    return dg.MaterializeResult(value=table, data_version=dg.DataVersion(table_version(table)))
+    return dg.MaterializeResult(value=ref, data_version=dg.DataVersion(ref.data_version))
+
+
+def _totals(per_batch: list[list[dict[str, Any]]]) -> dict[str, int]:
+    """A count query's one row per batch, added up."""
+    totals: dict[str, int] = {}
+    for rows in per_batch:
+        for row in rows:
+            for key, value in row.items():
+                totals[key] = totals.get(key, 0) + int(value)
+    return totals
 
 
 @dg.asset(
     key=["silver", "study_calendar"],
-    ins={
-        "weight": dg.AssetIn(["bronze", "weight"], metadata={"columns": CALENDAR_COLUMNS}),
-        "fiber": dg.AssetIn(["bronze", "fiber"], metadata={"columns": CALENDAR_COLUMNS}),
-    },
+    ins={"weight": dg.AssetIn(["bronze", "weight"]), "fiber": dg.AssetIn(["bronze", "fiber"])},
     description=(
         "Each subject's study calendar: the date its week 1 starts (weeks of 7 days), derived "
         "from the week labels of the weigh-in and daily-log files."
@@ -50,21 +97,43 @@ def versioned(table: DataFrame) -> dg.MaterializeResult:
     owners=OWNERS,
     **SILVER,
 )
-def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.MaterializeResult:
-    from potato_assets.study import calendar
+def study_calendar(
+    weight: LakeDataset, fiber: LakeDataset, lake_datasets: LakeDatasets, silver_engine: SilverEngine
+) -> dg.MaterializeResult:
+    import datetime as dt
 
-    try:
-        return versioned(calendar.subject_calendars(weight, fiber, sources=(WEIGHT.file_name, FIBER.file_name)))
-    except calendar.CalendarError as exc:
-        raise dg.Failure(description=str(exc)) from None
+    from potato_assets.study import calendar, silver
+
+    ref, (contradictions,) = build_table(
+        silver.STUDY_CALENDAR,
+        {"weight": weight, "fiber": fiber},
+        lake_datasets,
+        silver_engine,
+        before=[silver.CALENDAR_CONTRADICTIONS],
+    )
+    if ref is None:
+        # Each batch counted its own; the first few in file order across batches are quoted.
+        count = sum(int(rows[0]["contradictions"]) for rows in contradictions if rows)
+        files = (WEIGHT.file_name, FIBER.file_name)
+        first = sorted((r for rows in contradictions for r in rows), key=lambda r: (r["frame"], r["source_line"]))[:5]
+        examples = [
+            calendar.Contradiction(
+                r["subject_id"],
+                dt.date(1970, 1, 1) + dt.timedelta(days=int(r["day"])),
+                r["week"],
+                f"{files[int(r['frame'])]} line {int(r['source_line'])}",
+            )
+            for r in first
+        ]
+        raise dg.Failure(description=str(calendar.contradiction_error(count, examples)))
+    if ref.row_count == 0:
+        raise dg.Failure(description="no rows with subject_id, date and week: the study calendar is undefined")
+    return versioned(ref)
 
 
 @dg.asset(
     key=["silver", "subject_trajectories"],
-    ins={
-        "weight": dg.AssetIn(["bronze", "weight"]),
-        "calendars": dg.AssetIn(["silver", "study_calendar"]),
-    },
+    ins={"weight": dg.AssetIn(["bronze", "weight"]), "study_calendar": dg.AssetIn(["silver", "study_calendar"])},
     description=(
         "Per subject and study week: weight (kg), change from the previous week, change from "
         "baseline (first non-missing weight), percent change, and the subject's OLS slope (kg/week)."
@@ -72,22 +141,31 @@ def study_calendar(weight: DataFrame, fiber: DataFrame) -> dg.MaterializeResult:
     owners=SCIENCE_OWNERS,
     **SILVER,
 )
-def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.MaterializeResult:
-    from potato_assets.study import features
+def subject_trajectories(
+    weight: LakeDataset, study_calendar: LakeDataset, lake_datasets: LakeDatasets, silver_engine: SilverEngine
+) -> dg.MaterializeResult:
+    from potato_assets.study import silver
 
-    return versioned(features.subject_trajectories(weight, calendars))
+    ref, (duplicates,) = build_table(
+        silver.SUBJECT_TRAJECTORIES,
+        {"weight": weight, "study_calendar": study_calendar},
+        lake_datasets,
+        silver_engine,
+        before=[silver.DUPLICATE_WEIGH_INS],
+    )
+    if ref is None:
+        shown = [{"subject_id": r["subject_id"], "week": r["week"]} for rows in duplicates for r in rows][:3]
+        raise dg.Failure(description=f"more than one weigh-in for a subject-week, e.g. {shown}")
+    return versioned(ref)
 
 
 @dg.asset(
     key=["silver", "weekly_features"],
     ins={
-        "fiber": dg.AssetIn(
-            ["bronze", "fiber"], metadata={"columns": ["subject_id", "date", "week", "total_calories", "total_fiber_g"]}
-        ),
-        # Only what the features use: decoding the free-text food column costs more than the rest.
-        "nutrition": dg.AssetIn(["bronze", "nutrition"], metadata={"columns": ["subject_id", "date", "category"]}),
-        "weight": dg.AssetIn(["bronze", "weight"], metadata={"columns": ["subject_id", "week"]}),
-        "calendars": dg.AssetIn(["silver", "study_calendar"]),
+        "weight": dg.AssetIn(["bronze", "weight"]),
+        "fiber": dg.AssetIn(["bronze", "fiber"]),
+        "nutrition": dg.AssetIn(["bronze", "nutrition"]),
+        "study_calendar": dg.AssetIn(["silver", "study_calendar"]),
     },
     description=(
         "Per subject and study week: kcal and fiber (sum, mean, days logged), fiber per 1000 kcal "
@@ -99,17 +177,25 @@ def subject_trajectories(weight: DataFrame, calendars: DataFrame) -> dg.Material
 )
 def weekly_features(
     context: dg.AssetExecutionContext,
-    fiber: DataFrame,
-    nutrition: DataFrame,
-    weight: DataFrame,
-    calendars: DataFrame,
+    weight: LakeDataset,
+    fiber: LakeDataset,
+    nutrition: LakeDataset,
+    study_calendar: LakeDataset,
+    lake_datasets: LakeDatasets,
+    silver_engine: SilverEngine,
 ) -> dg.MaterializeResult:
-    from potato_assets.study import features
+    from potato_assets.study import silver
 
-    weeks = features.study_weeks(weight, calendars)
-    table, left_out = features.weekly_features(fiber, nutrition, weeks, calendars)
-    context.add_output_metadata(dict(left_out))
-    return versioned(table)
+    ref, (left_out,) = build_table(
+        silver.WEEKLY_FEATURES,
+        {"weight": weight, "fiber": fiber, "nutrition": nutrition, "study_calendar": study_calendar},
+        lake_datasets,
+        silver_engine,
+        after=[silver.WEEKLY_LEFT_OUT],
+    )
+    assert ref is not None
+    context.add_output_metadata(_totals(left_out))
+    return versioned(ref)
 
 
 # Which input columns each modelling column comes from (OpenLineage columnLineage, the UI).
@@ -138,8 +224,8 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
 @dg.asset(
     key=["silver", "modeling_dataset"],
     ins={
-        "trajectories": dg.AssetIn(["silver", "subject_trajectories"]),
-        "weekly": dg.AssetIn(["silver", "weekly_features"]),
+        "subject_trajectories": dg.AssetIn(["silver", "subject_trajectories"]),
+        "weekly_features": dg.AssetIn(["silver", "weekly_features"]),
     },
     description=(
         "The modelling table (complete cases): outcome delta_kg_next (kg, next study week's weight "
@@ -152,10 +238,21 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
     **SILVER,
 )
 def modeling_dataset(
-    context: dg.AssetExecutionContext, trajectories: DataFrame, weekly: DataFrame
+    context: dg.AssetExecutionContext,
+    subject_trajectories: LakeDataset,
+    weekly_features: LakeDataset,
+    lake_datasets: LakeDatasets,
+    silver_engine: SilverEngine,
 ) -> dg.MaterializeResult:
-    from potato_assets.study import features
+    from potato_assets.study import silver
 
-    table, counts = features.modeling_dataset(trajectories, weekly)
-    context.add_output_metadata({**counts, "subjects": int(table["subject_id"].nunique())})
-    return versioned(table)
+    ref, (dropped, subjects) = build_table(
+        silver.MODELING_DATASET,
+        {"subject_trajectories": subject_trajectories, "weekly_features": weekly_features},
+        lake_datasets,
+        silver_engine,
+        after=[silver.MODELING_DROPPED, silver.MODELING_SUBJECTS],
+    )
+    assert ref is not None
+    context.add_output_metadata({**_totals(dropped), **_totals(subjects)})
+    return versioned(ref)

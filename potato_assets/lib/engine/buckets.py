@@ -1,0 +1,122 @@
+"""Running a silver query over bucketed datasets, a batch of whole buckets at a time.
+
+Every silver rule is per subject and a subject's rows share one bucket, so any set of buckets is
+a complete small study: the query's result on a batch is exactly that batch's share of the
+table. Batches gather consecutive buckets up to a row budget, so a small study is one batch (one
+query, no per-bucket overhead) and a large one is many, each bounded in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from potato_assets.lib.lake.datasets import DatasetRef
+    from potato_assets.study.silver import SilverQuery
+
+# Input rows per batch: at ~60 bytes a row in pandas, a few hundred MB per batch.
+DEFAULT_BATCH_ROWS = 4_000_000
+
+
+class Engine(Protocol):
+    def table(self, query: SilverQuery, relations: Mapping[str, Any]) -> pd.DataFrame: ...
+
+    def rows(self, sql: str, relations: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+
+class BucketMismatch(ValueError):
+    """Inputs bucketed differently (the bucket setting changed since one was written)."""
+
+
+def common_buckets(inputs: Mapping[str, DatasetRef], expected: int | None = None) -> int:
+    counts = {name: ref.buckets for name, ref in inputs.items()}
+    if expected is not None:
+        counts = {**counts, "the lake setting (POTATO_LAKE_BUCKETS)": expected}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name}: {n}" for name, n in counts.items())
+        raise BucketMismatch(
+            f"the inputs are split into different numbers of subject buckets ({listed}): "
+            "materialise them again so that they share the current setting"
+        )
+    return next(iter(counts.values()))
+
+
+def bucket_batches(inputs: Mapping[str, DatasetRef], buckets: int, batch_rows: int) -> list[list[int]]:
+    """Consecutive buckets grouped so that each group's input rows stay within ``batch_rows``
+    (a bucket larger than that is a batch of its own); empty buckets ride along."""
+    rows = [0] * buckets
+    for ref in inputs.values():
+        for f in ref.files:
+            rows[f.bucket] += f.rows
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for bucket, n in enumerate(rows):
+        if current and total + n > batch_rows:
+            batches.append(current)
+            current, total = [], 0
+        current.append(bucket)
+        total += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def batch_relations(
+    inputs: Mapping[str, DatasetRef], reads: Mapping[str, Sequence[str]], batch: Sequence[int]
+) -> dict[str, pd.DataFrame]:
+    """Each relation a query reads, restricted to the batch's buckets and its columns."""
+    import pandas as pd
+
+    relations = {}
+    for name, columns in reads.items():
+        frames = [inputs[name].read_bucket(b, list(columns)) for b in batch]
+        relations[name] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return relations
+
+
+@dataclass
+class BatchResult:
+    table: pd.DataFrame
+    summaries: list[list[dict[str, Any]]]
+
+
+def run_batches(
+    engine: Engine,
+    query: SilverQuery,
+    inputs: Mapping[str, DatasetRef],
+    *,
+    buckets: int,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+) -> Iterator[BatchResult]:
+    """The query's table batch by batch, with the rows of the ``before`` queries (run on the
+    same relations first: checks whose findings stop the caller) and ``after`` queries (counts
+    for metadata). Relations are the inputs plus nothing else: tables a query reads must be in
+    ``inputs``."""
+    missing = [name for name in query.reads if name not in inputs]
+    if missing:
+        raise ValueError(f"silver {query.table} reads {', '.join(missing)}, which the asset was not given")
+    for batch in bucket_batches(inputs, buckets, batch_rows):
+        relations = batch_relations(inputs, query.reads, batch)
+        checks = [engine.rows(sql, relations) for sql in before]
+        table = engine.table(query, relations)
+        counts = [engine.rows(sql, relations) for sql in after]
+        yield BatchResult(table=table, summaries=checks + counts)
+
+
+def write_by_bucket(write: Callable[[int, pd.DataFrame], None], table: pd.DataFrame, buckets: int) -> None:
+    """One part per bucket the table has rows of; an empty table still fixes the schema."""
+    from potato_assets.lib.lake.datasets import split_by_bucket
+
+    wrote = False
+    for bucket, rows in split_by_bucket(table, buckets):
+        write(bucket, rows)
+        wrote = True
+    if not wrote:
+        write(0, table)
