@@ -12,6 +12,7 @@ import dagster as dg
 from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame, LakeDataset, freshness_policy
 from potato_assets.defs.resources import LakeDatasets, LandingZone
 from potato_assets.lib.lake import storage
+from potato_assets.lib.lake.datasets import LAYOUT, LAYOUT_KEY
 from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
 
 QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
@@ -74,6 +75,7 @@ BRONZE: dict[str, Any] = dict(
                     "subject buckets."
                 ),
                 dagster_type=LakeDataset,
+                metadata={LAYOUT_KEY: LAYOUT},
                 **BRONZE,
             )
             for spec in LANDING_FILES

@@ -17,6 +17,7 @@ from potato_assets.defs.common import (
     LakeDataset,
 )
 from potato_assets.defs.resources import LakeDatasets, SilverEngine
+from potato_assets.lib.lake.datasets import LAYOUT, LAYOUT_KEY
 from potato_assets.study.schema import FIBER, PREDICTOR_UNITS, WEIGHT
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ SILVER: dict[str, Any] = dict(
     automation_condition=DOWNSTREAM_AUTOMATION,
     pool=LAKE_POOL,
 )
+# Stored as a subject-bucketed dataset (lib/lake/datasets.py).
+DATASET_METADATA = {LAYOUT_KEY: LAYOUT}
 
 
 def build_table(
@@ -95,6 +98,7 @@ def _totals(per_batch: list[list[dict[str, Any]]]) -> dict[str, int]:
         "from the week labels of the weigh-in and daily-log files."
     ),
     owners=OWNERS,
+    metadata=DATASET_METADATA,
     **SILVER,
 )
 def study_calendar(
@@ -139,6 +143,7 @@ def study_calendar(
         "baseline (first non-missing weight), percent change, and the subject's OLS slope (kg/week)."
     ),
     owners=SCIENCE_OWNERS,
+    metadata=DATASET_METADATA,
     **SILVER,
 )
 def subject_trajectories(
@@ -173,6 +178,7 @@ def subject_trajectories(
         "eaten and how many entries. Missing stays missing."
     ),
     owners=SCIENCE_OWNERS,
+    metadata=DATASET_METADATA,
     **SILVER,
 )
 def weekly_features(
@@ -234,7 +240,7 @@ MODELING_COLUMN_LINEAGE = dg.TableColumnLineage(
         + "."
     ),
     owners=SCIENCE_OWNERS,
-    metadata={"dagster/column_lineage": MODELING_COLUMN_LINEAGE},
+    metadata={**DATASET_METADATA, "dagster/column_lineage": MODELING_COLUMN_LINEAGE},
     **SILVER,
 )
 def modeling_dataset(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from potato_assets.lib.lake.datasets import DatasetRef
     from potato_assets.study.silver import SilverQuery
@@ -68,15 +69,10 @@ def bucket_batches(inputs: Mapping[str, DatasetRef], buckets: int, batch_rows: i
 
 def batch_relations(
     inputs: Mapping[str, DatasetRef], reads: Mapping[str, Sequence[str]], batch: Sequence[int]
-) -> dict[str, pd.DataFrame]:
-    """Each relation a query reads, restricted to the batch's buckets and its columns."""
-    import pandas as pd
-
-    relations = {}
-    for name, columns in reads.items():
-        frames = [inputs[name].read_bucket(b, list(columns)) for b in batch]
-        relations[name] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return relations
+) -> dict[str, pa.Table]:
+    """Each relation a query reads, restricted to the batch's buckets and its columns, as Arrow
+    tables: engines scan Arrow directly (pandas' Arrow-backed strings would be converted)."""
+    return {name: inputs[name].read_arrow(batch, list(columns)) for name, columns in reads.items()}
 
 
 @dataclass

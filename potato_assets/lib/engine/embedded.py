@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # Per process: DuckDB's own cap, beyond which it spills; bucket inputs are far smaller.
 DEFAULT_MEMORY_LIMIT = "1GB"
+# One thread: threads add partial float sums in whatever order they finish, so the same inputs
+# would give different last bits, hence different data versions and needless downstream reruns.
 
 
 class EmbeddedEngine:
@@ -28,7 +30,7 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None) -> None:
+    def __init__(self, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = 1) -> None:
         self.memory_limit = memory_limit
         self.threads = threads
         self._con: duckdb.DuckDBPyConnection | None = None

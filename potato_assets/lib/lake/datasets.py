@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 BUCKET_COL = "bucket"
+# Asset metadata marking a table stored as such a dataset (lineage names it by its root folder).
+LAYOUT_KEY = "lake/layout"
+LAYOUT = "subject-bucketed dataset"
 SUBJECT_COL = "subject_id"
 POINTER_NAME = "_current.json"
 MANIFEST_NAME = "_manifest.json"
@@ -209,6 +212,13 @@ class DatasetRef:
         """The rows of one bucket (without the bucket column, unless asked for); an empty bucket
         gives an empty frame with the dataset's columns and dtypes."""
         return self._to_pandas(self._read_files(self.bucket_files(bucket), columns), bucket, columns)
+
+    def read_arrow(self, buckets: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows of some buckets as one Arrow table (engines scan it without pandas)."""
+        for bucket in buckets:
+            self._check_bucket(bucket)
+        wanted = set(buckets)
+        return self._read_files([f for f in self.files if f.bucket in wanted], columns)
 
     def iter_buckets(self, columns: Sequence[str] | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
         """Every bucket in order, 0 .. buckets-1, empty ones included."""

@@ -87,8 +87,13 @@ def asset_uris(key: dg.AssetKey, graph: ProjectGraph, settings: Any) -> list[str
     file_name = graph.metadata(key).get("file_name")
     if layer_of(key) == "landing" and file_name is not None:
         return [storage.join(settings.landing_uri, str(getattr(file_name, "value", file_name)))]
+    relative = "/".join(key.path)
+    from potato_assets.lib.lake.datasets import LAYOUT_KEY
+
+    if LAYOUT_KEY in graph.metadata(key):
+        # A bucketed dataset is one table under its root folder, whatever version is current.
+        return [storage.join(settings.lake_uri, relative)]
     extensions: list[str] = []
     for kind in sorted(graph.kinds(key)):
         extensions.extend(EXTENSIONS_BY_KIND.get(kind, ()))
-    relative = "/".join(key.path)
     return [storage.join(settings.lake_uri, relative + ext) for ext in (extensions or [".parquet"])]

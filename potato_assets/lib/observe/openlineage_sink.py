@@ -14,9 +14,11 @@ from typing import Any
 import dagster as dg
 
 from potato_assets.lib.observe import lineage
-from potato_assets.lib.observe.graph import ProjectGraph, asset_uris
+from potato_assets.lib.observe.graph import EXTENSIONS_BY_KIND, ProjectGraph, asset_uris
 from potato_assets.lib.observe.run_state import RunState, StepState
 from potato_assets.lib.observe.sinks import Failure, Sink
+
+FILE_EXTENSIONS = tuple(ext for exts in EXTENSIONS_BY_KIND.values() for ext in exts)
 
 
 def lineage_job_name(key: dg.AssetKey) -> str:
@@ -72,7 +74,7 @@ class OpenLineageSink(Sink):
         infos = []
         for uri in asset_uris(key, self.graph, self.settings):
             info = lineage.DatasetInfo(uri=uri, columns=known.get("columns"))
-            if uri.endswith(".parquet"):
+            if not uri.endswith(FILE_EXTENSIONS):  # a table (object or dataset), not a figure or page
                 info.rows = known.get("rows") if output else None
             if output:
                 info.column_lineage = self._column_lineage(key)
