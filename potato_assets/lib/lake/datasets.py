@@ -262,6 +262,9 @@ class DatasetRef:
         schema = self.schema if wanted is None else pa.schema([self.schema.field(c) for c in wanted])
         if not files:
             return schema.with_metadata(self.schema.metadata).empty_table()
+        counted = sum(f.rows for f in files)
+        if wanted == []:  # only the bucket column: no file needs reading
+            return pa.table([pa.nulls(counted)], names=["_"]).select([])
         filesystem = self._location.arrow_filesystem()
         base = self._location.path_of(_version_dir(self.version))
         tables = []
@@ -271,7 +274,6 @@ class DatasetRef:
             except FileNotFoundError:
                 raise self._gone(f) from None
         table = pa.concat_tables(tables)
-        counted = sum(f.rows for f in files)
         if table.num_rows != counted:
             raise DatasetError(f"{self.version_uri}: the parts hold {table.num_rows} rows, the manifest says {counted}")
         return table
@@ -334,16 +336,19 @@ def _parse_json(raw: bytes, uri: str) -> dict[str, Any]:
     return value
 
 
+_KIND_NAMES = {int: "a whole number", str: "a string", list: "a list"}
+
+
 def _check_fields(doc: dict[str, Any], uri: str, fields: dict[str, type], where: str = "") -> None:
     for name, kind in fields.items():
         if name not in doc:
-            raise DatasetError(f"{uri}: field {where}{name!r} is missing")
+            raise DatasetError(f"{uri}: field {where + name!r} is missing")
         value: Any = doc[name]
         # bool is an int to Python, never to a manifest
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise DatasetError(f"{uri}: field {where}{name!r} is {value!r}, not a {kind.__name__}")
+            raise DatasetError(f"{uri}: field {where + name!r} is {value!r}, not {_KIND_NAMES[kind]}")
         if isinstance(value, int) and value < 0:
-            raise DatasetError(f"{uri}: field {where}{name!r} is {value}, a negative number")
+            raise DatasetError(f"{uri}: field {where + name!r} is {value}, a negative number")
 
 
 def _check_format(doc: dict[str, Any], uri: str) -> None:
@@ -438,6 +443,8 @@ def split_by_bucket(df: pd.DataFrame, buckets: int) -> Iterator[tuple[int, pd.Da
     keys = bucket_of(ids.to_numpy(dtype="int64"), buckets)
     order = np.argsort(keys, kind="stable")  # stable: rows keep their order inside a bucket
     found, starts = np.unique(keys[order], return_index=True)
+    if not len(order):
+        return
     ends = [*starts[1:], len(order)]
     for bucket, start, end in zip(found, starts, ends, strict=True):
         yield int(bucket), frame.iloc[order[start:end]]
