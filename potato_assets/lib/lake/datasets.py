@@ -64,6 +64,13 @@ class DatasetVersionGone(FileNotFoundError):
         return str(self.args[0])
 
 
+class DatasetWriteFailed(OSError):
+    """A part or manifest could not be stored (disk full, the object store unreachable)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class SchemaMismatch(ValueError):
     """A part whose columns or types differ from the dataset's."""
 
@@ -96,7 +103,13 @@ class _Location:
         return bytes(self.fs.cat_file(path))
 
     def write_atomic(self, data: bytes, *parts: str) -> None:
-        storage.write_bytes_atomic(storage.to_upath(self.uri_of(*parts)), data)
+        uri = self.uri_of(*parts)
+        try:
+            storage.write_bytes_atomic(storage.to_upath(uri), data)
+        except OSError:
+            raise
+        except Exception as exc:  # botocore's errors are not OSErrors
+            raise DatasetWriteFailed(f"{uri}: the upload failed ({type(exc).__name__}: {exc})") from exc
 
     def write_part(self, data: Any, *parts: str) -> None:
         """A part file inside a version nobody reads yet: no temp name needed, but fsync'd so a
@@ -109,7 +122,12 @@ class _Location:
                 handle.flush()
                 os.fsync(handle.fileno())
         else:
-            self.fs.pipe_file(path, bytes(data))
+            try:
+                self.fs.pipe_file(path, bytes(data))
+            except Exception as exc:  # botocore's errors are not OSErrors
+                raise DatasetWriteFailed(
+                    f"{self.uri_of(*parts)}: the upload failed ({type(exc).__name__}: {exc})"
+                ) from exc
 
     def sync_dirs(self, *dirs: str) -> None:
         if not self.local:
