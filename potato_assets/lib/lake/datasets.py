@@ -273,7 +273,6 @@ class DatasetRef:
 
     def _read_files(self, files: list[DatasetFile], columns: Sequence[str] | None) -> pa.Table:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         self._check_columns(columns)
         wanted = None if columns is None else [c for c in columns if c != BUCKET_COL]
@@ -283,20 +282,27 @@ class DatasetRef:
         counted = sum(f.rows for f in files)
         if wanted == []:  # only the bucket column: no file needs reading
             return pa.table([pa.nulls(counted)], names=["_"]).select([])
-        filesystem = self._location.arrow_filesystem()
+        import pyarrow.dataset as pads
+
         base = self._location.path_of(_version_dir(self.version))
-        tables = []
-        for f in files:
-            try:
-                tables.append(pq.read_table(f"{base}/{f.path}", columns=wanted, filesystem=filesystem))
-            except FileNotFoundError:
-                raise self._gone(f) from None
-        table = pa.concat_tables(tables)
+        try:
+            # One scan over the listed files (read in their order, several at a time): per-file
+            # reads cost ~10 ms of setup each.
+            table = pads.dataset(
+                [f"{base}/{f.path}" for f in files],
+                schema=self.schema,
+                format="parquet",
+                filesystem=self._location.arrow_filesystem(),
+            ).to_table(columns=wanted)
+        except FileNotFoundError:
+            raise self._gone(files) from None
         if table.num_rows != counted:
             raise DatasetError(f"{self.version_uri}: the parts hold {table.num_rows} rows, the manifest says {counted}")
         return table
 
-    def _gone(self, missing: DatasetFile) -> DatasetVersionGone:
+    def _gone(self, files: list[DatasetFile]) -> DatasetVersionGone:
+        fs, base = self._location.fs, self._location.path_of(_version_dir(self.version))
+        missing = next((f for f in files if not fs.exists(f"{base}/{f.path}")), files[0])
         try:
             now = current(self.root)
         except DatasetError:
@@ -308,13 +314,16 @@ class DatasetRef:
         return DatasetVersionGone(f"{storage.join(self.version_uri, missing.path)}: {why}")
 
     def _to_pandas(self, table: pa.Table, bucket: int | None, columns: Sequence[str] | None) -> pd.DataFrame:
+        import numpy as np
         import pyarrow as pa
 
         if columns is not None and BUCKET_COL in columns:
             if bucket is not None:
-                values = pa.array([bucket] * table.num_rows, pa.int32())
+                values = pa.array(np.full(table.num_rows, bucket, dtype="int32"))
             else:
-                values = pa.array([f.bucket for f in self.files for _ in range(f.rows)], pa.int32())
+                values = pa.array(
+                    np.repeat([f.bucket for f in self.files], [f.rows for f in self.files]).astype("int32")
+                )
             table = table.append_column(BUCKET_COL, values)
         frame = table.to_pandas()
         return frame if columns is None else frame[list(columns)]
@@ -610,7 +619,8 @@ class DatasetWriter:
         import pyarrow as pa
 
         if isinstance(table, pd.DataFrame):
-            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            # Threads cost more than they save on a part of a batch (thousands of rows).
+            arrow = pa.Table.from_pandas(table, preserve_index=False, nthreads=1 if len(table) < 200_000 else None)
         elif isinstance(table, pa.Table):
             arrow = table
         else:
