@@ -216,6 +216,7 @@ def test_an_empty_dataset_keeps_its_schema(root):
     back = ref.read()
     assert back.empty and back.dtypes.to_dict() == df.dtypes.to_dict()
     assert current(root) == ref
+    assert ref.arrow_dataset().count_rows() == 0 and BUCKET_COL in ref.arrow_dataset().schema.names
     with DatasetWriter(root, BUCKETS) as writer, pytest.raises(ValueError, match="nothing was written"):
         writer.commit()
 
