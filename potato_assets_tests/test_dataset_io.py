@@ -71,6 +71,8 @@ def test_an_asset_returns_its_dataset_and_downstream_gets_the_ref_or_the_table(t
     assert meta["lake/data_version"].value == ref.data_version and "path" not in meta
 
     assert isinstance(SEEN["ref"], DatasetRef) and SEEN["ref"] == ref  # a reference, not rows
+    assert dg.check_dagster_type(LakeDataset, ref).success
+    assert not dg.check_dagster_type(LakeDataset, ROWS).success
     assert result.output_for_node("silver__summary")["rows"].tolist() == [len(ROWS)]
     whole_table = result.output_for_node("gold__whole")
     pd.testing.assert_frame_equal(whole_table, ref.read(columns=["subject_id", "week"]))

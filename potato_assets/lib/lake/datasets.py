@@ -412,17 +412,23 @@ def _ref_from_manifest(location: _Location, manifest: dict[str, Any], uri: str, 
         raise DatasetError(f"{uri}: field 'schema' is not a serialised arrow schema ({exc})") from None
     files = []
     for i, entry in enumerate(manifest["files"]):
-        where = f"files[{i}]."
-        if not isinstance(entry, dict):
-            raise DatasetError(f"{uri}: files[{i}] is {entry!r}, not an object")
-        _check_fields(entry, uri, {"bucket": int, "path": str, "rows": int}, where)
-        match = _PART_PATH.match(entry["path"])
-        if not match or int(match.group(1)) != entry["bucket"] or entry["bucket"] >= buckets:
+        # Fast path first (thousands of entries): the checks below only run to word a message.
+        try:
+            bucket, path, rows = entry["bucket"], entry["path"], entry["rows"]
+            match = _PART_PATH.match(path)
+            well_formed = type(bucket) is int and type(rows) is int and rows >= 0 and match is not None
+        except (TypeError, KeyError):
+            well_formed = False
+        if not well_formed:
+            if not isinstance(entry, dict):
+                raise DatasetError(f"{uri}: files[{i}] is {entry!r}, not an object")
+            _check_fields(entry, uri, {"bucket": int, "path": str, "rows": int}, f"files[{i}].")
+        if not well_formed or match is None or int(match.group(1)) != bucket or bucket >= buckets:
             raise DatasetError(
                 f"{uri}: files[{i}] path {entry['path']!r} is not a part of bucket {entry['bucket']}"
                 f" (bucket=NN/part-NNNNN.parquet, NN below {buckets})"
             )
-        files.append(DatasetFile(entry["bucket"], entry["path"], entry["rows"]))
+        files.append(DatasetFile(bucket, path, rows))
     total = sum(f.rows for f in files)
     if total != manifest["row_count"]:
         raise DatasetError(f"{uri}: field 'row_count' is {manifest['row_count']}, but its files hold {total} rows")
