@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,8 @@ def test_local_round_trip_with_several_parts_per_bucket_and_empty_buckets(root, 
     assert ref.row_count == len(df) and ref.buckets == BUCKETS
     pd.testing.assert_frame_equal(ref.read(), by_bucket(df))
     assert current(root) == ref
+    # A ref travels (pickled between processes) and still reads.
+    pd.testing.assert_frame_equal(pickle.loads(pickle.dumps(ref)).read(), by_bucket(df))
     # Layout: hive bucket folders, several parts per bucket, none for an empty bucket, the bucket
     # only in the path, the manifest beside them and the pointer at the root.
     version_dir = tmp_path / "lake" / "silver" / "weekly_features" / f"v-{ref.version}"
