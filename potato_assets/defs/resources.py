@@ -192,14 +192,12 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
 
 def _upstream_type_name(context: dg.InputContext) -> str | None:
     """The Dagster type the upstream output declared; None when it declared none (Any) or when
-    there is no upstream output in this code location (e.g. a source asset)."""
+    Dagster does not say (the upstream is not part of this run, or is a source asset): then a
+    dataset pointer decides."""
     try:
-        upstream = context.upstream_output
-    except Exception:  # Dagster raises when the input has no upstream output
+        name = context.upstream_output.dagster_type.unique_name  # type: ignore[union-attr]
+    except Exception:  # Dagster raises DagsterInvariantViolationError when it was not provided
         return None
-    if upstream is None:
-        return None
-    name = upstream.dagster_type.unique_name
     return None if name == "Any" else name
 
 
