@@ -125,7 +125,7 @@ def test_a_run_blocked_at_silver_leaves_gold_byte_identical(good_lake, sample_di
     after = _hashes(lake)
     assert _gold(after) == _gold(before)
     # The run did get as far as silver (so the comparison is not vacuous).
-    assert after["silver/modeling_dataset.parquet"] != before["silver/modeling_dataset.parquet"]
+    assert after["silver/modeling_dataset/_current.json"] != before["silver/modeling_dataset/_current.json"]
 
 
 @pytest.mark.e2e

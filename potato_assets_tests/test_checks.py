@@ -13,12 +13,23 @@ import pytest
 from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.gold import checks as gold_checks
 from potato_assets.defs.gold.assets import fit_models
-from potato_assets.defs.resources import LakeIOManager
+from potato_assets.defs.common import LakeDataset
+from potato_assets.defs.resources import LakeDatasets, LakeIOManager, SilverEngine
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.study import validation as mv
 from potato_assets.study.ingest import parse_landing_csv
 from potato_assets.study.schema import FIBER, WEIGHT
-from potato_assets_tests.helpers import cli_env, cli_home, landing_with_bad_weights, load_defs, resources_for, run_cli
+from potato_assets_tests.helpers import (
+    cli_env,
+    cli_home,
+    committed,
+    landing_with_bad_weights,
+    load_defs,
+    read_table,
+    resources_for,
+    rewrite_table,
+    run_cli,
+)
 
 WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
 FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
@@ -39,17 +50,29 @@ def ingested(sample_dir: Path, spec) -> pd.DataFrame:
 def run_stub_bronze(tmp_path: Path, weight: pd.DataFrame, fiber: pd.DataFrame) -> dg.ExecuteInProcessResult:
     """Given bronze tables, the real bronze contract checks and the real silver calendar asset."""
 
-    @dg.multi_asset(outs={"weight": dg.AssetOut(key=WEIGHT_KEY), "fiber": dg.AssetOut(key=FIBER_KEY)})
-    def given_bronze():
-        yield dg.Output(weight, output_name="weight")
-        yield dg.Output(fiber, output_name="fiber")
+    @dg.multi_asset(
+        outs={
+            "weight": dg.AssetOut(key=WEIGHT_KEY, dagster_type=LakeDataset),
+            "fiber": dg.AssetOut(key=FIBER_KEY, dagster_type=LakeDataset),
+        }
+    )
+    def given_bronze(lake_datasets: LakeDatasets):
+        for name, key, table in (("weight", WEIGHT_KEY, weight), ("fiber", FIBER_KEY, fiber)):
+            with lake_datasets.writer(key) as writer:
+                writer.write_table(table)
+                ref = writer.commit()
+            yield dg.Output(ref, output_name=name)
 
     contract_checks = [
         c for c in bronze_checks.contract_checks if {k.asset_key for k in c.check_keys} & {WEIGHT_KEY, FIBER_KEY}
     ]
     return dg.materialize(
         [given_bronze, study_calendar, *contract_checks],
-        resources={"io_manager": LakeIOManager(lake_uri=tmp_path.as_uri())},
+        resources={
+            "io_manager": LakeIOManager(lake_uri=tmp_path.as_uri()),
+            "lake_datasets": LakeDatasets(lake_uri=tmp_path.as_uri(), buckets=4),
+            "silver_engine": SilverEngine(),
+        },
         raise_on_error=False,
     )
 
@@ -239,7 +262,7 @@ def test_cli_materialize_exits_non_zero_when_a_blocking_check_fails(sample_dir, 
     proc = run_cli(cli_env(cli_home(tmp_path), landing, tmp_path / "lake"), tmp_path)
     assert proc.returncode != 0
     assert "bronze/weight: quarantine_share" in proc.stderr + proc.stdout
-    assert (tmp_path / "lake" / "bronze" / "weight.parquet").exists()
+    assert committed(tmp_path / "lake", "bronze/weight")
     assert not (tmp_path / "lake" / "silver").exists()
     assert not (tmp_path / "lake" / "gold").exists()
 
@@ -255,8 +278,7 @@ def test_quarantine_gate_fails_when_the_stored_table_is_not_the_one_the_event_lo
         )
         assert evaluation(first, WEIGHT_KEY, "quarantine_share").passed
         # Someone rewrites the stored table behind Dagster's back: 10 rows fewer.
-        stored = lake / "bronze" / "weight.parquet"
-        pd.read_parquet(stored).iloc[10:].to_parquet(stored, index=False)
+        rewrite_table(lake.as_uri(), "bronze/weight", read_table(lake.as_uri(), "bronze/weight").iloc[10:])
         again = dg.materialize(
             assets_and_checks,
             selection=dg.AssetSelection.checks(dg.AssetCheckKey(WEIGHT_KEY, "quarantine_share")),

@@ -90,11 +90,14 @@ def test_loading_definitions_imports_no_statistics_or_dataframe_stack():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_every_table_and_table_input_is_typed_dataframe():
+def test_every_table_and_table_input_is_typed():
+    """Bronze and silver tables flow as LakeDataset references (never rows), gold tables and the
+    quarantine as DataFrames; every table input says which it takes."""
     import dagster as dg
     import pandas as pd
 
-    from potato_assets.defs.common import DataFrame
+    from potato_assets.defs.common import DataFrame, LakeDataset
+    from potato_assets.lib.lake.datasets import DatasetRef
 
     job = load_defs().resolve_implicit_global_asset_job_def()
     outputs, inputs = {}, {}
@@ -102,16 +105,26 @@ def test_every_table_and_table_input_is_typed_dataframe():
         outputs |= {f"{node.name}.{out.name}": out.dagster_type.key for out in node.output_defs}
         inputs |= {f"{node.name}<{inp.name}": inp.dagster_type.key for inp in node.input_defs}
     silver = ("study_calendar", "subject_trajectories", "weekly_features", "modeling_dataset")
+    datasets = {
+        **{f"ingest_landing.bronze__{name}": "LakeDataset" for name in ("weight", "fiber", "nutrition")},
+        **{f"silver__{name}.result": "LakeDataset" for name in silver},
+    }
     table_steps = {"ingest_landing", "fit_models", *(f"silver__{name}" for name in silver)}
     tables = {k: v for k, v in outputs.items() if k.split(".")[0] in table_steps}
-    assert len(tables) == 4 + 4 + 4 and set(tables.values()) == {"DataFrame"}, tables
+    assert len(tables) == 4 + 4 + 4, tables
+    assert {k: v for k, v in tables.items() if v == "LakeDataset"} == datasets
+    assert {v for k, v in tables.items() if k not in datasets} == {"DataFrame"}
     # figures, the report and the checks write no table
     assert {v for k, v in outputs.items() if k not in tables} <= {"Any", "Nothing"}
     loaded = {k: v for k, v in inputs.items() if v != "Nothing"}
     assert "gold__reports__model_report<summary" in loaded and "fit_models<modeling" in loaded
-    assert set(loaded.values()) == {"DataFrame"}, loaded
+    silver_inputs = {k: v for k, v in loaded.items() if k.split("<")[0] in {f"silver__{n}" for n in silver}}
+    assert silver_inputs and set(silver_inputs.values()) == {"LakeDataset"}, silver_inputs
+    assert set(loaded.values()) <= {"DataFrame", "LakeDataset"}, loaded
     assert dg.check_dagster_type(DataFrame, pd.DataFrame({"a": [1]})).success
     assert not dg.check_dagster_type(DataFrame, {"a": [1]}).success
+    assert not dg.check_dagster_type(LakeDataset, pd.DataFrame({"a": [1]})).success
+    assert DatasetRef.__name__ == "DatasetRef"
 
 
 def test_descriptions_are_plain_text():

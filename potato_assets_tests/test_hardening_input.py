@@ -82,7 +82,7 @@ def test_odd_location_names_are_used_exactly(spoiled):
     root, landing, lake, result, _ = spoiled
     assert result.success
     assert sorted(p.name for p in root.iterdir()) == sorted([landing.name, lake.name])
-    assert (lake / "bronze" / "weight.parquet").is_file() and (lake / "gold" / "models").is_dir()
+    assert (lake / "bronze" / "weight" / "_current.json").is_file() and (lake / "gold" / "models").is_dir()
     assert list(root.parent.iterdir()) == [root]  # no percent-encoded sibling such as 'in%20box'
     assert not any("%20box" in str(p) or "%C3" in str(p) for p in root.rglob("*"))
 

@@ -217,7 +217,7 @@ def test_output_facets_describe_the_written_tables(observed):
     )
     lineage = modeling["outputs"][0]["facets"]["columnLineage"]["fields"]
     source = lineage["fiber_g_week"]["inputFields"][0]
-    assert (source["name"].endswith("silver/weekly_features.parquet"), source["field"]) == (
+    assert (source["name"].endswith("silver/weekly_features"), source["field"]) == (
         True,
         "fiber_g_sum",
     )

@@ -72,8 +72,8 @@ def test_whole_graph_on_s3(moto_s3, seed_dir):
     assert materialize_all(f"s3://{bucket}/landing", lake).success
     keys = {o["Key"] for o in moto_s3.list_objects_v2(Bucket=bucket, Prefix="lake/")["Contents"]}
     assert {
-        "lake/bronze/weight.parquet",
-        "lake/silver/modeling_dataset.parquet",
+        "lake/bronze/weight/_current.json",
+        "lake/silver/modeling_dataset/_current.json",
         "lake/gold/models/model_summary.parquet",
         "lake/gold/reports/model_report.html",
         "lake/gold/figures/subject_trajectories.png",
