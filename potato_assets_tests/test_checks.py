@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from potato_assets.defs.bronze import checks as bronze_checks
+from potato_assets.defs.common import LakeDataset
 from potato_assets.defs.gold import checks as gold_checks
 from potato_assets.defs.gold.assets import fit_models
-from potato_assets.defs.common import LakeDataset
 from potato_assets.defs.resources import LakeDatasets, LakeIOManager, SilverEngine
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.study import validation as mv

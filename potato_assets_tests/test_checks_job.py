@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from potato_assets import lake_checks
