@@ -19,6 +19,9 @@ SAMPLE_DATA_DIR = PACKAGE_DIR / "sample_data"
 DEFAULT_DATA_DIR = PROJECT_DIR / "data"
 BUNDLED_CONTRACTS_DIR = PACKAGE_DIR / "contracts"
 DEFAULT_MAX_LANDING_BYTES = 2 * 1024**3
+DEFAULT_LAKE_BUCKETS = 32
+# Past this a bucket holds too few subjects to be worth a directory of its own.
+MAX_LAKE_BUCKETS = 4096
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Settings:
     contracts_dir: Path = BUNDLED_CONTRACTS_DIR
     # Largest landing file ingestion reads (bytes); a larger one is refused before it is read.
     max_landing_bytes: int = DEFAULT_MAX_LANDING_BYTES
+    # Subject buckets of the bronze and silver datasets (lib/lake/datasets.py): subject_id % this.
+    lake_buckets: int = DEFAULT_LAKE_BUCKETS
 
 
 def normalize_uri(value: str) -> str:
@@ -83,6 +88,17 @@ def _number(env: Mapping[str, str], name: str, default: str, lo: float, hi: floa
         raise ValueError(f"{name}={raw!r} is not a number") from None
     if not lo <= value <= hi:
         raise ValueError(f"{name}={raw!r} must lie between {lo:g} and {hi:g}")
+    return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = (env.get(name) or "").strip() or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}={raw!r} must lie between {lo} and {hi}")
     return value
 
 
@@ -140,6 +156,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_landing_bytes=int(
             _number(env, "POTATO_MAX_LANDING_BYTES", str(DEFAULT_MAX_LANDING_BYTES), 1, float(2**62))
         ),
+        lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
     )
 
 

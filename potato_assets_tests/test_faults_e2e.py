@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import io
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 from potato_assets.study import synthetic
 from potato_assets.study.models import MODEL_NAMES
 from potato_assets.study.schema import LANDING_FILES
-from potato_assets_tests.helpers import cli_env, cli_home, free_port, materialize_all, read_table
+from potato_assets_tests.helpers import Relay, cli_env, cli_home, free_port, materialize_all, read_table
 
 pytestmark = pytest.mark.e2e
 GOLD_TABLES = [f"gold/models/{name}" for name in (*MODEL_NAMES, "model_summary")]
@@ -148,85 +146,6 @@ def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recover
 # ----------------------------------------------------------------------------------------------
 # The object store goes away mid-upload (moto over HTTP behind a relay we can kill)
 # ----------------------------------------------------------------------------------------------
-
-RELAY = r"""
-import socket, sys, threading, time
-listen_port, target_port, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-METHODS = (b"PUT ", b"POST ", b"GET ", b"HEAD ", b"DELETE ")
-
-def pump(src, dst, upstream):
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            if upstream:
-                if data.startswith(METHODS):
-                    print(data.split(b"\r\n", 1)[0].decode("latin-1"), flush=True)
-                time.sleep(delay)  # a slow link: uploads take long enough to be cut
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("127.0.0.1", listen_port))
-server.listen(64)
-print("ready", flush=True)
-while True:
-    client, _ = server.accept()
-    upstream = socket.create_connection(("127.0.0.1", target_port))
-    threading.Thread(target=pump, args=(client, upstream, True), daemon=True).start()
-    threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
-"""
-
-
-class Relay:
-    """A loopback TCP relay in its own process, printing each request line it forwards."""
-
-    def __init__(self, port: int, target_port: int, delay: float) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", RELAY, str(port), str(target_port), str(delay)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.lines.get(timeout=30) == "ready"
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-
-    def wait_for(self, prefix: str, timeout: float, proc: subprocess.Popen) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                if proc.poll() is not None:
-                    raise AssertionError(f"the run ended (rc={proc.returncode}) before {prefix!r}") from None
-                continue
-            if line.startswith(prefix):
-                return line
-        raise AssertionError(f"no request {prefix!r} within {timeout} s")
-
-    def seen(self, prefix: str) -> bool:
-        """Whether any request forwarded so far starts with prefix (drains the queue)."""
-        found = False
-        while not self.lines.empty():
-            found |= self.lines.get().startswith(prefix)
-        return found
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 def s3_objects(client, bucket: str, prefix: str) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ def test_defaults_are_local_lake_and_bundled_sample():
     assert s.max_quarantine_share == 0.05
     assert s.freshness_hours == 26.0 and s.schedule_cron == "0 6 * * *" and s.schedule_timezone == "UTC"
     assert s.landing_poll_seconds == 30
+    assert s.lake_buckets == 32 and load_settings({"POTATO_LAKE_BUCKETS": " 7 "}).lake_buckets == 7
     assert load_settings({"POTATO_LANDING_POLL_SECONDS": "5"}).landing_poll_seconds == 5
     assert s.alert_webhook_url is None and s.pushgateway_url is None and s.mlflow_index_table is None
     assert s.mlflow_required is False and s.mlflow_artifact_root is None
@@ -61,6 +62,9 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
         ({"POTATO_FRESHNESS_HOURS": "0"}, "must lie between"),
         ({"POTATO_LANDING_POLL_SECONDS": "0"}, "must lie between"),
         ({"POTATO_LOG_FORMAT": "xml"}, "must be one of text, json"),
+        ({"POTATO_LAKE_BUCKETS": "0"}, r"POTATO_LAKE_BUCKETS='0' must lie between 1 and 4096"),
+        ({"POTATO_LAKE_BUCKETS": "8.5"}, r"POTATO_LAKE_BUCKETS='8.5' is not a whole number"),
+        ({"POTATO_LAKE_BUCKETS": "5000"}, "must lie between 1 and 4096"),
     ],
 )
 def test_bad_settings_are_named(env, message):

@@ -24,6 +24,11 @@ def from_environment(env_name: str, value: str | None) -> str | None:
     return value
 
 
+# The Dagster type names below; the lake IO manager reads an input by what its upstream declared.
+DATA_FRAME_TYPE_NAME = "DataFrame"
+LAKE_DATASET_TYPE_NAME = "LakeDataset"
+
+
 def _is_data_frame(_context: dg.TypeCheckContext, value: object) -> bool:
     import pandas as pd  # loaded already whenever a step runs
 
@@ -38,9 +43,30 @@ else:
     # code-server, daemon and CLI start) then skips importing pandas, ~0.6 s. The science modules
     # under lib/ import pandas, so the defs import them inside the functions that use them.
     DataFrame = dg.DagsterType(
-        name="DataFrame",
+        name=DATA_FRAME_TYPE_NAME,
         type_check_fn=_is_data_frame,
         description="A pandas DataFrame, stored as a parquet table in the lake.",
+    )
+
+
+def _is_dataset_ref(_context: dg.TypeCheckContext, value: object) -> bool:
+    from potato_assets.lib.lake.datasets import DatasetRef
+
+    return isinstance(value, DatasetRef)
+
+
+if TYPE_CHECKING:
+    from potato_assets.lib.lake.datasets import DatasetRef as LakeDataset
+else:
+    # What bronze and silver assets return and take: a reference to a committed, subject-bucketed
+    # dataset in the lake (lib/lake/datasets.py), never the rows themselves.
+    LakeDataset = dg.DagsterType(
+        name=LAKE_DATASET_TYPE_NAME,
+        type_check_fn=_is_dataset_ref,
+        description=(
+            "A committed version of a subject-bucketed parquet dataset in the lake"
+            " ({lake}/<asset>/v-<version>/bucket=NN/part-NNNNN.parquet); a reference, not the rows."
+        ),
     )
 
 # Set on the runs of the checks-only jobs (defs/checks_job.py): checks then judge the lake alone,

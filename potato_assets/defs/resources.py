@@ -8,16 +8,23 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from potato_assets.defs.common import DATA_VERSION_TAG, from_environment
+from potato_assets.defs.common import (
+    DATA_FRAME_TYPE_NAME,
+    DATA_VERSION_TAG,
+    LAKE_DATASET_TYPE_NAME,
+    from_environment,
+)
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
-from potato_assets.settings import DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
+from potato_assets.settings import DEFAULT_LAKE_BUCKETS, DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
 from potato_assets.study.schema import column_description
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from upath import UPath
 
+    from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.study.fitting import ModelFit
 
 
@@ -31,13 +38,109 @@ def column_schema(df: pd.DataFrame) -> dg.TableSchema:
     )
 
 
+def dataset_column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """The same as `column_schema` for a dataset's arrow schema: the pandas types readers get."""
+    return column_schema(schema.empty_table().to_pandas())
+
+
 TABLE_EXTENSION = ".parquet"
 
 
+def dataset_root(lake_uri: str, key: dg.AssetKey) -> str:
+    """Where the bucketed dataset of asset `a/b/c` lives: `{lake}/a/b/c/` (lib/lake/datasets.py)."""
+    return storage.join(lake_uri, *key.path)
+
+
 class LakeParquetIOManager(dg.UPathIOManager):
-    """Asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written atomically (see lib/lake/storage.py)."""
+    """Two kinds of values. A pandas DataFrame: asset `a/b/c` <-> `{lake}/a/b/c.parquet`, written
+    atomically (lib/lake/storage.py). A DatasetRef: the asset wrote and committed its bucketed
+    dataset `{lake}/a/b/c/` itself (LakeDatasets.writer); the IO manager checks it is the current
+    version and records its metadata, and downstream inputs get the current ref, no data read
+    (or the whole table when the input is typed DataFrame)."""
 
     extension = TABLE_EXTENSION
+
+    def __init__(self, base_path: UPath, lake_uri: str) -> None:
+        super().__init__(base_path=base_path)
+        self.lake_uri = lake_uri
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        from potato_assets.lib.lake.datasets import DatasetRef
+
+        if isinstance(obj, DatasetRef):
+            self._record_dataset(context, obj)
+        else:
+            super().handle_output(context, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        if context.has_asset_key and not context.has_asset_partitions:
+            ref = self._current_dataset(context)
+            if ref is not None:
+                return self._dataset_input(context, ref)
+        return super().load_input(context)
+
+    def _record_dataset(self, context: dg.OutputContext, ref: DatasetRef) -> None:
+        from potato_assets.lib.lake import datasets
+
+        if not context.has_asset_key or context.has_asset_partitions:
+            raise dg.Failure(description=f"a lake dataset ({ref.root}) is the output of an unpartitioned asset only")
+        name = context.asset_key.to_user_string()
+        root = dataset_root(self.lake_uri, context.asset_key)
+        if ref.root.rstrip("/") != root:
+            raise dg.Failure(description=f"{name} returned the dataset at {ref.root}, but its own is {root}")
+        try:
+            committed = datasets.current(root)
+        except datasets.DatasetError as exc:
+            raise dg.Failure(description=f"{name}: {exc}") from None
+        if committed is None or committed.version != ref.version:
+            now = committed.version if committed else "none"
+            raise dg.Failure(
+                description=f"{name} returned version {ref.version} of {root}, but the committed one is {now}:"
+                " return what DatasetWriter.commit() gave"
+            )
+        context.log.debug(f"{name}: dataset version {ref.version} at {ref.version_uri}")
+        context.add_output_metadata(
+            {
+                "dagster/row_count": dg.MetadataValue.int(ref.row_count),
+                "dagster/column_schema": dataset_column_schema(ref.schema),
+                "dagster/uri": dg.MetadataValue.text(ref.version_uri),
+                "lake/version": dg.MetadataValue.text(ref.version),
+                "lake/buckets": dg.MetadataValue.int(ref.buckets),
+                "lake/files": dg.MetadataValue.int(len(ref.files)),
+                "lake/data_version": dg.MetadataValue.text(ref.data_version),
+            }
+        )
+
+    def _current_dataset(self, context: dg.InputContext) -> DatasetRef | None:
+        """The upstream's committed dataset, if it is stored as one (it declared LakeDataset, or
+        it declared nothing and a dataset pointer exists); None: a parquet table."""
+        from potato_assets.lib.lake import datasets
+
+        declared = _upstream_type_name(context)
+        if declared not in (None, LAKE_DATASET_TYPE_NAME):
+            return None
+        name = context.asset_key.to_user_string()
+        root = dataset_root(self.lake_uri, context.asset_key)
+        try:
+            ref = datasets.current(root)
+        except datasets.DatasetError as exc:
+            raise dg.Failure(description=f"{name} cannot be read: {exc}") from None
+        if ref is None and declared == LAKE_DATASET_TYPE_NAME:
+            raise dg.Failure(description=f"{name} has no committed dataset at {root}: materialise it first")
+        return ref
+
+    def _dataset_input(self, context: dg.InputContext, ref: DatasetRef) -> Any:
+        if context.dagster_type.unique_name != DATA_FRAME_TYPE_NAME:
+            return ref
+        # An input typed DataFrame gets the whole table (small tables, gold): the same `columns`
+        # metadata as a parquet input.
+        columns = (context.definition_metadata or {}).get("columns")
+        try:
+            return ref.read(columns=columns)
+        except storage.MissingColumns as exc:
+            raise dg.Failure(
+                description=f"{context.asset_key.to_user_string()} cannot be read as asked: {exc}"
+            ) from None
 
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         import pandas as pd
@@ -84,7 +187,46 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
             warning = missing_handler_warning(context.instance)
             if warning:
                 context.log.warning(warning)
-        return LakeParquetIOManager(base_path=storage.to_upath(self.lake_uri))
+        return LakeParquetIOManager(base_path=storage.to_upath(self.lake_uri), lake_uri=self.lake_uri)
+
+
+def _upstream_type_name(context: dg.InputContext) -> str | None:
+    """The Dagster type the upstream output declared; None when it declared none (Any) or when
+    Dagster does not say (the upstream is not part of this run, or is a source asset): then a
+    dataset pointer decides."""
+    try:
+        name = context.upstream_output.dagster_type.unique_name  # type: ignore[union-attr]
+    except Exception:  # Dagster raises DagsterInvariantViolationError when it was not provided
+        return None
+    return None if name == "Any" else name
+
+
+class LakeDatasets(dg.ConfigurableResource):
+    """The bucketed datasets of bronze and silver assets: `{lake}/<asset key path>/`.
+
+    An asset writes its dataset bucket by bucket, commits and returns the ref::
+
+        with lake_datasets.writer(key) as writer:
+            for bucket, rows in ...:
+                writer.write(bucket, rows)
+            return writer.commit(data_version)
+    """
+
+    lake_uri: str
+    buckets: int = DEFAULT_LAKE_BUCKETS
+
+    def root(self, key: dg.AssetKey) -> str:
+        return dataset_root(self.lake_uri, key)
+
+    def writer(self, key: dg.AssetKey, *, schema: pa.Schema | None = None) -> DatasetWriter:
+        from potato_assets.lib.lake.datasets import DatasetWriter
+
+        return DatasetWriter(self.root(key), self.buckets, schema=schema)
+
+    def current(self, key: dg.AssetKey) -> DatasetRef | None:
+        from potato_assets.lib.lake import datasets
+
+        return datasets.current(self.root(key))
 
 
 class LakeFiles(dg.ConfigurableResource):
@@ -105,7 +247,13 @@ class LakeFiles(dg.ConfigurableResource):
         return self.uri("/".join(key.path) + TABLE_EXTENSION)
 
     def table_rows(self, key: dg.AssetKey) -> int:
-        """Row count of the stored table, from the parquet footer (the table is not loaded)."""
+        """Row count of the stored table, from its dataset manifest or its parquet footer (the
+        table is not loaded)."""
+        from potato_assets.lib.lake import datasets
+
+        ref = datasets.current(dataset_root(self.lake_uri, key))
+        if ref is not None:
+            return ref.row_count
         return storage.parquet_row_count(storage.to_upath(self.table_uri(key)))
 
 
@@ -283,6 +431,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
         "lake": LakeFiles(lake_uri=settings.lake_uri),
+        "lake_datasets": LakeDatasets(lake_uri=settings.lake_uri, buckets=settings.lake_buckets),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),

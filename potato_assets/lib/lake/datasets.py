@@ -1,0 +1,692 @@
+"""Subject-bucketed, versioned parquet datasets in the lake (issue #16), on local disk or S3.
+
+One dataset, e.g. ``{lake}/silver/weekly_features``::
+
+    {root}/v-<version>/bucket=07/part-00000.parquet   hive style; the bucket is in the path only
+    {root}/v-<version>/_manifest.json                 files (bucket, rows), schema, totals
+    {root}/_current.json                              the pointer: which version is committed
+
+A writer puts parts into a fresh version directory nobody reads, then the manifest, then the
+pointer, written last and atomically (storage.write_bytes_atomic: temp + fsync + os.replace
+locally, one PUT on S3). Readers resolve the pointer and read only the files its manifest lists,
+so a half-written or killed version is invisible. After a commit every version other than the
+new one and the one it replaces is deleted: a reader that resolved the pointer just before the
+commit still finds its files. One writer per dataset at a time (the lake pool sees to that):
+a commit removes the version directories of writers that died, and would remove a live one's.
+
+A row's bucket is ``subject_id % buckets``. pyarrow and pandas are imported where data is read
+or written: the definitions load imports this module for its names only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from potato_assets.lib.lake import storage
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+BUCKET_COL = "bucket"
+SUBJECT_COL = "subject_id"
+POINTER_NAME = "_current.json"
+MANIFEST_NAME = "_manifest.json"
+VERSION_PREFIX = "v-"
+FORMAT = 1
+COMPRESSION = "zstd"
+# Content versions are as long as the other tables' (lib/lake/data_version.py VERSION_LENGTH).
+DATA_VERSION_LENGTH = 16
+_PART_PATH = re.compile(r"^bucket=(\d+)/part-(\d+)\.parquet$")
+
+
+class DatasetError(ValueError):
+    """A pointer or manifest that cannot be used; the message names the file."""
+
+
+class DatasetVersionGone(FileNotFoundError):
+    """The version a reader holds was removed by later commits."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DatasetWriteFailed(OSError):
+    """A part or manifest could not be stored (disk full, the object store unreachable)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SchemaMismatch(ValueError):
+    """A part whose columns or types differ from the dataset's."""
+
+
+# --- where a dataset lives ------------------------------------------------------------------------
+
+
+class _Location:
+    """A dataset root as a URI, its fsspec filesystem and the path that filesystem uses."""
+
+    def __init__(self, uri: str) -> None:
+        upath = storage.to_upath(uri)
+        self.uri = uri.rstrip("/")
+        self.local = storage.is_local(upath)
+        self.fs = upath.fs
+        self.path = upath.path.rstrip("/")
+
+    def uri_of(self, *parts: str) -> str:
+        return storage.join(self.uri, *parts)
+
+    def path_of(self, *parts: str) -> str:
+        return "/".join([self.path, *(p.strip("/") for p in parts)])
+
+    def read(self, *parts: str) -> bytes:
+        """The object's bytes; FileNotFoundError when it does not exist."""
+        path = self.path_of(*parts)
+        if self.local:
+            with open(path, "rb") as handle:
+                return handle.read()
+        return bytes(self.fs.cat_file(path))
+
+    def write_atomic(self, data: bytes, *parts: str) -> None:
+        uri = self.uri_of(*parts)
+        try:
+            storage.write_bytes_atomic(storage.to_upath(uri), data)
+        except OSError:
+            raise
+        except Exception as exc:  # botocore's errors are not OSErrors
+            raise DatasetWriteFailed(f"{uri}: the upload failed ({type(exc).__name__}: {exc})") from exc
+
+    def write_part(self, data: Any, *parts: str) -> None:
+        """A part file inside a version nobody reads yet: no temp name needed, but fsync'd so a
+        committed manifest never names data still in the page cache only."""
+        path = self.path_of(*parts)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        else:
+            try:
+                self.fs.pipe_file(path, bytes(data))
+            except Exception as exc:  # botocore's errors are not OSErrors
+                raise DatasetWriteFailed(
+                    f"{self.uri_of(*parts)}: the upload failed ({type(exc).__name__}: {exc})"
+                ) from exc
+
+    def sync_dirs(self, *dirs: str) -> None:
+        if not self.local:
+            return
+        for relative in dirs:
+            fd = os.open(self.path_of(relative) if relative else self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def versions(self) -> list[str]:
+        """Version directory names under the root."""
+        if self.local:
+            try:
+                names = os.listdir(self.path)
+            except FileNotFoundError:
+                return []
+        else:
+            self.fs.invalidate_cache(self.path)
+            try:
+                names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path, detail=False)]
+            except FileNotFoundError:
+                return []
+        return sorted(n for n in names if n.startswith(VERSION_PREFIX))
+
+    def remove_tree(self, relative: str) -> None:
+        path = self.path_of(relative)
+        if self.local:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=True)
+        self.fs.invalidate_cache(path)
+
+    def arrow_filesystem(self) -> pafs.FileSystem:
+        import pyarrow.fs as pafs
+
+        if self.local:
+            return pafs.LocalFileSystem()
+        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+
+
+def _version_dir(version: str) -> str:
+    return f"{VERSION_PREFIX}{version}"
+
+
+def bucket_dir(bucket: int, buckets: int) -> str:
+    """``bucket=07``: zero-padded to the width of the largest bucket (at least two digits)."""
+    return f"{BUCKET_COL}={bucket:0{max(2, len(str(buckets - 1)))}d}"
+
+
+# --- the committed version ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    bucket: int
+    path: str  # relative to the version directory
+    rows: int
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """One committed version of a dataset: what its manifest says, no data read."""
+
+    root: str
+    version: str
+    buckets: int
+    row_count: int
+    files: tuple[DatasetFile, ...]
+    schema: pa.Schema
+    data_version: str
+    created_at: str = ""
+    _location: _Location = field(default=None, repr=False, compare=False, hash=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self._location is None:
+            object.__setattr__(self, "_location", _Location(self.root))
+
+    @property
+    def version_uri(self) -> str:
+        return self._location.uri_of(_version_dir(self.version))
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def bucket_files(self, bucket: int) -> list[DatasetFile]:
+        self._check_bucket(bucket)
+        return [f for f in self.files if f.bucket == bucket]
+
+    def bucket_uris(self, bucket: int) -> list[str]:
+        return [storage.join(self.version_uri, f.path) for f in self.bucket_files(bucket)]
+
+    def read_bucket(self, bucket: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows of one bucket (without the bucket column, unless asked for); an empty bucket
+        gives an empty frame with the dataset's columns and dtypes."""
+        return self._to_pandas(self._read_files(self.bucket_files(bucket), columns), bucket, columns)
+
+    def iter_buckets(self, columns: Sequence[str] | None = None) -> Iterator[tuple[int, pd.DataFrame]]:
+        """Every bucket in order, 0 .. buckets-1, empty ones included."""
+        self._check_columns(columns)
+        for bucket in range(self.buckets):
+            yield bucket, self.read_bucket(bucket, columns)
+
+    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The whole table, buckets in order (for small tables and tests)."""
+        return self._to_pandas(self._read_files(list(self.files), columns), None, columns)
+
+    def arrow_dataset(self) -> pads.Dataset:
+        """A lazy pyarrow dataset over exactly the manifest's files, with the bucket column from
+        the hive path; DuckDB scans it with projection and filter pushdown."""
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        base = self._location.path_of(_version_dir(self.version))
+        return pads.dataset(
+            [f"{base}/{f.path}" for f in self.files],
+            schema=self.schema.append(pa.field(BUCKET_COL, pa.int32())),
+            format="parquet",
+            filesystem=self._location.arrow_filesystem(),
+            partitioning=pads.partitioning(pa.schema([(BUCKET_COL, pa.int32())]), flavor="hive"),
+            partition_base_dir=base,
+        )
+
+    # -- reading
+
+    def _check_bucket(self, bucket: int) -> None:
+        if not isinstance(bucket, int) or not 0 <= bucket < self.buckets:
+            raise ValueError(f"{self.root}: bucket {bucket!r} is not between 0 and {self.buckets - 1}")
+
+    def _check_columns(self, columns: Sequence[str] | None) -> None:
+        if columns is None:
+            return
+        present = set(self.schema.names) | {BUCKET_COL}
+        missing = [c for c in columns if c not in present]
+        if missing:
+            raise storage.MissingColumns(
+                f"{self.root} (version {self.version}): no column {', '.join(map(repr, missing))}"
+                f" (has {', '.join(self.schema.names)})"
+            )
+
+    def _read_files(self, files: list[DatasetFile], columns: Sequence[str] | None) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._check_columns(columns)
+        wanted = None if columns is None else [c for c in columns if c != BUCKET_COL]
+        schema = self.schema if wanted is None else pa.schema([self.schema.field(c) for c in wanted])
+        if not files:
+            return schema.with_metadata(self.schema.metadata).empty_table()
+        counted = sum(f.rows for f in files)
+        if wanted == []:  # only the bucket column: no file needs reading
+            return pa.table([pa.nulls(counted)], names=["_"]).select([])
+        filesystem = self._location.arrow_filesystem()
+        base = self._location.path_of(_version_dir(self.version))
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f"{base}/{f.path}", columns=wanted, filesystem=filesystem))
+            except FileNotFoundError:
+                raise self._gone(f) from None
+        table = pa.concat_tables(tables)
+        if table.num_rows != counted:
+            raise DatasetError(f"{self.version_uri}: the parts hold {table.num_rows} rows, the manifest says {counted}")
+        return table
+
+    def _gone(self, missing: DatasetFile) -> DatasetVersionGone:
+        try:
+            now = current(self.root)
+        except DatasetError:
+            now = None
+        if now is not None and now.version != self.version:
+            why = f"later commits removed it (the current version is {now.version}); resolve the dataset again"
+        else:
+            why = "the file is missing although the manifest lists it"
+        return DatasetVersionGone(f"{storage.join(self.version_uri, missing.path)}: {why}")
+
+    def _to_pandas(self, table: pa.Table, bucket: int | None, columns: Sequence[str] | None) -> pd.DataFrame:
+        import pyarrow as pa
+
+        if columns is not None and BUCKET_COL in columns:
+            if bucket is not None:
+                values = pa.array([bucket] * table.num_rows, pa.int32())
+            else:
+                values = pa.array([f.bucket for f in self.files for _ in range(f.rows)], pa.int32())
+            table = table.append_column(BUCKET_COL, values)
+        frame = table.to_pandas()
+        return frame if columns is None else frame[list(columns)]
+
+
+def current(root: str) -> DatasetRef | None:
+    """The committed version of the dataset at ``root``; None when nothing was ever committed."""
+    location = _Location(root)
+    try:
+        raw = location.read(POINTER_NAME)
+    except FileNotFoundError:
+        return None
+    pointer_uri = location.uri_of(POINTER_NAME)
+    pointer = _parse_json(raw, pointer_uri)
+    _check_fields(pointer, pointer_uri, {"format": int, "version": str})
+    _check_format(pointer, pointer_uri)
+    version = pointer["version"]
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", version):
+        raise DatasetError(f"{pointer_uri}: version {version!r} is not a version name")
+    manifest_uri = location.uri_of(_version_dir(version), MANIFEST_NAME)
+    try:
+        raw_manifest = location.read(_version_dir(version), MANIFEST_NAME)
+    except FileNotFoundError:
+        raise DatasetError(f"{pointer_uri}: names version {version}, but {manifest_uri} does not exist") from None
+    return _ref_from_manifest(location, _parse_json(raw_manifest, manifest_uri), manifest_uri, version)
+
+
+def _parse_json(raw: bytes, uri: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{uri}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{uri}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise DatasetError(f"{uri}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+_KIND_NAMES = {int: "a whole number", str: "a string", list: "a list"}
+
+
+def _check_fields(doc: dict[str, Any], uri: str, fields: dict[str, type], where: str = "") -> None:
+    for name, kind in fields.items():
+        if name not in doc:
+            raise DatasetError(f"{uri}: field {where + name!r} is missing")
+        value: Any = doc[name]
+        # bool is an int to Python, never to a manifest
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise DatasetError(f"{uri}: field {where + name!r} is {value!r}, not {_KIND_NAMES[kind]}")
+        if isinstance(value, int) and value < 0:
+            raise DatasetError(f"{uri}: field {where + name!r} is {value}, a negative number")
+
+
+def _check_format(doc: dict[str, Any], uri: str) -> None:
+    if doc["format"] != FORMAT:
+        raise DatasetError(f"{uri}: format {doc['format']} is not the one this code reads ({FORMAT})")
+
+
+def _ref_from_manifest(location: _Location, manifest: dict[str, Any], uri: str, version: str) -> DatasetRef:
+    import pyarrow as pa
+
+    _check_fields(
+        manifest,
+        uri,
+        {
+            "format": int,
+            "version": str,
+            "buckets": int,
+            "row_count": int,
+            "data_version": str,
+            "created_at": str,
+            "schema": str,
+            "files": list,
+        },
+    )
+    _check_format(manifest, uri)
+    if manifest["version"] != version:
+        raise DatasetError(f"{uri}: describes version {manifest['version']}, but sits in version {version}")
+    buckets = manifest["buckets"]
+    if buckets < 1:
+        raise DatasetError(f"{uri}: field 'buckets' is {buckets}, at least 1 is needed")
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["schema"], validate=True)))
+    except (ValueError, pa.ArrowException) as exc:
+        raise DatasetError(f"{uri}: field 'schema' is not a serialised arrow schema ({exc})") from None
+    files = []
+    for i, entry in enumerate(manifest["files"]):
+        where = f"files[{i}]."
+        if not isinstance(entry, dict):
+            raise DatasetError(f"{uri}: files[{i}] is {entry!r}, not an object")
+        _check_fields(entry, uri, {"bucket": int, "path": str, "rows": int}, where)
+        match = _PART_PATH.match(entry["path"])
+        if not match or int(match.group(1)) != entry["bucket"] or entry["bucket"] >= buckets:
+            raise DatasetError(
+                f"{uri}: files[{i}] path {entry['path']!r} is not a part of bucket {entry['bucket']}"
+                f" (bucket=NN/part-NNNNN.parquet, NN below {buckets})"
+            )
+        files.append(DatasetFile(entry["bucket"], entry["path"], entry["rows"]))
+    total = sum(f.rows for f in files)
+    if total != manifest["row_count"]:
+        raise DatasetError(f"{uri}: field 'row_count' is {manifest['row_count']}, but its files hold {total} rows")
+    return DatasetRef(
+        root=location.uri,
+        version=version,
+        buckets=buckets,
+        row_count=total,
+        files=tuple(files),
+        schema=schema,
+        data_version=manifest["data_version"],
+        created_at=manifest["created_at"],
+        _location=location,
+    )
+
+
+# --- buckets -----------------------------------------------------------------------------------------
+
+
+def bucket_of(subject_ids: Any, buckets: int) -> Any:
+    """Each subject's bucket, ``subject_id % buckets`` (non-negative), as a numpy int array."""
+    import numpy as np
+
+    ids = np.asarray(subject_ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"{SUBJECT_COL} must be whole numbers to choose a bucket, not {ids.dtype}")
+    return np.mod(ids.astype("int64", copy=False), buckets)
+
+
+def split_by_bucket(df: pd.DataFrame, buckets: int) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(bucket, rows) for each non-empty bucket in order, rows in their original order, without a
+    bucket column."""
+    _check_bucket_count(buckets)
+    if SUBJECT_COL not in df.columns:
+        raise ValueError(f"a bucketed table needs a {SUBJECT_COL!r} column (has {', '.join(map(str, df.columns))})")
+    ids = df[SUBJECT_COL]
+    if ids.isna().any():
+        raise ValueError(f"{int(ids.isna().sum())} rows have no {SUBJECT_COL}; every bucketed row needs one")
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_integer_dtype(ids):
+        raise ValueError(f"{SUBJECT_COL} must be whole numbers to choose a bucket, not {ids.dtype}")
+    frame = df.drop(columns=[BUCKET_COL]) if BUCKET_COL in df.columns else df
+    keys = bucket_of(ids.to_numpy(dtype="int64"), buckets)
+    order = np.argsort(keys, kind="stable")  # stable: rows keep their order inside a bucket
+    found, starts = np.unique(keys[order], return_index=True)
+    if not len(order):
+        return
+    ends = [*starts[1:], len(order)]
+    for bucket, start, end in zip(found, starts, ends, strict=True):
+        yield int(bucket), frame.iloc[order[start:end]]
+
+
+def _check_bucket_count(buckets: Any) -> None:
+    if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
+        raise ValueError(f"the bucket count must be a whole number of at least 1, not {buckets!r}")
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+
+def new_version_id() -> str:
+    """Sorts by creation time (UTC, microseconds), unique across processes."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+class DatasetWriter:
+    """Writes one new version of the dataset at ``root``, bucket by bucket.
+
+    ``schema`` fixes the columns up front; otherwise the first part written (even an empty one)
+    does. Parts are cast to it when that loses nothing (e.g. a column that is all null in one
+    batch); any other difference is refused with a plain message.
+    """
+
+    def __init__(self, root: str, buckets: int, *, schema: pa.Schema | None = None) -> None:
+        _check_bucket_count(buckets)
+        self.root = root.rstrip("/")
+        self.buckets = buckets
+        self.version = new_version_id()
+        self._location = _Location(self.root)
+        self._schema = schema
+        self._files: list[DatasetFile] = []
+        self._hashes: list[str] = []
+        self._parts_per_bucket = [0] * buckets
+        self._state = "open"
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._state == "open":
+            self.abort()
+
+    @property
+    def version_uri(self) -> str:
+        return self._location.uri_of(_version_dir(self.version))
+
+    @property
+    def rows_written(self) -> int:
+        return sum(f.rows for f in self._files)
+
+    def write(self, bucket: int, table: pd.DataFrame | pa.Table) -> None:
+        """Append one part to ``bucket``; an empty table only fixes the schema (no file)."""
+        self._check_open()
+        if not isinstance(bucket, int) or isinstance(bucket, bool) or not 0 <= bucket < self.buckets:
+            raise ValueError(f"{self.root}: bucket {bucket!r} is not between 0 and {self.buckets - 1}")
+        arrow = self._conform(self._to_arrow(table, bucket), bucket)
+        self._check_subjects(arrow, bucket)
+        if arrow.num_rows == 0:
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        # Same rows, same bytes (no timestamps in the file): content hashes are stable.
+        pq.write_table(arrow, sink, compression=COMPRESSION)
+        data = sink.getvalue()
+        relative = f"{bucket_dir(bucket, self.buckets)}/part-{self._parts_per_bucket[bucket]:05d}.parquet"
+        self._location.write_part(data, _version_dir(self.version), relative)
+        self._parts_per_bucket[bucket] += 1
+        self._files.append(DatasetFile(bucket, relative, arrow.num_rows))
+        self._hashes.append(hashlib.sha256(data).hexdigest())
+
+    def write_table(self, df: pd.DataFrame) -> None:
+        """Rows of any buckets: split by subject_id and written one part per bucket present."""
+        wrote = False
+        for bucket, rows in split_by_bucket(df, self.buckets):
+            self.write(bucket, rows)
+            wrote = True
+        if not wrote:
+            self.write(0, df.drop(columns=[BUCKET_COL]) if BUCKET_COL in df.columns else df)
+
+    def commit(self, data_version: str | None = None) -> DatasetRef:
+        """Manifest, then the pointer (atomic); then older versions go, the previous one stays."""
+        self._check_open()
+        if self._schema is None:
+            raise ValueError(f"{self.root}: nothing was written and no schema was given, so there is nothing to commit")
+        files = sorted(self._files, key=lambda f: (f.bucket, f.path))
+        hashes = dict(zip((f.path for f in self._files), self._hashes, strict=True))
+        version_dir = _version_dir(self.version)
+        if data_version is None:
+            data_version = self._content_version(files, hashes)
+        manifest = {
+            "format": FORMAT,
+            "version": self.version,
+            "buckets": self.buckets,
+            "row_count": sum(f.rows for f in files),
+            "data_version": data_version,
+            "created_at": datetime.now(UTC).isoformat(),
+            "columns": [{"name": f.name, "type": str(f.type)} for f in self._schema],
+            "schema": base64.b64encode(self._schema.serialize().to_pybytes()).decode("ascii"),
+            "files": [{"bucket": f.bucket, "path": f.path, "rows": f.rows, "sha256": hashes[f.path]} for f in files],
+        }
+        previous = self._previous_version()
+        try:
+            self._location.sync_dirs(*sorted({f"{version_dir}/{f.path.split('/')[0]}" for f in files}))
+            self._location.write_atomic(json.dumps(manifest, indent=1).encode(), version_dir, MANIFEST_NAME)
+            self._location.sync_dirs(version_dir, "")
+        except BaseException:
+            self.abort()
+            raise
+        pointer = {"format": FORMAT, "version": self.version, "committed_at": manifest["created_at"]}
+        try:
+            self._location.write_atomic(json.dumps(pointer, indent=1).encode(), POINTER_NAME)
+        except BaseException:
+            # An S3 PUT may have landed although its answer was lost: keep the files (the next
+            # commit removes them if the pointer does not name them).
+            self._state = "failed"
+            raise
+        self._state = "committed"
+        self._collect_garbage(keep={version_dir, *([_version_dir(previous)] if previous else [])})
+        ref = current(self.root)
+        if ref is None or ref.version != self.version:
+            raise DatasetError(f"{self._location.uri_of(POINTER_NAME)}: does not name the version just committed")
+        return ref
+
+    def abort(self) -> None:
+        """Forget this version: its files are deleted best-effort, the pointer is never touched."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        with contextlib.suppress(Exception):  # best-effort: the next commit removes what is left
+            self._location.remove_tree(_version_dir(self.version))
+
+    # -- internals
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"{self.root}: this writer was {self._state}; start a new one")
+
+    def _to_arrow(self, table: pd.DataFrame | pa.Table, bucket: int) -> pa.Table:
+        import pandas as pd
+        import pyarrow as pa
+
+        if isinstance(table, pd.DataFrame):
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+        elif isinstance(table, pa.Table):
+            arrow = table
+        else:
+            raise TypeError(f"{self.root}: a part is a pandas DataFrame or a pyarrow Table, not {type(table).__name__}")
+        if BUCKET_COL in arrow.column_names:
+            import pyarrow.compute as pc
+
+            values = arrow.column(BUCKET_COL)
+            if values.null_count or (len(values) and not pc.all(pc.equal(values, bucket)).as_py()):
+                raise ValueError(
+                    f"{self.root}: a part written to bucket {bucket} has other values in its bucket column"
+                )
+            arrow = arrow.drop_columns([BUCKET_COL])
+        return arrow
+
+    def _conform(self, arrow: pa.Table, bucket: int) -> pa.Table:
+        import pyarrow as pa
+
+        if self._schema is None:
+            self._schema = arrow.schema
+            return arrow
+        schema = self._schema
+        if arrow.schema.equals(schema, check_metadata=False):
+            return arrow
+        theirs = {f.name: f.type for f in arrow.schema}
+        problems = [f"column {f.name!r} is missing" for f in schema if f.name not in theirs]
+        problems += [f"column {name!r} is not in the dataset" for name in theirs if name not in schema.names]
+        for f in schema:
+            got = theirs.get(f.name)
+            if got is not None and got != f.type and not pa.types.is_null(got):
+                problems.append(f"column {f.name!r} is {got}, the dataset's is {f.type}")
+        if problems:
+            raise SchemaMismatch(
+                f"{self.root}: the part written to bucket {bucket} does not match the dataset's schema: "
+                + "; ".join(problems)
+            )
+        # Same columns, perhaps reordered, perhaps an all-null batch: nothing is lost.
+        return arrow.select(schema.names).cast(schema)
+
+    def _check_subjects(self, arrow: pa.Table, bucket: int) -> None:
+        if SUBJECT_COL not in arrow.column_names or arrow.num_rows == 0:
+            return
+        import pyarrow as pa
+
+        ids = arrow.column(SUBJECT_COL)
+        if not pa.types.is_integer(ids.type):
+            return  # not a subject number (e.g. raw text): the caller chose the bucket
+        if ids.null_count:
+            raise ValueError(f"{self.root}: {ids.null_count} rows written to bucket {bucket} have no {SUBJECT_COL}")
+        keys = bucket_of(ids.to_numpy(), self.buckets)
+        wrong = keys != bucket
+        if wrong.any():
+            subject = int(ids.to_numpy()[wrong.argmax()])
+            raise ValueError(
+                f"{self.root}: {int(wrong.sum())} rows written to bucket {bucket} belong elsewhere"
+                f" (subject {subject} is in bucket {subject % self.buckets} of {self.buckets})"
+            )
+
+    def _content_version(self, files: list[DatasetFile], hashes: dict[str, str]) -> str:
+        assert self._schema is not None
+        digest = hashlib.sha256(f"buckets={self.buckets}\x1e".encode())
+        for f in self._schema:
+            digest.update(f"{f.name}\x1f{f.type}\x1e".encode())
+        for f in files:
+            digest.update(f"{f.bucket}\x1f{f.rows}\x1f{hashes[f.path]}\x1e".encode())
+        return digest.hexdigest()[:DATA_VERSION_LENGTH]
+
+    def _previous_version(self) -> str | None:
+        try:
+            ref = current(self.root)
+        except DatasetError:
+            return None  # a broken pointer is replaced; nothing it named is readable anyway
+        return ref.version if ref else None
+
+    def _collect_garbage(self, keep: set[str]) -> None:
+        with contextlib.suppress(Exception):  # the commit stands; the next one retries
+            for name in self._location.versions():
+                if name not in keep:
+                    self._location.remove_tree(name)

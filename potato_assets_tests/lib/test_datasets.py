@@ -1,0 +1,341 @@
+"""Bucketed, versioned lake datasets (lib/lake/datasets.py) on local disk and on S3 (moto's server
+over HTTP): layout, round trips, schemas, the pointer's atomicity, garbage collection."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from potato_assets.lib.lake import datasets, storage
+from potato_assets.lib.lake.datasets import (
+    BUCKET_COL,
+    DatasetError,
+    DatasetVersionGone,
+    DatasetWriter,
+    SchemaMismatch,
+    current,
+    split_by_bucket,
+)
+
+BUCKETS = 8
+
+
+def frame(subjects: list[int] | np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Two rows per subject with the column kinds the lake holds (ints, floats, text, dates, NaN)."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(np.asarray(subjects, dtype="int64"), 2)
+    return pd.DataFrame(
+        {
+            "subject_id": ids,
+            "week": np.tile([1, 2], len(subjects)),
+            "weight_kg": rng.normal(80, 5, len(ids)).round(2),
+            "note": [None if i % 5 == 0 else f"row {i}" for i in range(len(ids))],
+            "date": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(len(ids)) % 30, unit="D"),
+            "fiber_g": np.where(np.arange(len(ids)) % 7 == 0, np.nan, rng.random(len(ids))),
+        }
+    )
+
+
+def by_bucket(df: pd.DataFrame, buckets: int = BUCKETS) -> pd.DataFrame:
+    """The rows in the order a dataset reads them back: by bucket, stable inside one."""
+    key = df["subject_id"] % buckets
+    return df.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def write(root: str, df: pd.DataFrame, buckets: int = BUCKETS, parts: int = 1, **commit) -> datasets.DatasetRef:
+    """Write ``df`` in ``parts`` streaming batches per bucket, commit."""
+    with DatasetWriter(root, buckets) as writer:
+        for bucket, rows in split_by_bucket(df, buckets):
+            for chunk in np.array_split(np.arange(len(rows)), parts):
+                writer.write(bucket, rows.iloc[chunk])
+        return writer.commit(**commit)
+
+
+# Subjects in buckets 1, 2, 3 and 5 of 8 only: the other four buckets stay empty; bucket 2 has
+# two rows, so a third batch for it is empty (and writes no file).
+SUBJECTS = [1, 9, 17, 2, 3, 11, 19, 27, 5, 13]
+
+
+@pytest.fixture
+def root(tmp_path) -> str:
+    return (tmp_path / "lake" / "silver" / "weekly_features").as_uri()
+
+
+def test_local_round_trip_with_several_parts_per_bucket_and_empty_buckets(root, tmp_path):
+    df = frame(SUBJECTS)
+    ref = write(root, df, parts=3)
+
+    assert ref.row_count == len(df) and ref.buckets == BUCKETS
+    pd.testing.assert_frame_equal(ref.read(), by_bucket(df))
+    assert current(root) == ref
+    # Layout: hive bucket folders, several parts per bucket, none for an empty bucket, the bucket
+    # only in the path, the manifest beside them and the pointer at the root.
+    version_dir = tmp_path / "lake" / "silver" / "weekly_features" / f"v-{ref.version}"
+    assert ref.version_uri == version_dir.as_uri()
+    parts = sorted(str(p.relative_to(version_dir)) for p in version_dir.rglob("*.parquet"))
+    assert parts == [f"bucket=0{b}/part-0000{i}.parquet" for b in (1, 2, 3, 5) for i in range(3) if b != 2 or i < 2]
+    assert all(BUCKET_COL not in pq.read_schema(version_dir / p).names for p in parts)
+    assert sorted(os.listdir(version_dir.parent)) == ["_current.json", f"v-{ref.version}"]
+    manifest = json.loads((version_dir / "_manifest.json").read_text())
+    assert manifest["row_count"] == len(df) and manifest["data_version"] == ref.data_version
+    assert sum(f["rows"] for f in manifest["files"]) == len(df) and manifest["created_at"]
+    assert [c["name"] for c in manifest["columns"]] == list(df.columns)
+
+    # Buckets: every one in order, the empty ones as empty frames with the dataset's dtypes.
+    seen = dict(ref.iter_buckets())
+    assert list(seen) == list(range(BUCKETS))
+    for bucket, rows in seen.items():
+        expected = df[df["subject_id"] % BUCKETS == bucket].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, expected, check_index_type=False)
+    empty = ref.read_bucket(4)
+    assert empty.empty and empty.dtypes.to_dict() == df.dtypes.to_dict()
+    assert ref.bucket_uris(4) == []
+    assert ref.bucket_uris(2) == [f"{ref.version_uri}/bucket=02/part-0000{i}.parquet" for i in range(2)]
+    # Projection, and the bucket column on request.
+    some = ref.read_bucket(3, columns=["weight_kg", BUCKET_COL])
+    assert list(some.columns) == ["weight_kg", BUCKET_COL] and set(some[BUCKET_COL]) == {3}
+    assert list(ref.read(columns=[BUCKET_COL]).iloc[:, 0]) == sorted(df["subject_id"] % BUCKETS)
+
+
+def test_the_same_rows_give_the_same_bytes_and_data_version(root, tmp_path):
+    first = write(root, frame(SUBJECTS), parts=2)
+    second = write(root, frame(SUBJECTS), parts=2)
+    assert first.version != second.version and first.data_version == second.data_version
+    for a, b in zip(first.files, second.files, strict=True):
+        assert a == b
+        assert storage.to_upath(f"{first.version_uri}/{a.path}").read_bytes() == (
+            storage.to_upath(f"{second.version_uri}/{b.path}").read_bytes()
+        )
+    assert write(root, frame(SUBJECTS, seed=1)).data_version != first.data_version
+    assert write(root, frame(SUBJECTS), data_version="given").data_version == "given"
+
+
+def test_duckdb_scans_the_arrow_dataset_lazily_with_projection(root):
+    import duckdb
+
+    df = frame(np.arange(1, 400))
+    ref = write(root, df, parts=2)
+    con = duckdb.connect()
+    con.register("features", ref.arrow_dataset())
+    assert BUCKET_COL in ref.arrow_dataset().schema.names
+    rows = con.execute(
+        "SELECT bucket, count(*), sum(weight_kg) FROM features WHERE bucket IN (1, 6) GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    for bucket, count, total in rows:
+        mine = df[df["subject_id"] % BUCKETS == bucket]
+        assert count == len(mine) and total == pytest.approx(mine["weight_kg"].sum())
+    # Only the asked-for column is decoded: the plan's projection names it alone.
+    plan = con.execute("EXPLAIN SELECT sum(fiber_g) FROM features").fetchall()[0][1]
+    assert "fiber_g" in plan and "weight_kg" not in plan
+    assert con.execute("SELECT count(*) FROM features").fetchone() == (len(df),)
+
+
+def test_s3_round_trip_and_duckdb_scan(moto_s3):
+    import duckdb
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a client for the endpoint the fixture set
+    moto_s3.create_bucket(Bucket="datasets")
+    root = "s3://datasets/lake/silver/weekly_features"
+    df = frame(SUBJECTS)
+    old = write(root, df.iloc[:6])
+    ref = write(root, df, parts=2)
+    assert current(root) == ref
+    pd.testing.assert_frame_equal(ref.read(), by_bucket(df))
+    pd.testing.assert_frame_equal(old.read(), by_bucket(df.iloc[:6]))  # the previous stays
+    keys = sorted(o["Key"] for o in moto_s3.list_objects_v2(Bucket="datasets")["Contents"])
+    assert "lake/silver/weekly_features/_current.json" in keys
+    assert f"lake/silver/weekly_features/v-{ref.version}/bucket=05/part-00001.parquet" in keys
+    assert ref.read_bucket(0).empty and list(ref.read_bucket(0).columns) == list(df.columns)
+    con = duckdb.connect()
+    con.register("features", ref.arrow_dataset())
+    got = con.execute("SELECT count(*), sum(weight_kg) FROM features WHERE bucket = 3").fetchone()
+    mine = df[df["subject_id"] % BUCKETS == 3]
+    assert got is not None and got[0] == len(mine) and got[1] == pytest.approx(mine["weight_kg"].sum())
+    write(root, df)  # a third commit: the first version is collected
+    gone = {k.split("/")[3] for k in (o["Key"] for o in moto_s3.list_objects_v2(Bucket="datasets")["Contents"])}
+    assert f"v-{old.version}" not in gone and f"v-{ref.version}" in gone
+
+
+def test_parts_with_another_schema_are_refused_plainly(root):
+    df = frame(SUBJECTS)
+    with DatasetWriter(root, BUCKETS) as writer:
+        writer.write(1, df[df["subject_id"] == 1])
+        bad = df[df["subject_id"] == 9].assign(week=lambda d: d["week"].astype(str)).drop(columns=["note"])
+        with pytest.raises(SchemaMismatch) as caught:
+            writer.write(1, bad.assign(extra=1.0))
+        message = str(caught.value)
+        assert "bucket 1" in message and root in message
+        assert "column 'note' is missing" in message
+        assert "column 'extra' is not in the dataset" in message
+        assert "column 'week' is string, the dataset's is int64" in message
+        # Reordered columns and an all-null text batch lose nothing: accepted.
+        ok = df[df["subject_id"] == 17].assign(note=None)
+        writer.write(1, ok[list(reversed(df.columns))])
+        ref = writer.commit()
+    back = ref.read_bucket(1)
+    assert list(back.columns) == list(df.columns) and back["note"].iloc[2:].isna().all()
+
+
+def test_rows_must_be_in_the_bucket_they_are_written_to(root):
+    df = frame(SUBJECTS)
+    with DatasetWriter(root, BUCKETS) as writer:
+        with pytest.raises(ValueError, match=r"rows written to bucket 2 belong elsewhere \(subject 1 is in bucket 1"):
+            writer.write(2, df[df["subject_id"].isin([1, 2])])
+        with pytest.raises(ValueError, match="bucket 8 is not between 0 and 7"):
+            writer.write(8, df.iloc[:0])
+    assert current(root) is None
+
+
+def test_missing_columns_are_named_with_the_columns_the_dataset_has(root):
+    ref = write(root, frame(SUBJECTS))
+    with pytest.raises(storage.MissingColumns) as caught:
+        ref.read(columns=["weight_kg", "height_cm", "bmi"])
+    message = str(caught.value)
+    assert message.startswith(f"{root} (version {ref.version}): no column 'height_cm', 'bmi'")
+    assert "(has subject_id, week, weight_kg, note, date, fiber_g)" in message
+    with pytest.raises(storage.MissingColumns, match="no column 'x'"):
+        ref.read_bucket(4, columns=["x"])  # an empty bucket is checked too
+    with pytest.raises(storage.MissingColumns, match="no column 'x'"):
+        next(ref.iter_buckets(columns=["x"]))
+
+
+def test_an_empty_dataset_keeps_its_schema(root):
+    df = frame(SUBJECTS).iloc[:0]
+    with DatasetWriter(root, BUCKETS) as writer:
+        writer.write_table(df)
+        ref = writer.commit()
+    assert ref.row_count == 0 and ref.files == ()
+    back = ref.read()
+    assert back.empty and back.dtypes.to_dict() == df.dtypes.to_dict()
+    assert current(root) == ref
+    with DatasetWriter(root, BUCKETS) as writer, pytest.raises(ValueError, match="nothing was written"):
+        writer.commit()
+
+
+def test_a_failed_or_aborted_writer_leaves_the_previous_version(root, tmp_path):
+    df = frame(SUBJECTS)
+    good = write(root, df)
+    folder = tmp_path / "lake" / "silver" / "weekly_features"
+    with pytest.raises(RuntimeError, match="the batch failed"), DatasetWriter(root, BUCKETS) as writer:
+        writer.write_table(frame([1, 2, 3], seed=5))
+        assert (folder / f"v-{writer.version}").is_dir()
+        raise RuntimeError("the batch failed")
+    assert not (folder / f"v-{writer.version}").exists()
+    writer = DatasetWriter(root, BUCKETS)
+    writer.write_table(frame([4], seed=6))
+    writer.abort()
+    with pytest.raises(RuntimeError, match="this writer was aborted"):
+        writer.write_table(df)
+    assert current(root) == good and sorted(os.listdir(folder)) == ["_current.json", f"v-{good.version}"]
+    pd.testing.assert_frame_equal(current(root).read(), by_bucket(df))  # type: ignore[union-attr]
+
+
+def test_a_reader_keeps_the_previous_version_and_is_told_when_it_is_gone(root, tmp_path):
+    first = write(root, frame(SUBJECTS, seed=1))
+    second = write(root, frame(SUBJECTS, seed=2))
+    # A reader holding the version just replaced still reads it whole.
+    pd.testing.assert_frame_equal(first.read(), by_bucket(frame(SUBJECTS, seed=1)))
+    third = write(root, frame(SUBJECTS, seed=3))
+    folder = tmp_path / "lake" / "silver" / "weekly_features"
+    assert sorted(os.listdir(folder)) == ["_current.json", f"v-{second.version}", f"v-{third.version}"]
+    with pytest.raises(DatasetVersionGone) as caught:
+        first.read_bucket(1)
+    assert f"v-{first.version}/bucket=01/part-00000.parquet" in str(caught.value)
+    assert f"later commits removed it (the current version is {third.version}); resolve" in str(caught.value)
+    pd.testing.assert_frame_equal(second.read(), by_bucket(frame(SUBJECTS, seed=2)))
+
+
+POINTER_CASES = [
+    ("{not json", "not valid JSON at line 1, column 2"),
+    ('{"format": 1}', "field 'version' is missing"),
+    ('{"format": 1, "version": "../../etc"}', "is not a version name"),
+    ('{"format": 2, "version": "x"}', "format 2 is not the one this code reads (1)"),
+    ('{"format": 1, "version": "nope"}', "names version nope, but"),
+    ("[1, 2]", "expected a JSON object, found list"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), POINTER_CASES)
+def test_a_hand_edited_or_corrupt_pointer_is_named(root, tmp_path, text, message):
+    write(root, frame(SUBJECTS))
+    pointer = tmp_path / "lake" / "silver" / "weekly_features" / "_current.json"
+    pointer.write_text(text)
+    with pytest.raises(DatasetError) as caught:
+        current(root)
+    assert str(caught.value).startswith(f"{root}/_current.json: ") and message in str(caught.value)
+    # The next commit replaces the broken pointer.
+    ref = write(root, frame([1]))
+    assert current(root) == ref
+
+
+MANIFEST_EDITS = [
+    (lambda m: m.update(row_count=m["row_count"] + 1), "field 'row_count' is 21, but its files hold 20 rows"),
+    (lambda m: m["files"][0].update(path="../../secrets.parquet"), "files[0] path '../../secrets.parquet' is not"),
+    (lambda m: m["files"][1].update(rows="many"), "field 'files[1].rows' is 'many', not a whole number"),
+    (lambda m: m["files"][1].update(rows=-1), "is -1, a negative number"),
+    (lambda m: m.update(schema="AAAA"), "field 'schema' is not a serialised arrow schema"),
+    (lambda m: m.update(version="other"), "describes version other, but sits in version"),
+    (lambda m: m.pop("files"), "field 'files' is missing"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), MANIFEST_EDITS)
+def test_a_hand_edited_manifest_is_named(root, edit, message):
+    ref = write(root, frame(SUBJECTS))
+    path = Path(storage.to_upath(ref.version_uri).path) / "_manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError) as caught:
+        current(root)
+    assert str(caught.value).startswith(f"{ref.version_uri}/_manifest.json: ") and message in str(caught.value)
+
+
+def test_a_corrupt_manifest_names_line_and_column(root):
+    ref = write(root, frame(SUBJECTS))
+    path = Path(storage.to_upath(ref.version_uri).path) / "_manifest.json"
+    path.write_text('{\n "format": 1,\n "version": oops\n}')
+    with pytest.raises(DatasetError, match=r"_manifest.json: not valid JSON at line 3, column 13"):
+        current(root)
+
+
+def test_a_part_missing_under_a_current_manifest_is_named(root):
+    ref = write(root, frame(SUBJECTS))
+    os.unlink(storage.to_upath(ref.bucket_uris(5)[0]).path)
+    with pytest.raises(DatasetVersionGone, match="bucket=05/part-00000.parquet: the file is missing although"):
+        ref.read()
+
+
+def test_split_by_bucket():
+    df = pd.DataFrame({"subject_id": [5, 3, 13, 8, -3], "x": [1, 2, 3, 4, 5], BUCKET_COL: 0})
+    got = [(b, list(rows["x"])) for b, rows in split_by_bucket(df, 8)]
+    assert got == [(0, [4]), (3, [2]), (5, [1, 3, 5])]  # -3 % 8 == 5; order kept inside a bucket
+    assert all(BUCKET_COL not in rows.columns for _, rows in split_by_bucket(df, 8))
+    nullable = pd.DataFrame({"subject_id": pd.array([1, None], dtype="Int64")})
+    with pytest.raises(ValueError, match="1 rows have no subject_id"):
+        list(split_by_bucket(nullable, 8))
+    with pytest.raises(ValueError, match="subject_id must be whole numbers"):
+        list(split_by_bucket(pd.DataFrame({"subject_id": ["7"]}), 8))
+    with pytest.raises(ValueError, match="at least 1"):
+        list(split_by_bucket(df, 0))
+
+
+def test_a_writer_takes_arrow_tables_and_a_schema_given_up_front(root):
+    schema = pa.schema([("subject_id", pa.int64()), ("x", pa.float64())])
+    with DatasetWriter(root, 4, schema=schema) as writer:
+        writer.write(1, pa.table({"subject_id": [1, 5], "x": [0.5, None]}))
+        writer.write(2, pa.table({"subject_id": [2], "x": pa.array([None], pa.null())}))
+        with pytest.raises(SchemaMismatch, match="column 'x' is string, the dataset's is double"):
+            writer.write(3, pa.table({"subject_id": [3], "x": ["a"]}))
+        ref = writer.commit()
+    assert ref.schema.equals(schema) and ref.row_count == 3
+    with pytest.raises(RuntimeError, match="this writer was committed"):
+        writer.write(1, pa.table({"subject_id": [1], "x": [1.0]}))
