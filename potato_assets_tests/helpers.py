@@ -486,3 +486,31 @@ class Relay:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(timeout=10)
+
+
+def study_tables(landing_dir: Path) -> dict[str, pd.DataFrame]:
+    """Bronze and silver tables of a landing folder, keyed by suite name (bronze_fiber, ...), built
+    with the study code alone (no Dagster, no lake)."""
+    from potato_assets.study import calendar, features
+    from potato_assets.study.ingest import parse_landing_csv
+    from potato_assets.study.schema import LANDING_FILES
+
+    now = pd.Timestamp("2024-06-01", tz="UTC")
+    bronze = {
+        spec.asset_name: parse_landing_csv(
+            (landing_dir / spec.file_name).read_bytes(), spec, source_file=spec.file_name, ingested_at=now
+        ).rows
+        for spec in LANDING_FILES
+    }
+    calendars = calendar.subject_calendars(bronze["weight"], bronze["fiber"])
+    trajectories = features.subject_trajectories(bronze["weight"], calendars)
+    weeks = features.study_weeks(bronze["weight"], calendars)
+    weekly, _ = features.weekly_features(bronze["fiber"], bronze["nutrition"], weeks, calendars)
+    modeling, _ = features.modeling_dataset(trajectories, weekly)
+    silver = {
+        "study_calendar": calendars,
+        "subject_trajectories": trajectories,
+        "weekly_features": weekly,
+        "modeling_dataset": modeling,
+    }
+    return {f"bronze_{k}": v for k, v in bronze.items()} | {f"silver_{k}": v for k, v in silver.items()}

@@ -3,13 +3,16 @@
 A broken hard rule ("critical") fails the check with severity ERROR, so a blocking check stops
 everything downstream in the run; broken soft rules only ("warning") fail it with severity WARN,
 which shows in the UI but lets the run go on.
+
+The checked value is what the lake IO manager gives: a DatasetRef for a bucketed dataset (read in
+bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset), or a
+DataFrame for an asset still stored as one parquet table.
 """
 
 from typing import Any
 
 import dagster as dg
 
-from potato_assets.defs.common import DataFrame
 from potato_assets.lib import contracts, markdown
 from potato_assets.settings import BUNDLED_CONTRACTS_DIR, PROJECT_DIR, get_settings
 
@@ -31,6 +34,8 @@ def contract_check_result(result: contracts.ContractResult, source_file: str | N
     metadata: dict[str, Any] = {
         "contract": contract_label(result.suite),
         "rows_checked": result.rows,
+        # GX validations the table took (one per batch of buckets; 1 for a single frame).
+        "batches": result.batches,
         "expectations": len(result.outcomes),
         "failed_hard": len(result.hard_failures),
         "failed_soft": len(result.soft_failures),
@@ -117,9 +122,13 @@ def contract_check(
             f"{_plural(soft, 'soft rule')} (WARN). " + str(suite.get("notes", ""))
         ),
     )
-    def _contract(value: DataFrame) -> dg.AssetCheckResult:
+    def _contract(value: Any) -> dg.AssetCheckResult:
+        from potato_assets.lib.lake.datasets import DatasetRef
+
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
+        if isinstance(value, DatasetRef):
+            return contract_check_result(contracts.run_contract_dataset(suite, value), source_file)
         return contract_check_result(contracts.run_contract(suite, value), source_file)
 
     return _contract
