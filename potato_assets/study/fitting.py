@@ -398,12 +398,27 @@ class _ProfiledReml:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         n_groups = int(groups.max()) + 1
-        self.n_i = np.bincount(groups, minlength=n_groups).astype(float)
-        self.sx = np.zeros((n_groups, x.shape[1]))
-        np.add.at(self.sx, groups, x)
-        self.sy = np.bincount(groups, weights=y, minlength=n_groups)
-        self.xtx, self.xty, self.yty = x.T @ x, x.T @ y, float(y @ y)
-        self.m = x.shape[0] - x.shape[1]  # N - p
+        sx = np.zeros((n_groups, x.shape[1]))
+        np.add.at(sx, groups, x)
+        n_i = np.bincount(groups, minlength=n_groups).astype(float)
+        sy = np.bincount(groups, weights=y, minlength=n_groups)
+        self._set(n_i, sx, sy, x.T @ x, x.T @ y, float(y @ y))
+
+    @classmethod
+    def from_sums(
+        cls, n_i: np.ndarray, sx: np.ndarray, sy: np.ndarray, xtx: np.ndarray, xty: np.ndarray, yty: float
+    ) -> _ProfiledReml:
+        """The same likelihood from per-group sums (study/sufficient.py builds them bucket by bucket)."""
+        profile = cls.__new__(cls)
+        profile._set(np.asarray(n_i, dtype=float), sx, sy, xtx, xty, float(yty))
+        return profile
+
+    def _set(
+        self, n_i: np.ndarray, sx: np.ndarray, sy: np.ndarray, xtx: np.ndarray, xty: np.ndarray, yty: float
+    ) -> None:
+        self.n_i, self.sx, self.sy = n_i, sx, sy
+        self.xtx, self.xty, self.yty = xtx, xty, yty
+        self.m = int(n_i.sum()) - sx.shape[1]  # N - p
 
     def parts(self, theta: float) -> tuple[float, np.ndarray, np.ndarray, float]:
         """(llf, beta_gls, X'V*^-1X, sigma_e^2) at theta."""
@@ -464,13 +479,14 @@ def fit_mixed_effects(df: pd.DataFrame, *, statsmodels_max_groups: int = STATSMO
     xs, scaling = _standardise(data)
     profile = _ProfiledReml(xs, y, groups)
     theta0, llf0 = profile.maximise()
-    if groups.max() + 1 > statsmodels_max_groups:
+    nobs, n_groups = len(data), int(groups.max()) + 1
+    if n_groups > statsmodels_max_groups:
         kept = _profile_solution(profile, theta0, statsmodels_max_groups)
-        return _mixed_result(data, scaling, profile, [], kept, theta0, llf0)
+        return _mixed_result(nobs, n_groups, scaling, profile, [], kept, theta0, llf0)
     attempts, best = _mixed_attempts(xs, y, groups, theta0)
     theta_hat, llf_max = profile.maximise(tuple(a["theta"] for a in attempts if a["theta"] is not None))
     kept = _kept_solution(best, profile, theta_hat)
-    return _mixed_result(data, scaling, profile, attempts, kept, theta_hat, llf_max)
+    return _mixed_result(nobs, n_groups, scaling, profile, attempts, kept, theta_hat, llf_max)
 
 
 def _mixed_attempts(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float) -> tuple[list[dict], Any]:
@@ -568,7 +584,8 @@ def _kept_solution(best: Any, profile: _ProfiledReml, theta_hat: float) -> _Kept
 
 
 def _mixed_result(
-    data: pd.DataFrame,
+    nobs: int,
+    n_groups: int,
     scaling: _Scaling,
     profile: _ProfiledReml,
     attempts: list[dict],
@@ -586,8 +603,8 @@ def _mixed_result(
     coefs = _coef_table([INTERCEPT, *PREDICTORS], beta, np.sqrt(np.diag(cov)), "z")
     summary = _summary(
         MIXED_EFFECTS.name,
-        nobs=len(data),
-        n_groups=int(data[GROUP_COL].nunique()),
+        nobs=nobs,
+        n_groups=n_groups,
         se_type=f"model-based (REML; {kept.se_source}), Wald z",
         converged=converged,
         singular=singular,
