@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from upath import UPath
 
+    from potato_assets.report.digest import FiberSample
     from potato_assets.study.fitting import ModelFit
 
 
@@ -164,7 +165,7 @@ class ExperimentTracker(dg.ConfigurableResource):
         context: dg.AssetExecutionContext,
         asset_key: dg.AssetKey,
         fit: ModelFit,
-        modeling: pd.DataFrame | None = None,
+        modeling: pd.DataFrame | FiberSample | None = None,
     ) -> dict[str, Any]:
         """Log one fit; returns metadata for the model's materialisation.
 
@@ -230,8 +231,10 @@ def _latest_data_version(context: dg.AssetExecutionContext, key: dg.AssetKey) ->
     return event.asset_materialization.tags.get(DATA_VERSION_TAG)
 
 
-def _figures(context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None) -> dict[str, bytes]:
-    """This fit's fiber slope over the data, when the modelling table is at hand."""
+def _figures(
+    context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | FiberSample | None
+) -> dict[str, bytes]:
+    """This fit's fiber slope over the data (the modelling table or its FiberSample), when at hand."""
     if modeling is None:
         return {}
     from potato_assets.report import figures
