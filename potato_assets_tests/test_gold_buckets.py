@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 
 from potato_assets.defs.gold.assets import (
     fiber_vs_weight_change_figure,
@@ -106,3 +107,36 @@ def test_gold_reads_silver_bucket_by_bucket_and_matches_the_whole_table_fits(tmp
     assert f"Trajectories: {len(trajectories)} subject-weeks from {trajectories['subject_id'].nunique()}" in report
     assert (lake / "gold" / "figures" / "fiber_vs_weight_change.png").stat().st_size > 1000
     assert (lake / "gold" / "figures" / "subject_trajectories.png").stat().st_size > 1000
+
+
+@pytest.mark.e2e
+def test_tracked_fits_log_their_figure_from_the_bucketed_sample(tmp_path: Path):
+    from potato_assets.defs.resources import ExperimentTracker
+
+    ref = BucketedTable(panel(n_subjects=60))
+
+    @dg.asset(key=["silver", "modeling_dataset"], io_manager_key="refs")
+    def given_modeling():
+        return ref
+
+    tracker = ExperimentTracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", required=True)
+    result = dg.materialize(
+        [given_modeling, fit_models],
+        resources={
+            **resources_for(tmp_path / "landing", tmp_path / "lake"),
+            "refs": dg.InMemoryIOManager(),
+            "experiment_tracker": tracker,
+        },
+    )
+    assert result.success
+    assert len(ref.calls) == 1  # the fits and the tracker's figure sample share one pass
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracker.tracking_uri)
+    for spec in MODELS:
+        meta = result.asset_materializations_for_node("fit_models")
+        found = [m for m in meta if m.asset_key == dg.AssetKey(["gold", "models", spec.name])]
+        assert found[0].metadata["tracking_status"].value == "tracked"
+        run_id = found[0].metadata["mlflow_run_id"].value
+        artifacts = [a.path for a in client.list_artifacts(run_id, "figures")]
+        assert artifacts == ["figures/fiber_vs_weight_change.png"], artifacts

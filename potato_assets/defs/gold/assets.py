@@ -129,7 +129,12 @@ def fit_models(
             builder.add(frame)
             yield frame
 
-    sample = fiber_sample(frames())
+    if experiment_tracker.enabled:  # the tracker logs each fit's fiber figure
+        sample = fiber_sample(frames())
+    else:
+        sample = None
+        for _frame in frames():
+            pass
     panel = builder.finish()
     context.log.info(f"modelling table: {panel.nobs} subject-weeks of {panel.n_groups} subjects")
     # All models are fitted on the same snapshot, so the summary always describes them together.
