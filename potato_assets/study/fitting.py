@@ -396,6 +396,9 @@ class _ProfiledReml:
     The constant matches statsmodels' MixedLM REML llf (``loglike`` with ``profile_fe=True``).
     """
 
+    # Distinct group sizes when the per-group terms are pre-summed by size (from_sums), else None.
+    _sizes: np.ndarray | None
+
     def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         n_groups = int(groups.max()) + 1
         sx = np.zeros((n_groups, x.shape[1]))
@@ -411,7 +414,22 @@ class _ProfiledReml:
         """The same likelihood from per-group sums (study/sufficient.py builds them bucket by bucket)."""
         profile = cls.__new__(cls)
         profile._set(np.asarray(n_i, dtype=float), sx, sy, xtx, xty, float(yty))
+        profile._group_by_size()
         return profile
+
+    def _group_by_size(self) -> None:
+        """Pre-sum the per-group terms over groups of equal size: c_i depends on n_i only, so each
+        likelihood evaluation then costs O(distinct sizes) instead of O(groups) (1M subjects)."""
+        order = np.argsort(self.n_i, kind="stable")
+        sizes = self.n_i[order]
+        starts = np.flatnonzero(np.concatenate([[True], sizes[1:] != sizes[:-1]]))
+        ends = np.append(starts[1:], sizes.size)
+        sx, sy = self.sx[order], self.sy[order]
+        self._sizes = sizes[starts]
+        self._counts = (ends - starts).astype(float)
+        self._sxx = np.stack([sx[a:b].T @ sx[a:b] for a, b in zip(starts, ends, strict=True)])
+        self._sxy = np.stack([sx[a:b].T @ sy[a:b] for a, b in zip(starts, ends, strict=True)])
+        self._syy = np.array([float(sy[a:b] @ sy[a:b]) for a, b in zip(starts, ends, strict=True)])
 
     def _set(
         self, n_i: np.ndarray, sx: np.ndarray, sy: np.ndarray, xtx: np.ndarray, xty: np.ndarray, yty: float
@@ -419,21 +437,26 @@ class _ProfiledReml:
         self.n_i, self.sx, self.sy = n_i, sx, sy
         self.xtx, self.xty, self.yty = xtx, xty, yty
         self.m = int(n_i.sum()) - sx.shape[1]  # N - p
+        self._sizes = None  # set by _group_by_size
 
     def parts(self, theta: float) -> tuple[float, np.ndarray, np.ndarray, float]:
         """(llf, beta_gls, X'V*^-1X, sigma_e^2) at theta."""
-        c = theta / (1.0 + self.n_i * theta)
-        xvx = self.xtx - (self.sx * c[:, None]).T @ self.sx
-        xvy = self.xty - (self.sx * c[:, None]).T @ self.sy
+        if self._sizes is not None:
+            c = theta / (1.0 + self._sizes * theta)
+            xvx = self.xtx - np.tensordot(c, self._sxx, axes=1)
+            xvy = self.xty - c @ self._sxy
+            c_syy = float(c @ self._syy)
+            log_det_v = float(self._counts @ np.log1p(self._sizes * theta))
+        else:
+            c = theta / (1.0 + self.n_i * theta)
+            xvx = self.xtx - (self.sx * c[:, None]).T @ self.sx
+            xvy = self.xty - (self.sx * c[:, None]).T @ self.sy
+            c_syy = float(c @ self.sy**2)
+            log_det_v = float(np.log1p(self.n_i * theta).sum())
         beta = np.linalg.solve(xvx, xvy)
-        qf = self.yty - float(c @ self.sy**2) - float(xvy @ beta)
+        qf = self.yty - c_syy - float(xvy @ beta)
         m = self.m
-        llf = -0.5 * (
-            np.log1p(self.n_i * theta).sum()
-            + np.linalg.slogdet(xvx)[1]
-            + m * np.log(qf)
-            + m * (np.log(2 * np.pi) + 1 - np.log(m))
-        )
+        llf = -0.5 * (log_det_v + np.linalg.slogdet(xvx)[1] + m * np.log(qf) + m * (np.log(2 * np.pi) + 1 - np.log(m)))
         return float(llf), beta, xvx, qf / m
 
     def llf(self, theta: float) -> float:
