@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from upath import UPath
 
     from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
+    from potato_assets.report.digest import FiberSample
     from potato_assets.study.fitting import ModelFit
 
 
@@ -325,7 +326,7 @@ class ExperimentTracker(dg.ConfigurableResource):
         context: dg.AssetExecutionContext,
         asset_key: dg.AssetKey,
         fit: ModelFit,
-        modeling: pd.DataFrame | None = None,
+        modeling: pd.DataFrame | FiberSample | None = None,
     ) -> dict[str, Any]:
         """Log one fit; returns metadata for the model's materialisation.
 
@@ -391,8 +392,10 @@ def _latest_data_version(context: dg.AssetExecutionContext, key: dg.AssetKey) ->
     return event.asset_materialization.tags.get(DATA_VERSION_TAG)
 
 
-def _figures(context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | None) -> dict[str, bytes]:
-    """This fit's fiber slope over the data, when the modelling table is at hand."""
+def _figures(
+    context: dg.AssetExecutionContext, fit: ModelFit, modeling: pd.DataFrame | FiberSample | None
+) -> dict[str, bytes]:
+    """This fit's fiber slope over the data (the modelling table or its FiberSample), when at hand."""
     if modeling is None:
         return {}
     from potato_assets.report import figures

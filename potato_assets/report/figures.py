@@ -17,6 +17,13 @@ import numpy as np
 import pandas as pd
 
 from potato_assets.lib.process import long_lived_imports
+from potato_assets.report.digest import (
+    MAX_TRAJECTORY_SUBJECTS,
+    FiberSample,
+    TrajectorySample,
+    fiber_sample,
+    trajectory_sample,
+)
 from potato_assets.report.formatting import FIBER, coef_row, format_number, is_missing, ordered_models
 from potato_assets.report.markdown import md_escape
 from potato_assets.study.schema import GROUP_COL, OUTCOME, WEEK_COL
@@ -85,7 +92,7 @@ def _figure_png(fig: Any) -> bytes:
 MAX_SCATTER_POINTS = 5000
 
 
-def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str, pd.DataFrame]) -> bytes:
+def fiber_vs_weight_change_png(modeling: pd.DataFrame | FiberSample, coefficients: Mapping[str, pd.DataFrame]) -> bytes:
     """Headline figure: weekly fiber vs next-week weight change, binned means, model slopes.
 
     One semi-transparent point per subject-week; black points with error bars are the mean
@@ -93,25 +100,28 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
     coefficient is drawn as a line of that slope through the sample means. The coefficient
     is a *partial* effect (other predictors held fixed), so the lines show a slope, not a
     fitted curve through these marginal points.
+
+    ``modeling`` is the modelling table or its :class:`~potato_assets.report.digest.FiberSample`
+    (built bucket by bucket): above ``digest.MAX_FIBER_SUBJECTS`` subjects the points and the
+    bins come from a fixed sample of subjects; the means and ranges always from every row.
     """
+    data = modeling if isinstance(modeling, FiberSample) else fiber_sample([modeling])
     fig = _new_figure(9.0, 5.4)
     # No title or footnote in the PNG: the report prints the caption once, under the figure.
     ax = fig.add_axes((0.09, 0.1, 0.88, 0.86))
 
-    cols = [c for c in (FIBER, OUTCOME) if c in modeling.columns]
-    d = modeling[cols].apply(pd.to_numeric, errors="coerce").dropna() if len(cols) == 2 else None
-    have_data = d is not None and len(d) > 0
+    d = data.points
+    have_data = data.rows > 0 and len(d) > 0
 
     if have_data:
-        assert d is not None
         x = d[FIBER].to_numpy(dtype=float)
         y = d[OUTCOME].to_numpy(dtype=float)
         # Past a few thousand points the cloud is solid grey and slow to draw: show an evenly
-        # spaced subset; the binned means and the slopes below still use every subject-week.
+        # spaced subset; the binned means still use every (sampled) subject-week.
         shown = np.unique(np.linspace(0, len(d) - 1, min(len(d), MAX_SCATTER_POINTS)).astype(int))
-        label = f"Subject-weeks (n = {len(d)})"
-        if shown.size < len(d):
-            label = f"Subject-weeks ({shown.size:,} of {len(d):,} shown)"
+        label = f"Subject-weeks (n = {data.rows})"
+        if shown.size < data.rows:
+            label = f"Subject-weeks ({shown.size:,} of {data.rows:,} shown)"
         ax.scatter(
             x[shown],
             y[shown],
@@ -141,12 +151,13 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
                 capsize=3,
                 lw=1.2,
                 zorder=4,
-                label=f"Mean ± 95% CI within {len(ci)} fiber quantile bins",
+                label=f"Mean ± 95% CI within {len(ci)} fiber quantile bins"
+                + (f" ({data.sampled_subjects:,} sampled subjects)" if data.sampled else ""),
             )
 
         # Model slopes through the sample means.
-        x_bar, y_bar = float(np.mean(x)), float(np.mean(y))
-        x_line = np.array([float(np.min(x)), float(np.max(x))])
+        x_bar, y_bar = data.x_mean, data.y_mean
+        x_line = np.array(data.x_range, dtype=float)
         styles = [("tab:blue", "-"), ("tab:orange", "--"), ("tab:green", "-."), ("tab:red", ":")]
         for i, model in enumerate(ordered_models(coefficients.keys())):
             row = coef_row(coefficients.get(model), FIBER)
@@ -165,7 +176,7 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
             )
         # Keep the axes on the data: a steep model line is clipped rather than squashing
         # the points into a thin band.
-        y_lo, y_hi = float(np.min(y)), float(np.max(y))
+        y_lo, y_hi = data.y_range
         pad = 0.08 * (y_hi - y_lo) if y_hi > y_lo else 0.5
         ax.set_ylim(y_lo - pad, y_hi + pad)
         ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
@@ -185,48 +196,36 @@ def fiber_vs_weight_change_png(modeling: pd.DataFrame, coefficients: Mapping[str
     return _figure_png(fig)
 
 
-def _baseline_change(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """subject, week and change from baseline (kg); computed from weight_kg if needed."""
-    t = trajectories.copy()
-    if "delta_kg_from_baseline" in t.columns:
-        t["_y"] = pd.to_numeric(t["delta_kg_from_baseline"], errors="coerce")
-    else:
-        t["_y"] = np.nan
-    if t["_y"].isna().all() and "weight_kg" in t.columns:
-        t = t.sort_values([GROUP_COL, WEEK_COL])
-        w = pd.to_numeric(t["weight_kg"], errors="coerce")
-        first = w.groupby(t[GROUP_COL]).transform("first")  # first non-NaN weigh-in
-        t["_y"] = w - first
-    t[WEEK_COL] = pd.to_numeric(t[WEEK_COL], errors="coerce")
-    return t[[GROUP_COL, WEEK_COL, "_y"]].dropna(subset=[WEEK_COL])
+MAX_TRAJECTORY_LINES = MAX_TRAJECTORY_SUBJECTS
 
 
-MAX_TRAJECTORY_LINES = 300
-
-
-def trajectories_png(trajectories: pd.DataFrame) -> bytes:
+def trajectories_png(trajectories: pd.DataFrame | TrajectorySample) -> bytes:
     """Per-subject weight change from baseline (thin grey, gaps at missed weigh-ins) and the
-    cohort mean by week with its 95% t-interval band (bold)."""
+    cohort mean by week with its 95% t-interval band (bold).
+
+    ``trajectories`` is the silver table or its :class:`~potato_assets.report.digest.TrajectorySample`
+    (built bucket by bucket): the weekly means use every subject, the lines a fixed sample of
+    at most MAX_TRAJECTORY_LINES subjects.
+    """
     from matplotlib.ticker import MaxNLocator
 
+    data = trajectories if isinstance(trajectories, TrajectorySample) else trajectory_sample([trajectories])
     fig = _new_figure(9.0, 5.2)
     ax = fig.add_axes((0.09, 0.1, 0.88, 0.86))
-    t = _baseline_change(trajectories) if len(trajectories) else None
 
-    if t is not None and t["_y"].notna().any():
+    if len(data.weekly) and data.weekly["count"].gt(0).any():
+        t = data.lines
         wide = t.groupby([WEEK_COL, GROUP_COL])["_y"].mean().unstack(GROUP_COL)
+        wide = wide.reindex(wide.index.union(data.weekly.index))
         weeks = wide.index.to_numpy(dtype=float)
         if np.all(np.mod(weeks, 1) == 0):
             full = np.arange(int(weeks.min()), int(weeks.max()) + 1, dtype=float)
             wide = wide.reindex(full)  # missing weeks become NaN -> gaps in the lines
         wx = wide.index.to_numpy(dtype=float)
-        n_subj = wide.shape[1]
-        # Thousands of lines are unreadable and slow to draw: show an evenly spaced subset; the
-        # cohort mean and its band below still use every subject.
-        shown = wide.iloc[:, np.unique(np.linspace(0, n_subj - 1, min(n_subj, MAX_TRAJECTORY_LINES)).astype(int))]
+        n_subj = data.subjects
         lines = ax.plot(
             wx,
-            shown.to_numpy(dtype=float),
+            wide.to_numpy(dtype=float),
             color="0.55",
             lw=0.8,
             alpha=0.6,
@@ -235,11 +234,14 @@ def trajectories_png(trajectories: pd.DataFrame) -> bytes:
             zorder=1,
         )
         label = f"Individual subjects (n = {n_subj})"
-        if shown.shape[1] < n_subj:
-            label = f"Individual subjects ({shown.shape[1]} of {n_subj} shown)"
-        lines[0].set_label(label)
+        if data.sampled_subjects < n_subj:
+            label = f"Individual subjects ({data.sampled_subjects} of {n_subj} shown, a fixed sample)"
+        if lines:
+            lines[0].set_label(label)
 
-        stats = _grouped_mean_ci(t["_y"], t[WEEK_COL]).reindex(wx)
+        stats = data.weekly.reindex(wx)
+        stats["half"] = _t_quantile_975(stats["count"].to_numpy() - 1) * stats["std"].to_numpy()
+        stats["half"] = stats["half"] / np.sqrt(stats["count"].to_numpy(dtype=float))
         lo = stats["mean"] - stats["half"]
         hi = stats["mean"] + stats["half"]
         ax.fill_between(

@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 from potato_assets.report import markdown
+from potato_assets.report.digest import TableProfile
 from potato_assets.report.provenance import Provenance
 from potato_assets.report.sections import Report, Span, build_report
 
@@ -76,8 +77,8 @@ def render_report(
     *,
     coefficients: Mapping[str, pd.DataFrame],
     summary: pd.DataFrame,
-    modeling: pd.DataFrame,
-    trajectories: pd.DataFrame,
+    modeling: pd.DataFrame | TableProfile,
+    trajectories: pd.DataFrame | TableProfile,
     figure_paths: Mapping[str, str],
     generated_at: str,
     provenance: Provenance | None = None,

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import pandas as pd
 
+from potato_assets.report.digest import MAX_FIBER_SUBJECTS, MAX_TRAJECTORY_SUBJECTS, TableProfile
 from potato_assets.report.formatting import (
     FIBER,
     INTERCEPT,
@@ -32,7 +33,7 @@ from potato_assets.report.formatting import (
 )
 from potato_assets.report.provenance import Provenance
 from potato_assets.study.models import MODELS, MODELS_BY_NAME
-from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTOR_UNITS, PREDICTORS, WEEK_COL
+from potato_assets.study.schema import FORMULA, GROUP_COL, OUTCOME, PREDICTOR_UNITS, PREDICTORS
 
 REPORT_TITLE = "Potato diet study: weekly fiber and weight change"
 FIGURE_KEYS: tuple[str, ...] = ("fiber_vs_weight_change", "subject_trajectories")
@@ -163,8 +164,8 @@ class Inputs:
     coefficients: Mapping[str, pd.DataFrame]
     summary_rows: dict[str, dict[str, Any]]
     models: list[str]
-    modeling: pd.DataFrame
-    trajectories: pd.DataFrame
+    modeling: TableProfile
+    trajectories: TableProfile
     figure_paths: Mapping[str, str]
     generated_at: str
     provenance: Provenance | None = None
@@ -179,15 +180,15 @@ def _summary_rows(summary: pd.DataFrame) -> dict[str, dict[str, Any]]:
     return {str(r["model"]): dict(r) for _, r in summary.iterrows()}
 
 
-def _n_subjects(df: pd.DataFrame) -> int:
-    return int(df[GROUP_COL].nunique()) if GROUP_COL in df.columns else 0
+def _profile(table: pd.DataFrame | TableProfile) -> TableProfile:
+    """A silver table's counts for the report; at scale the gold assets build them bucket by bucket."""
+    return table if isinstance(table, TableProfile) else TableProfile.of(table)
 
 
-def _week_range(df: pd.DataFrame) -> str:
-    if WEEK_COL not in df.columns or df[WEEK_COL].dropna().empty:
+def _week_range(profile: TableProfile) -> str:
+    if profile.week_min is None or profile.week_max is None:
         return "n/a"
-    w = pd.to_numeric(df[WEEK_COL], errors="coerce").dropna()
-    lo, hi = format_number(w.min()), format_number(w.max())
+    lo, hi = format_number(profile.week_min), format_number(profile.week_max)
     return lo if lo == hi else f"{lo}–{hi}"
 
 
@@ -275,14 +276,14 @@ def _pooling_phrase() -> str:
 
 def summary_section(ins: Inputs) -> Section:
     n_models = len(ins.models)
-    n_rows = len(ins.modeling)
+    n_rows = ins.modeling.rows
     nobs = sorted({int(v["nobs"]) for v in ins.summary_rows.values() if not is_missing(v.get("nobs"))})
     intro = [
         plain(
             f"We fitted {n_models} regression {_plural(n_models, 'model')} of how "
             "much a subject's weight changed from one study week to the next (kg), using "
             "that week's fiber intake, calories, and whether any beans or potatoes were "
-            f"eaten. The modelling data has {n_rows} subject-weeks from {_n_subjects(ins.modeling)} subjects "
+            f"eaten. The modelling data has {n_rows} subject-weeks from {ins.modeling.subjects} subjects "
             f"(study weeks {_week_range(ins.modeling)})"
         )
     ]
@@ -460,14 +461,19 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "fiber_vs_weight_change": (
         "Weekly fiber intake vs next-week weight change",
         "Each grey point is one subject-week; black points are mean weight change within "
-        "fiber quantile bins (± 95% CI; unadjusted). Lines are each model's fiber coefficient "
+        "fiber quantile bins (± 95% CI; unadjusted). In a cohort of more than "
+        f"{MAX_FIBER_SUBJECTS:,} subjects the points and bins are those of a fixed sample of "
+        f"{MAX_FIBER_SUBJECTS:,} subjects (chosen by a hash of subject_id), the slopes' means from every "
+        "subject-week. Lines are each model's fiber coefficient "
         "drawn as a slope through the sample means; it is a partial effect (calories, beans "
         "and potato weeks held fixed), not a fit to the raw points. Associations, not causal effects.",
     ),
     "subject_trajectories": (
         "Weight change from baseline by subject",
         "Thin grey lines: each subject's weight change from their first weigh-in (kg); "
-        "gaps are missed weigh-ins. Bold line and band: mean over the subjects weighed that "
+        "gaps are missed weigh-ins; beyond "
+        f"{MAX_TRAJECTORY_SUBJECTS} subjects, the lines of a fixed sample of {MAX_TRAJECTORY_SUBJECTS}"
+        " (chosen by a hash of subject_id). Bold line and band: mean over all the subjects weighed that "
         "week, with a 95% t-interval.",
     ),
 }
@@ -487,21 +493,17 @@ def figures_section(ins: Inputs) -> Section:
 
 def data_section(ins: Inputs) -> Section:
     trajectories = ins.trajectories
-    missed = (
-        int(pd.to_numeric(trajectories["weight_kg"], errors="coerce").isna().sum())
-        if "weight_kg" in trajectories.columns
-        else 0
-    )
+    missed = trajectories.missing_weight
     items: tuple[Inline, ...] = (
         (
             plain(
-                f"Modelling data: {len(ins.modeling)} rows (subject-weeks), {_n_subjects(ins.modeling)} subjects, "
+                f"Modelling data: {ins.modeling.rows} rows (subject-weeks), {ins.modeling.subjects} subjects, "
                 f"study weeks {_week_range(ins.modeling)}."
             ),
         ),
         (
             plain(
-                f"Trajectories: {len(trajectories)} subject-weeks from {_n_subjects(trajectories)} "
+                f"Trajectories: {trajectories.rows} subject-weeks from {trajectories.subjects} "
                 f"subjects, {missed} missed weigh-ins."
             ),
         ),
@@ -630,8 +632,8 @@ def build_report(
     *,
     coefficients: Mapping[str, pd.DataFrame],
     summary: pd.DataFrame,
-    modeling: pd.DataFrame,
-    trajectories: pd.DataFrame,
+    modeling: pd.DataFrame | TableProfile,
+    trajectories: pd.DataFrame | TableProfile,
     figure_paths: Mapping[str, str],
     generated_at: str,
     provenance: Provenance | None = None,
@@ -641,8 +643,8 @@ def build_report(
         coefficients=coefficients,
         summary_rows=summary_rows,
         models=ordered_models(coefficients.keys(), summary_rows.keys()),
-        modeling=modeling,
-        trajectories=trajectories,
+        modeling=_profile(modeling),
+        trajectories=_profile(trajectories),
         figure_paths=figure_paths,
         generated_at=generated_at,
         provenance=provenance,

@@ -396,29 +396,67 @@ class _ProfiledReml:
     The constant matches statsmodels' MixedLM REML llf (``loglike`` with ``profile_fe=True``).
     """
 
+    # Distinct group sizes when the per-group terms are pre-summed by size (from_sums), else None.
+    _sizes: np.ndarray | None
+
     def __init__(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
         n_groups = int(groups.max()) + 1
-        self.n_i = np.bincount(groups, minlength=n_groups).astype(float)
-        self.sx = np.zeros((n_groups, x.shape[1]))
-        np.add.at(self.sx, groups, x)
-        self.sy = np.bincount(groups, weights=y, minlength=n_groups)
-        self.xtx, self.xty, self.yty = x.T @ x, x.T @ y, float(y @ y)
-        self.m = x.shape[0] - x.shape[1]  # N - p
+        sx = np.zeros((n_groups, x.shape[1]))
+        np.add.at(sx, groups, x)
+        n_i = np.bincount(groups, minlength=n_groups).astype(float)
+        sy = np.bincount(groups, weights=y, minlength=n_groups)
+        self._set(n_i, sx, sy, x.T @ x, x.T @ y, float(y @ y))
+
+    @classmethod
+    def from_sums(
+        cls, n_i: np.ndarray, sx: np.ndarray, sy: np.ndarray, xtx: np.ndarray, xty: np.ndarray, yty: float
+    ) -> _ProfiledReml:
+        """The same likelihood from per-group sums (study/sufficient.py builds them bucket by bucket)."""
+        profile = cls.__new__(cls)
+        profile._set(np.asarray(n_i, dtype=float), sx, sy, xtx, xty, float(yty))
+        profile._group_by_size()
+        return profile
+
+    def _group_by_size(self) -> None:
+        """Pre-sum the per-group terms over groups of equal size: c_i depends on n_i only, so each
+        likelihood evaluation then costs O(distinct sizes) instead of O(groups) (1M subjects)."""
+        order = np.argsort(self.n_i, kind="stable")
+        sizes = self.n_i[order]
+        starts = np.flatnonzero(np.concatenate([[True], sizes[1:] != sizes[:-1]]))
+        ends = np.append(starts[1:], sizes.size)
+        sx, sy = self.sx[order], self.sy[order]
+        self._sizes = sizes[starts]
+        self._counts = (ends - starts).astype(float)
+        self._sxx = np.stack([sx[a:b].T @ sx[a:b] for a, b in zip(starts, ends, strict=True)])
+        self._sxy = np.stack([sx[a:b].T @ sy[a:b] for a, b in zip(starts, ends, strict=True)])
+        self._syy = np.array([float(sy[a:b] @ sy[a:b]) for a, b in zip(starts, ends, strict=True)])
+
+    def _set(
+        self, n_i: np.ndarray, sx: np.ndarray, sy: np.ndarray, xtx: np.ndarray, xty: np.ndarray, yty: float
+    ) -> None:
+        self.n_i, self.sx, self.sy = n_i, sx, sy
+        self.xtx, self.xty, self.yty = xtx, xty, yty
+        self.m = int(n_i.sum()) - sx.shape[1]  # N - p
+        self._sizes = None  # set by _group_by_size
 
     def parts(self, theta: float) -> tuple[float, np.ndarray, np.ndarray, float]:
         """(llf, beta_gls, X'V*^-1X, sigma_e^2) at theta."""
-        c = theta / (1.0 + self.n_i * theta)
-        xvx = self.xtx - (self.sx * c[:, None]).T @ self.sx
-        xvy = self.xty - (self.sx * c[:, None]).T @ self.sy
+        if self._sizes is not None:
+            c = theta / (1.0 + self._sizes * theta)
+            xvx = self.xtx - np.tensordot(c, self._sxx, axes=1)
+            xvy = self.xty - c @ self._sxy
+            c_syy = float(c @ self._syy)
+            log_det_v = float(self._counts @ np.log1p(self._sizes * theta))
+        else:
+            c = theta / (1.0 + self.n_i * theta)
+            xvx = self.xtx - (self.sx * c[:, None]).T @ self.sx
+            xvy = self.xty - (self.sx * c[:, None]).T @ self.sy
+            c_syy = float(c @ self.sy**2)
+            log_det_v = float(np.log1p(self.n_i * theta).sum())
         beta = np.linalg.solve(xvx, xvy)
-        qf = self.yty - float(c @ self.sy**2) - float(xvy @ beta)
+        qf = self.yty - c_syy - float(xvy @ beta)
         m = self.m
-        llf = -0.5 * (
-            np.log1p(self.n_i * theta).sum()
-            + np.linalg.slogdet(xvx)[1]
-            + m * np.log(qf)
-            + m * (np.log(2 * np.pi) + 1 - np.log(m))
-        )
+        llf = -0.5 * (log_det_v + np.linalg.slogdet(xvx)[1] + m * np.log(qf) + m * (np.log(2 * np.pi) + 1 - np.log(m)))
         return float(llf), beta, xvx, qf / m
 
     def llf(self, theta: float) -> float:
@@ -464,13 +502,14 @@ def fit_mixed_effects(df: pd.DataFrame, *, statsmodels_max_groups: int = STATSMO
     xs, scaling = _standardise(data)
     profile = _ProfiledReml(xs, y, groups)
     theta0, llf0 = profile.maximise()
-    if groups.max() + 1 > statsmodels_max_groups:
+    nobs, n_groups = len(data), int(groups.max()) + 1
+    if n_groups > statsmodels_max_groups:
         kept = _profile_solution(profile, theta0, statsmodels_max_groups)
-        return _mixed_result(data, scaling, profile, [], kept, theta0, llf0)
+        return _mixed_result(nobs, n_groups, scaling, profile, [], kept, theta0, llf0)
     attempts, best = _mixed_attempts(xs, y, groups, theta0)
     theta_hat, llf_max = profile.maximise(tuple(a["theta"] for a in attempts if a["theta"] is not None))
     kept = _kept_solution(best, profile, theta_hat)
-    return _mixed_result(data, scaling, profile, attempts, kept, theta_hat, llf_max)
+    return _mixed_result(nobs, n_groups, scaling, profile, attempts, kept, theta_hat, llf_max)
 
 
 def _mixed_attempts(xs: np.ndarray, y: np.ndarray, groups: np.ndarray, theta0: float) -> tuple[list[dict], Any]:
@@ -568,7 +607,8 @@ def _kept_solution(best: Any, profile: _ProfiledReml, theta_hat: float) -> _Kept
 
 
 def _mixed_result(
-    data: pd.DataFrame,
+    nobs: int,
+    n_groups: int,
     scaling: _Scaling,
     profile: _ProfiledReml,
     attempts: list[dict],
@@ -586,8 +626,8 @@ def _mixed_result(
     coefs = _coef_table([INTERCEPT, *PREDICTORS], beta, np.sqrt(np.diag(cov)), "z")
     summary = _summary(
         MIXED_EFFECTS.name,
-        nobs=len(data),
-        n_groups=int(data[GROUP_COL].nunique()),
+        nobs=nobs,
+        n_groups=n_groups,
         se_type=f"model-based (REML; {kept.se_source}), Wald z",
         converged=converged,
         singular=singular,

@@ -1,7 +1,8 @@
 """The model registry: every model of next-week weight change the study fits, one entry each.
 
 Assets, checks, the report and experiment tracking derive everything model-specific from
-:data:`MODELS`; adding a model is one :class:`ModelSpec` here plus its fit in ``study/fitting.py``.
+:data:`MODELS`; adding a model is one :class:`ModelSpec` here plus its fit in ``study/fitting.py`` (the library
+reference) and ``study/sufficient.py`` (the production fit from per-subject statistics).
 Each model's name is spelled once, in its entry below (a test holds the package to that).
 
 Plain data: importing this module loads neither numpy nor the fitting libraries, so the Dagster
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from potato_assets.study.fitting import ModelFit
+    from potato_assets.study.sufficient import Panel
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class ModelSpec:
     label: str
     # The asset description (the formula is appended by the asset).
     description: str
-    # The fit function in study/fitting.py, by name so the registry stays import-light.
+    # The fit function, by name so the registry stays import-light: study/fitting.py holds the
+    # library fit on a whole table, study/sufficient.py the same fit from per-subject statistics.
     fitter: str
     # The library that estimates it (the asset's kind).
     library: str
@@ -48,10 +51,18 @@ class ModelSpec:
     optimiser: str | None = None
 
     def fit(self, modeling: pd.DataFrame) -> ModelFit:
+        """The library fit on the whole table (statsmodels/linearmodels): the tests' reference."""
         from potato_assets.study import fitting
 
         fitter = getattr(fitting, self.fitter)
         return fitter(modeling)
+
+    def fit_panel(self, panel: Panel) -> ModelFit:
+        """The same fit from per-subject sufficient statistics (study/sufficient.py), any size."""
+        from potato_assets.study import sufficient
+
+        fitter = getattr(sufficient, self.fitter)
+        return fitter(panel)
 
 
 OLS_CLUSTER = ModelSpec(
@@ -60,7 +71,7 @@ OLS_CLUSTER = ModelSpec(
     description="Pooled OLS with standard errors clustered by subject.",
     fitter="fit_ols_cluster",
     library="statsmodels",
-    estimation="closed form (least squares, statsmodels OLS)",
+    estimation="closed form (least squares from per-subject sufficient statistics, equal to statsmodels OLS)",
     pooling="pooled across everyone",
     reading=(
         "treats all subject-weeks alike: its coefficients mix differences between subjects with changes within a subject."
@@ -73,7 +84,7 @@ FIXED_EFFECTS = ModelSpec(
     description="Within-subject (entity) fixed effects, standard errors clustered by subject.",
     fitter="fit_fixed_effects",
     library="linearmodels",
-    estimation="closed form (within transformation, linearmodels PanelOLS)",
+    estimation="closed form (within transformation from per-subject sufficient statistics, equal to linearmodels PanelOLS)",
     pooling="within each subject",
     reading=(
         "give every subject their own intercept, so the coefficients describe within-subject associations: "

@@ -84,8 +84,10 @@ def test_preloading_the_model_libraries_leaves_nothing_for_the_fits_to_import():
         frame[OUTCOME] = frame[list(PREDICTORS)].sum(axis=1) * 0.1 + rng.normal(size=len(frame))
         preload(*MODEL_LIBRARIES)
         before = set(sys.modules)
+        from potato_assets.study.sufficient import panel_from_buckets
+        panel = panel_from_buckets([frame])
         for spec in MODELS:
-            spec.fit(frame)
+            spec.fit_panel(panel)  # what fit_models runs
         heavy = ("statsmodels", "linearmodels", "scipy", "patsy")
         print(sorted(m for m in set(sys.modules) - before if m.split(".")[0] in heavy))
         """

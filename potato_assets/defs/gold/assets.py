@@ -6,7 +6,7 @@ the lake. Inputs that take one table per model arrive as keyword arguments named
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +23,23 @@ from potato_assets.defs.common import (
 from potato_assets.defs.resources import ExperimentTracker, LakeFiles
 from potato_assets.lib.process import preload
 from potato_assets.study.models import MODELS
-from potato_assets.study.schema import FORMULA, LANDING_FILES
+from potato_assets.study.schema import FORMULA, GROUP_COL, LANDING_FILES, OUTCOME, WEEK_COL
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from potato_assets.report.provenance import Provenance
 
 MODELS_PREFIX = ["gold", "models"]
 # What the study's fits import lazily; loaded (and frozen, lib/process.py) before the first fit.
-MODEL_LIBRARIES = ("statsmodels.api", "linearmodels.panel")
+# statsmodels: MixedLM on small panels and scipy's laws for every fit; linearmodels is the tests' reference only.
+MODEL_LIBRARIES = ("statsmodels.api",)
+# Silver tables reach gold as references (a bucketed dataset's DatasetRef) and are read bucket by
+# bucket: never one DataFrame of the whole table. Typed Any so that the lake's IO manager hands
+# over the reference instead of reading the table (an input typed DataFrame gets the whole table).
+SILVER_TABLE = dg.Any
+FIBER_FIGURE_COLUMNS = (GROUP_COL, "fiber_g_week", OUTCOME)
+TRAJECTORY_COLUMNS = (GROUP_COL, WEEK_COL, "weight_kg", "delta_kg_from_baseline")
 SUMMARY_NAME = "model_summary"
 FIGURES = {
     "fiber_vs_weight_change": "Weekly fiber (g) against next-week weight change (kg), with the three models' fiber slopes.",
@@ -49,6 +58,20 @@ def model_key(name: str) -> dg.AssetKey:
     return dg.AssetKey([*MODELS_PREFIX, name])
 
 
+def table_frames(table: Any, columns: Sequence[str]) -> Iterator["pd.DataFrame"]:
+    """A silver table's columns, one frame of whole subjects at a time.
+
+    A bucketed dataset (``DatasetRef``, lib/lake/datasets.py) gives its buckets; a table the lake
+    still stores as one parquet object arrives as a DataFrame and is one frame.
+    """
+    iter_buckets = getattr(table, "iter_buckets", None)
+    if iter_buckets is not None:
+        for _bucket, frame in iter_buckets(list(columns)):
+            yield frame
+    else:
+        yield table.loc[:, [c for c in columns if c in table.columns]]
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
@@ -64,7 +87,7 @@ def _json_safe(value: Any) -> Any:
 @dg.multi_asset(
     name="fit_models",
     pool=LAKE_POOL,
-    ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"])},
+    ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"], dagster_type=SILVER_TABLE)},
     outs={
         **{
             spec.name: dg.AssetOut(
@@ -89,19 +112,39 @@ def fit_models(
     context: dg.AssetExecutionContext,
     lake: LakeFiles,
     experiment_tracker: ExperimentTracker,
-    modeling: DataFrame,
+    modeling: Any,
 ) -> Iterator[dg.Output]:
     preload(*MODEL_LIBRARIES)
+    from potato_assets.report.digest import fiber_sample
     from potato_assets.study.fitting import model_summary_table
+    from potato_assets.study.sufficient import REQUIRED, PanelBuilder
 
+    # One pass over the buckets: per-subject statistics for the fits and the tracker's figure
+    # sample; memory is O(subjects), never O(rows).
+    builder = PanelBuilder()
+    columns = list(dict.fromkeys([*REQUIRED, *FIBER_FIGURE_COLUMNS]))
+
+    def frames() -> Iterator["pd.DataFrame"]:
+        for frame in table_frames(modeling, columns):
+            builder.add(frame)
+            yield frame
+
+    if experiment_tracker.enabled:  # the tracker logs each fit's fiber figure
+        sample = fiber_sample(frames())
+    else:
+        sample = None
+        for _frame in frames():
+            pass
+    panel = builder.finish()
+    context.log.info(f"modelling table: {panel.nobs} subject-weeks of {panel.n_groups} subjects")
     # All models are fitted on the same snapshot, so the summary always describes them together.
     fits = []
     for spec in MODELS:
         name = spec.name
-        fit = spec.fit(modeling)
+        fit = spec.fit_panel(panel)
         fits.append(fit)
         # Experiment tracking (#6): one MLflow run per fit; a side channel (see defs/resources.py).
-        tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, modeling)
+        tracking_metadata = experiment_tracker.track_fit(context, model_key(name), fit, sample)
         text_uri = lake.write_bytes(f"gold/models/{name}.txt", fit.text.encode("utf-8"))
         if fit.summary.get("singular"):
             context.log.warning(f"{name}: singular fit (random-intercept variance at its boundary)")
@@ -147,7 +190,7 @@ def _gate(*read: dg.AssetKey) -> list[dg.AssetKey]:
 
 @dg.asset(
     key=["gold", "figures", "fiber_vs_weight_change"],
-    ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"]), **MODEL_INS},
+    ins={"modeling": dg.AssetIn(["silver", "modeling_dataset"], dagster_type=SILVER_TABLE), **MODEL_INS},
     deps=_gate(dg.AssetKey(["silver", "modeling_dataset"]), *(model_key(spec.name) for spec in MODELS)),
     description=FIGURES["fiber_vs_weight_change"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
@@ -156,28 +199,31 @@ def _gate(*read: dg.AssetKey) -> list[dg.AssetKey]:
 )
 def fiber_vs_weight_change_figure(
     lake: LakeFiles,
-    modeling: DataFrame,
+    modeling: Any,
     **coefficients: DataFrame,
 ) -> dg.MaterializeResult:
     from potato_assets.report import figures
+    from potato_assets.report.digest import fiber_sample
 
-    png = figures.fiber_vs_weight_change_png(modeling, coefficients)
+    png = figures.fiber_vs_weight_change_png(fiber_sample(table_frames(modeling, FIBER_FIGURE_COLUMNS)), coefficients)
     return _figure_result(lake, "fiber_vs_weight_change", png)
 
 
 @dg.asset(
     key=["gold", "figures", "subject_trajectories"],
-    ins={"trajectories": dg.AssetIn(["silver", "subject_trajectories"])},
+    ins={"trajectories": dg.AssetIn(["silver", "subject_trajectories"], dagster_type=SILVER_TABLE)},
     deps=_gate(),
     description=FIGURES["subject_trajectories"] + " PNG under {lake}/gold/figures/.",
     kinds={"matplotlib", "png"},
     pool=LAKE_POOL,
     **GOLD,
 )
-def subject_trajectories_figure(lake: LakeFiles, trajectories: DataFrame) -> dg.MaterializeResult:
+def subject_trajectories_figure(lake: LakeFiles, trajectories: Any) -> dg.MaterializeResult:
     from potato_assets.report import figures
+    from potato_assets.report.digest import trajectory_sample
 
-    return _figure_result(lake, "subject_trajectories", figures.trajectories_png(trajectories))
+    sample = trajectory_sample(table_frames(trajectories, TRAJECTORY_COLUMNS))
+    return _figure_result(lake, "subject_trajectories", figures.trajectories_png(sample))
 
 
 def _figure_result(lake: LakeFiles, name: str, png: bytes) -> dg.MaterializeResult:
@@ -253,8 +299,8 @@ def _report_provenance(context: dg.AssetExecutionContext, modelled: int) -> "Pro
     ins={
         **MODEL_INS,
         "summary": dg.AssetIn(model_key(SUMMARY_NAME)),
-        "modeling": dg.AssetIn(["silver", "modeling_dataset"]),
-        "trajectories": dg.AssetIn(["silver", "subject_trajectories"]),
+        "modeling": dg.AssetIn(["silver", "modeling_dataset"], dagster_type=SILVER_TABLE),
+        "trajectories": dg.AssetIn(["silver", "subject_trajectories"], dagster_type=SILVER_TABLE),
     },
     deps=[["gold", "figures", name] for name in FIGURES],
     description="The report a person reads: the three models side by side, the model summary and both figures, as Markdown and HTML under {lake}/gold/reports/.",
@@ -266,18 +312,21 @@ def model_report(
     context: dg.AssetExecutionContext,
     lake: LakeFiles,
     summary: DataFrame,
-    modeling: DataFrame,
-    trajectories: DataFrame,
+    modeling: Any,
+    trajectories: Any,
     **coefficients: DataFrame,
 ) -> dg.MaterializeResult:
+    from potato_assets.report.digest import profile_frames
     from potato_assets.report.render import render_report
 
+    modeled = profile_frames(table_frames(modeling, (GROUP_COL, WEEK_COL)))
+    weighed = profile_frames(table_frames(trajectories, (GROUP_COL, WEEK_COL, "weight_kg")))
     markdown, html = render_report(
-        provenance=_report_provenance(context, len(modeling)),
+        provenance=_report_provenance(context, modeled.rows),
         coefficients=coefficients,
         summary=summary,
-        modeling=modeling,
-        trajectories=trajectories,
+        modeling=modeled,
+        trajectories=weighed,
         figure_paths={name: f"../figures/{name}.png" for name in FIGURES},
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
