@@ -217,18 +217,21 @@ def _table_fast(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray]
     return frame, np.arange(2, len(frame) + 2, dtype="int64")
 
 
-def _header_is_simple(first: str, header: list[str]) -> bool:
-    """The first physical line is the whole header: named, unquoted, one line end at most."""
-    return any(header) and "\r" not in first.removesuffix("\r") and '"' not in first
+def _simple_header(first: str) -> tuple[list[str], list[str]] | None:
+    """(names, cleaning notes) when the first physical line (up to LF) is the whole header:
+    unquoted, no line end but a final CR, some name. None: the exact path reads the header."""
+    if '"' in first or "\r" in first.removesuffix("\r") or not first.strip():
+        return None
+    header, notes = _clean_header(next(csv.reader([first]), []))
+    return (header, notes) if any(header) else None
 
 
 def _read_table(text: str, spec: LandingFile, file_name: str) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """The records as a frame of strings (columns = header), each record's physical line, and
     notes on what cleaning the header did."""
-    first = text.split("\n", 1)[0]
-    raw_header = next(csv.reader([first]), []) if first.strip() else []
-    header, notes = _clean_header(raw_header)
-    if _header_is_simple(first, header):
+    simple = _simple_header(text.split("\n", 1)[0])
+    if simple is not None:
+        header, notes = simple
         _check_header(header, spec, file_name)
         fast = _table_fast(text, header)
         if fast is not None:
@@ -328,7 +331,13 @@ def _to_float(values: pd.Series) -> np.ndarray:
         return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype="float64", copy=True)
 
 
-EMPTY_QUARANTINE_DTYPES = {"source_file": "string", "line": "int64", "column": "string", "value": "string", "reason": "string"}
+EMPTY_QUARANTINE_DTYPES = {
+    "source_file": "string",
+    "line": "int64",
+    "column": "string",
+    "value": "string",
+    "reason": "string",
+}
 
 
 def _quarantine_frame(problems: list[pd.DataFrame]) -> pd.DataFrame:
