@@ -199,8 +199,12 @@ def _arrow_strings(text: str, header: list[str], skip_rows: int) -> pd.DataFrame
         return None
     limit = csv.field_size_limit()
     for column in table.columns:
-        longest = pc.max(pc.utf8_length(column)).as_py() if len(column) else 0
-        if longest is not None and longest > limit:
+        # Byte lengths come from the offsets (cheap); characters are counted only past the limit.
+        if (
+            len(column)
+            and pc.max(pc.binary_length(column)).as_py() > limit
+            and pc.max(pc.utf8_length(column)).as_py() > limit
+        ):
             return None
     return table.to_pandas(types_mapper={pa.string(): STRING}.get)
 
@@ -328,7 +332,23 @@ def _to_float(values: pd.Series) -> np.ndarray:
         # Arrow accepts 'nan'; a literal NaN in the file is a missing value, handled by the caller.
         return out
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype="float64", copy=True)
+        pass
+    # Some value is not a plain number. Plain ones still go through Arrow's correctly rounded
+    # parser (pandas' may differ in the last digit), so a value parses the same whatever else
+    # shares its column or batch; the rest as pandas reads them (inf, Infinity, ...).
+    strings = values.astype(STRING)
+    plain = strings.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+    out = np.full(len(values), np.nan)
+    if plain.any():
+        arr = pa.array(strings[plain], type=pa.string())
+        out[plain] = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    rest = ~plain & strings.notna().to_numpy(dtype=bool)
+    if rest.any():
+        out[rest] = pd.to_numeric(strings[rest].astype(object), errors="coerce").to_numpy(dtype="float64")
+    return out
+
+
+_PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 
 
 EMPTY_QUARANTINE_DTYPES = {

@@ -154,13 +154,9 @@ class _Feed:
         self.buf = ""
         self.eof = False
 
-    def more(self) -> bool:
-        piece = next(self._pieces, None)
-        if piece is None:
-            self.eof = True
-            return False
-        self.buf += piece
-        return True
+    def more(self) -> None:
+        """At least double the buffer (or reach the end): a long line costs linear time."""
+        self.fill(2 * len(self.buf) + 1)
 
     def fill(self, size: int) -> None:
         parts, have = [self.buf], len(self.buf)

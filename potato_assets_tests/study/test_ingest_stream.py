@@ -322,6 +322,15 @@ def small_cases() -> dict[str, Files]:
         "invisible in a name": {w: WEIGHT_CSV.replace("week", "\u200bweek", 1).encode()},
         "invisible stays wrong": {w: WEIGHT_CSV.replace("subject_id", "subject\u200b\u00a0id", 1).encode()},
         "huge field, unquoted": {food: (FOOD_HEADER + "1,2024-01-02," + "A" * 140_000 + ",oats,1,1,1,1,1\n").encode()},
+        # pandas and Arrow round this weight differently: it must parse the same in a batch
+        # that holds an unparseable value as in one that does not.
+        "long decimals beside a bad value": {
+            w: (
+                WEIGHT_CSV
+                + "3,2024-01-03,1,80.27496936790603815,5,5\n4,2024-01-03,1,abc,5,5\n"
+                + "".join(f"{5 + i},2024-01-03,1,80.27496936790603815,5,5\n" for i in range(8))
+            ).encode()
+        },
         "many conflicts": {
             FIBER.file_name: (
                 "subject_id,date,week,total_calories,total_fiber_g\n"
