@@ -457,3 +457,15 @@ def test_a_file_rows_per_bucket_never_split_a_subject(sample_dir):
     first = rows[1].split(",")
     raw = appended(raw, ",".join([*first[:3], "99.9", *first[4:]]))
     assert_streams_like_reference({spec.file_name: raw}, 256, 100)
+
+
+def test_a_file_rewritten_between_the_two_passes_is_refused(sample_dir):
+    raw = read(sample_dir)[WEIGHT.file_name]
+    versions = iter([raw, raw.replace(b"\n", b"\n", 1) + b"1,2024-01-01,1,80,5,5\n"])
+
+    def read_chunks():
+        return chunks_of(next(versions), 1000)()
+
+    stream = stream_landing_csv(read_chunks, WEIGHT, source_file=WEIGHT.file_name, ingested_at=NOW)
+    with pytest.raises(FileDefect, match=r"^Potato_tidy.csv changed while it was being read; it was not ingested"):
+        list(stream)
