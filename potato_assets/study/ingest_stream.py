@@ -451,7 +451,7 @@ def finish_bucket(
     problems: dict[str, list[pd.DataFrame]] = {}
     for name, rows in rows_by_file.items():
         spec = specs[name]
-        rows = rows.sort_values(SOURCE_LINE_COL, kind="stable").reset_index(drop=True)
+        rows = _arrow_strings_back(rows.sort_values(SOURCE_LINE_COL, kind="stable").reset_index(drop=True))
         data_columns = [c for c in rows.columns if c not in RESERVED_COLUMNS]
         rows, dropped[name], conflicts = _dedupe(rows, data_columns, spec, name)
         kept[name], problems[name] = rows, conflicts
@@ -474,6 +474,13 @@ def finish_bucket(
         lines_quarantined={name: int(q["line"].nunique()) for name, q in quarantines.items()},
         label_contradictions=moved,
     )
+
+
+def _arrow_strings_back(rows: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as phase A typed them: a parquet round trip reads them back as Python-backed
+    strings (values equal, dtype not)."""
+    other = [c for c, t in rows.dtypes.items() if isinstance(t, pd.StringDtype) and t != STRING]
+    return rows.astype(dict.fromkeys(other, STRING)) if other else rows
 
 
 @dataclass
