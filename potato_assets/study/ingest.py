@@ -130,16 +130,18 @@ def _clean_header(header: list[str]) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, records and the physical line (header = line 1) where each record starts.
+def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], list[int], list[str]]:
+    """Header, records, the physical line (header = line 1) where each record starts, and notes on
+    what cleaning the header did.
 
-    The exact path: Python's csv module, which tracks lines through quoted newlines."""
+    The exact path: Python's csv module, which tracks lines through quoted newlines. A record of
+    blank fields only is a blank line, skipped (the fast path skips the same records)."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
             raise FileDefect(f"{file_name} is empty: it has no header line.")
-        header, _ = _clean_header(header)
+        header, notes = _clean_header(header)
         records: list[list[str]] = []
         lines: list[int] = []
         start = reader.line_num + 1
@@ -155,25 +157,37 @@ def _records(text: str, file_name: str) -> tuple[list[str], list[list[str]], lis
             start = reader.line_num + 1
     except csv.Error as exc:
         raise FileDefect(f"{file_name} line {reader.line_num} is not valid CSV ({exc}).") from None
-    return header, records, lines
+    return header, records, lines, notes
 
 
-_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+# A line of whitespace and delimiters only: the exact path skips it as blank, pyarrow would not.
+_BLANKISH_LINE = re.compile(r"\n(?:[^\S\n]|,)*\n")
+# A lone carriage return ends a line for the csv module; pyarrow would skip the empty line after it.
+_LONE_CR = re.compile(r"\r(?!\n)")
 
 
-def _table_fast(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
-    """pyarrow's CSV reader, used when a record is exactly one physical line (no quotes, no
-    blank lines) so that line = row + 2. Returns None whenever the exact path is needed,
-    including any structural error, which the exact path then reports with its line."""
-    if '"' in text or _BLANK_LINE.search(text.rstrip("\r\n") + "\n"):
-        return None
+def _fast_eligible(text: str, *, starts_line: bool, at_end: bool) -> bool:
+    """Whether each record of `text` is exactly one physical line with no quotes, no blank or
+    blank-field lines, and no lone CR: then pyarrow's rows are the exact path's records.
+    `starts_line`: text begins right after a line end; `at_end`: it ends the file (trailing line
+    ends are then harmless)."""
+    if '"' in text or _LONE_CR.search(text):
+        return False
+    check = text.rstrip("\r\n") + "\n" if at_end else text
+    return not _BLANKISH_LINE.search("\n" + check if starts_line else check)
+
+
+def _arrow_strings(text: str, header: list[str], skip_rows: int) -> pd.DataFrame | None:
+    """The records of fast-eligible `text` as a frame of strings, or None where the exact path
+    must decide (any structural error, or a field longer than the csv module accepts)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     try:
         table = pacsv.read_csv(
             io.BytesIO(text.encode("utf-8")),
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=skip_rows),
             parse_options=pacsv.ParseOptions(newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header},
@@ -183,22 +197,50 @@ def _table_fast(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray]
         )
     except (pa.ArrowInvalid, pa.ArrowKeyError):
         return None
-    frame = table.to_pandas(types_mapper={pa.string(): STRING}.get)
+    limit = csv.field_size_limit()
+    for column in table.columns:
+        # Byte lengths come from the offsets (cheap); characters are counted only past the limit.
+        if (
+            len(column)
+            and pc.max(pc.binary_length(column)).as_py() > limit
+            and pc.max(pc.utf8_length(column)).as_py() > limit
+        ):
+            return None
+    return table.to_pandas(types_mapper={pa.string(): STRING}.get)
+
+
+def _table_fast(text: str, header: list[str]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """pyarrow's CSV reader, used when a record is exactly one physical line (see
+    _fast_eligible) so that line = row + 2. Returns None whenever the exact path is needed,
+    including any structural error, which the exact path then reports with its line."""
+    if not _fast_eligible(text, starts_line=False, at_end=True):
+        return None
+    frame = _arrow_strings(text, header, skip_rows=1)
+    if frame is None:
+        return None
     return frame, np.arange(2, len(frame) + 2, dtype="int64")
+
+
+def _simple_header(first: str) -> tuple[list[str], list[str]] | None:
+    """(names, cleaning notes) when the first physical line (up to LF) is the whole header:
+    unquoted, no line end but a final CR, some name. None: the exact path reads the header."""
+    if '"' in first or "\r" in first.removesuffix("\r") or not first.strip():
+        return None
+    header, notes = _clean_header(next(csv.reader([first]), []))
+    return (header, notes) if any(header) else None
 
 
 def _read_table(text: str, spec: LandingFile, file_name: str) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """The records as a frame of strings (columns = header), each record's physical line, and
     notes on what cleaning the header did."""
-    first = text.split("\n", 1)[0]
-    raw_header = next(csv.reader([first]), []) if first.strip() else []
-    header, notes = _clean_header(raw_header)
-    if any(header) and "\r" not in first.rstrip("\r") and '"' not in first:
+    simple = _simple_header(text.split("\n", 1)[0])
+    if simple is not None:
+        header, notes = simple
         _check_header(header, spec, file_name)
         fast = _table_fast(text, header)
         if fast is not None:
             return fast[0], fast[1], notes
-    header, records, lines = _records(text, file_name)
+    header, records, lines, notes = _records(text, file_name)
     _check_header(header, spec, file_name)
     frame = pd.DataFrame(records, columns=header, dtype=object).astype(STRING)
     return frame, np.asarray(lines, dtype="int64"), notes
@@ -290,17 +332,58 @@ def _to_float(values: pd.Series) -> np.ndarray:
         # Arrow accepts 'nan'; a literal NaN in the file is a missing value, handled by the caller.
         return out
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pd.to_numeric(values.astype(object), errors="coerce").to_numpy(dtype="float64", copy=True)
+        pass
+    # Some value is not a plain number. Plain ones still go through Arrow's correctly rounded
+    # parser (pandas' may differ in the last digit), so a value parses the same whatever else
+    # shares its column or batch; the rest as pandas reads them (inf, Infinity, ...).
+    strings = values.astype(STRING)
+    plain = strings.str.fullmatch(_PLAIN_NUMBER).fillna(False).to_numpy(dtype=bool)
+    out = np.full(len(values), np.nan)
+    if plain.any():
+        arr = pa.array(strings[plain], type=pa.string())
+        out[plain] = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    rest = ~plain & strings.notna().to_numpy(dtype=bool)
+    if rest.any():
+        out[rest] = pd.to_numeric(strings[rest].astype(object), errors="coerce").to_numpy(dtype="float64")
+    return out
 
 
-def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingested_at: pd.Timestamp) -> IngestResult:
-    """Parse one landing file into typed rows plus quarantine records."""
-    text, encoding, replaced = decode_with_evidence(raw, source_file)
-    table, lines, notes = _read_table(text, spec, source_file)
-    if table.empty:
-        raise FileDefect(f"{source_file} is empty: it has a header but no data rows.")
+_PLAIN_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+
+
+EMPTY_QUARANTINE_DTYPES = {
+    "source_file": "string",
+    "line": "int64",
+    "column": "string",
+    "value": "string",
+    "reason": "string",
+}
+
+
+def _quarantine_frame(problems: list[pd.DataFrame]) -> pd.DataFrame:
+    """Quarantine records in their one order: by line, then column (stable)."""
+    frame = (
+        pd.concat(problems, ignore_index=True)
+        if problems
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
+    )
+    return frame.astype(EMPTY_QUARANTINE_DTYPES).sort_values(["line", "column"], kind="stable", ignore_index=True)
+
+
+def _typed_records(
+    table: pd.DataFrame,
+    lines: np.ndarray,
+    spec: LandingFile,
+    *,
+    source_file: str,
+    ingested_at: pd.Timestamp,
+    replaced: bool,
+) -> tuple[pd.DataFrame, list[pd.DataFrame], list[int]]:
+    """The cell rules on records (a frame of strings, columns = header; `lines` their physical
+    lines): typed rows without the quarantined lines, the quarantine records (one per offending
+    cell), and the lines holding undecodable bytes. Row by row, so a file may be typed whole or
+    in batches with the same result."""
     header = list(table.columns)
-    line = pd.Series(lines, dtype="int64")
     problems: list[pd.DataFrame] = []
 
     def flag(mask: pd.Series | np.ndarray, column: str, reason: np.ndarray | str) -> None:
@@ -342,36 +425,46 @@ def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingest
             flag(unknown.fillna(False).astype(bool), column, "not one of: " + ", ".join(spec.allowed_values[column]))
         typed[column] = values
 
-    if replaced:
-        first_lines = ", ".join(map(str, sorted(set(undecodable))[:5]))
-        notes.insert(
-            0,
-            f"decoded as UTF-8: {replaced} byte sequence(s) are not valid UTF-8 and were replaced by U+FFFD; "
-            f"their rows were quarantined (line(s) {first_lines or 'none'})",
-        )
-    elif encoding == "cp1252":
-        notes.insert(0, "decoded as Windows-1252: the file is not valid UTF-8 and has no UTF-8 multi-byte characters")
-
     rows = pd.DataFrame(typed)
     rows[SOURCE_FILE_COL] = pd.Series(source_file, index=rows.index, dtype=STRING)
-    rows[SOURCE_LINE_COL] = line
+    rows[SOURCE_LINE_COL] = pd.Series(lines, index=rows.index, dtype="int64")
     rows[INGESTED_AT_COL] = ingested_at
     bad_lines = set().union(*(set(p["line"]) for p in problems)) if problems else set()
     rows = rows[~rows[SOURCE_LINE_COL].isin(bad_lines)]
+    return rows, problems, undecodable
 
-    rows, dropped, conflicts = _dedupe(rows, table, line, spec, source_file)
-    problems.extend(conflicts)
-    quarantine = (
-        pd.concat(problems, ignore_index=True)
-        if problems
-        else pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
+
+def decoding_notes(encoding: str, replaced: int, undecodable_lines: list[int]) -> list[str]:
+    """What decoding did, one sentence (none for plain UTF-8)."""
+    if replaced:
+        first_lines = ", ".join(map(str, sorted(set(undecodable_lines))[:5]))
+        return [
+            f"decoded as UTF-8: {replaced} byte sequence(s) are not valid UTF-8 and were replaced by U+FFFD; "
+            f"their rows were quarantined (line(s) {first_lines or 'none'})"
+        ]
+    if encoding == "cp1252":
+        return ["decoded as Windows-1252: the file is not valid UTF-8 and has no UTF-8 multi-byte characters"]
+    return []
+
+
+def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingested_at: pd.Timestamp) -> IngestResult:
+    """Parse one landing file, held whole in memory, into typed rows plus quarantine records.
+
+    The reference for the streaming ingest (study/ingest_stream.py), which must give the same
+    result in bounded memory; the tests compare the two on every input they have."""
+    text, encoding, replaced = decode_with_evidence(raw, source_file)
+    table, lines, notes = _read_table(text, spec, source_file)
+    if table.empty:
+        raise FileDefect(f"{source_file} is empty: it has a header but no data rows.")
+    rows, problems, undecodable = _typed_records(
+        table, lines, spec, source_file=source_file, ingested_at=ingested_at, replaced=bool(replaced)
     )
-    quarantine = quarantine.astype(
-        {"source_file": "string", "line": "int64", "column": "string", "value": "string", "reason": "string"}
-    ).sort_values(["line", "column"], kind="stable", ignore_index=True)
+    notes = decoding_notes(encoding, replaced, undecodable) + notes
+    rows, dropped, conflicts = _dedupe(rows, list(table.columns), spec, source_file)
+    problems.extend(conflicts)
     return IngestResult(
         rows=rows.reset_index(drop=True),
-        quarantine=quarantine,
+        quarantine=_quarantine_frame(problems),
         encoding=encoding,
         rows_read=len(table),
         exact_duplicates_dropped=dropped,
@@ -381,15 +474,15 @@ def parse_landing_csv(raw: bytes, spec: LandingFile, *, source_file: str, ingest
 
 def _dedupe(
     rows: pd.DataFrame,
-    raw: pd.DataFrame,
-    line: pd.Series,
+    data_columns: list[str],
     spec: LandingFile,
     source_file: str,
 ) -> tuple[pd.DataFrame, int, list[pd.DataFrame]]:
-    """Drop exact duplicates once; quarantine rows sharing a key but differing elsewhere."""
+    """Drop exact duplicates once (the first line kept); quarantine rows sharing a key but
+    differing elsewhere. `rows` in line order; every key holds subject_id, so the rows of one
+    subject suffice (the streaming ingest runs this per subject bucket)."""
     if not spec.unique_keys or rows.empty:
         return rows, 0, []
-    data_columns = list(raw.columns)
     exact = rows.duplicated(subset=data_columns, keep="first")
     dropped = int(exact.sum())
     rows = rows[~exact]
@@ -443,10 +536,26 @@ def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return out.to_numpy(dtype=object)
 
 
+def contradiction_records(rows: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:
+    """Quarantine records for the rows whose reason (label_contradictions) is set."""
+    bad = reason.notna().to_numpy(dtype=bool)
+    moved = rows[bad]
+    return pd.DataFrame(
+        {
+            "source_file": moved[SOURCE_FILE_COL].astype(str).to_numpy(),
+            "line": moved[SOURCE_LINE_COL].to_numpy(dtype="int64"),
+            "column": "date,week",
+            "value": (moved["date"].dt.strftime("%Y-%m-%d") + "|" + moved["week"].astype(str)).to_numpy(),
+            "reason": reason[bad].to_numpy(dtype=object),
+        }
+    ).astype(EMPTY_QUARANTINE_DTYPES)
+
+
 def quarantine_label_contradictions(*results: IngestResult) -> int:
     """Move rows whose date and week label contradict their subject's calendar (the majority of
     its rows across these files, study/calendar.py) from each result's rows to its quarantine,
-    naming the line. Returns how many rows moved."""
+    naming the line. Returns how many rows moved. The whole-file reference of the per-bucket
+    rule in ingest_stream.finish_bucket."""
     from potato_assets.study.calendar import label_contradictions
 
     moved_total = 0
@@ -454,19 +563,8 @@ def quarantine_label_contradictions(*results: IngestResult) -> int:
         bad = reason.notna().to_numpy(dtype=bool)
         if not bad.any():
             continue
-        moved = result.rows[bad]
-        records = pd.DataFrame(
-            {
-                "source_file": moved[SOURCE_FILE_COL].astype(str).to_numpy(),
-                "line": moved[SOURCE_LINE_COL].to_numpy(dtype="int64"),
-                "column": "date,week",
-                "value": (moved["date"].dt.strftime("%Y-%m-%d") + "|" + moved["week"].astype(str)).to_numpy(),
-                "reason": reason[bad].to_numpy(dtype=object),
-            }
-        )
-        result.quarantine = pd.concat(
-            [result.quarantine, records.astype(result.quarantine.dtypes.to_dict())], ignore_index=True
-        ).sort_values(["line", "column"], kind="stable", ignore_index=True)
+        records = contradiction_records(result.rows, reason)
+        result.quarantine = _quarantine_frame([result.quarantine, records])
         result.rows = result.rows[~bad].reset_index(drop=True)
         moved_total += int(bad.sum())
     return moved_total
