@@ -4,6 +4,7 @@ zone, the experiment tracker and the alert sink."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -282,6 +283,23 @@ class LandingZone(dg.ConfigurableResource):
 
     def uri(self, file_name: str) -> str:
         return storage.join(self.landing_uri, file_name)
+
+    def chunks(self, file_name: str) -> Iterator[bytes]:
+        """The file's bytes in chunks (bounded memory), with the same checks and messages as
+        `read_bytes`."""
+        from potato_assets.lib.lake.landing import LandingRefused, landing_chunks
+
+        uri = self.uri(file_name)
+        try:
+            yield from landing_chunks(self.landing_uri, file_name, self.max_bytes)
+        except FileNotFoundError:
+            raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
+        except LandingRefused as exc:
+            raise dg.Failure(description=str(exc)) from None
+        except OSError as exc:
+            raise dg.Failure(
+                description=f"{file_name} in the landing zone cannot be read ({exc.strerror or exc})."
+            ) from None
 
     def read_bytes(self, file_name: str) -> bytes:
         from potato_assets.lib.lake.landing import LandingRefused, read_landing_bytes

@@ -13,7 +13,7 @@ from potato_assets.defs.common import CODE_VERSION, LAKE_POOL, OWNERS, DataFrame
 from potato_assets.defs.resources import LakeDatasets, LandingZone
 from potato_assets.lib.lake import storage
 from potato_assets.lib.lake.datasets import LAYOUT, LAYOUT_KEY
-from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
+from potato_assets.study.schema import LANDING_FILES
 
 QUARANTINE_KEY = dg.AssetKey(["bronze", "quarantine"])
 
@@ -101,76 +101,119 @@ BRONZE: dict[str, Any] = dict(
 def ingest_landing(
     context: dg.AssetExecutionContext, landing: LandingZone, lake_datasets: LakeDatasets
 ) -> Iterator[dg.MaterializeResult]:
+    """Two phases, in bounded memory whatever the files' size. A: each file streams in batches
+    (decoded, typed, row defects quarantined) into subject buckets in a local scratch folder.
+    B: per bucket, the rules that need all of a subject's rows (duplicates, label
+    contradictions), into the lake's new versions. A file-level defect anywhere fails the step
+    before anything is committed: the lake keeps the last good snapshot of all three."""
     import contextlib
+    import functools
+    import shutil
+    import tempfile
 
     import pandas as pd
 
-    from potato_assets.study.ingest import (
-        FileDefect,
-        IngestResult,
-        parse_landing_csv,
-        quarantine_label_contradictions,
-    )
+    from potato_assets.lib.lake.datasets import BucketBuffer, DatasetWriter
+    from potato_assets.study.ingest import FileDefect
+    from potato_assets.study.ingest_stream import FileTotals, finish_bucket, stream_landing_csv
 
     ingested_at = pd.Timestamp.now(tz="UTC")
-    results: dict[str, tuple[IngestResult, str]] = {}
-    # Parse everything before yielding anything: one bad file writes nothing at all. read_bytes
-    # reads only regular files inside the landing zone, up to POTATO_MAX_LANDING_BYTES.
-    for spec in LANDING_FILES:
-        raw = landing.read_bytes(spec.file_name)
-        try:
-            result = parse_landing_csv(raw, spec, source_file=spec.file_name, ingested_at=ingested_at)
-        except FileDefect as exc:
-            raise dg.Failure(description=str(exc)) from None
-        results[spec.asset_name] = (result, storage.sha256_hex(raw))
+    buckets = lake_datasets.buckets
+    scratch = tempfile.mkdtemp(prefix="potato-bronze-")
+    try:
+        staged: dict[str, Any] = {}
+        totals: dict[str, FileTotals] = {}
+        quarantine: dict[str, list[pd.DataFrame]] = {spec.file_name: [] for spec in LANDING_FILES}
+        for spec in LANDING_FILES:
+            # landing.chunks reads only regular files inside the landing zone, up to
+            # POTATO_MAX_LANDING_BYTES; the stream reads the file twice (encoding, then rows).
+            stream = stream_landing_csv(
+                functools.partial(landing.chunks, spec.file_name),
+                spec,
+                source_file=spec.file_name,
+                ingested_at=ingested_at,
+            )
+            with DatasetWriter(f"{scratch}/{spec.asset_name}", buckets) as writer:
+                buffer = BucketBuffer(writer)
+                try:
+                    for batch in stream:
+                        buffer.add(batch.rows)
+                        if len(batch.quarantine):
+                            quarantine[spec.file_name].append(batch.quarantine)
+                except FileDefect as exc:
+                    raise dg.Failure(description=str(exc)) from None
+                buffer.close()
+                staged[spec.asset_name] = writer.commit()
+            totals[spec.asset_name] = FileTotals.of(stream)
+
+        # Every table's parts are written before any is committed: a failure while writing
+        # leaves all three as the last good run wrote them.
+        refs, moved = {}, 0
+        with contextlib.ExitStack() as stack:
+            writers = {
+                spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
+                for spec in LANDING_FILES
+            }
+            for bucket in range(buckets):
+                result = finish_bucket(
+                    {spec.file_name: staged[spec.asset_name].read_bucket(bucket) for spec in LANDING_FILES}
+                )
+                moved += result.label_contradictions
+                for spec in LANDING_FILES:
+                    totals[spec.asset_name].add(result)
+                    writers[spec.asset_name].write(bucket, result.rows[spec.file_name])
+                for file_name, found in result.quarantine.groupby("source_file", sort=False):
+                    quarantine[str(file_name)].append(found)
+            for spec in LANDING_FILES:
+                refs[spec.asset_name] = writers[spec.asset_name].commit(totals[spec.asset_name].sha256[:16])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     # A row whose date and week label contradict its subject's calendar (set by most of its
     # rows in both labelled files) is quarantined by name; the rest goes on.
-    moved = quarantine_label_contradictions(results[WEIGHT.asset_name][0], results[FIBER.asset_name][0])
     if moved:
         context.log.warning(f"{moved} row(s) quarantined: their week label contradicts their subject's calendar")
 
-    # Every table's parts are written before any is committed: a failure while writing leaves
-    # all three as the last good run wrote them.
-    refs = {}
-    with contextlib.ExitStack() as stack:
-        writers = {
-            spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
-            for spec in LANDING_FILES
-        }
-        for spec in LANDING_FILES:
-            writers[spec.asset_name].write_table(results[spec.asset_name][0].rows)
-        for spec in LANDING_FILES:
-            refs[spec.asset_name] = writers[spec.asset_name].commit(results[spec.asset_name][1][:16])
-
     for spec in LANDING_FILES:
-        result, digest = results[spec.asset_name]
+        total = totals[spec.asset_name]
+        kept = refs[spec.asset_name].row_count
         context.log.info(
-            f"{spec.file_name}: {result.rows_read} rows read, {len(result.rows)} kept, "
-            f"{result.rows_quarantined} quarantined, {result.exact_duplicates_dropped} exact duplicates dropped"
+            f"{spec.file_name}: {total.rows_read} rows read, {kept} kept, "
+            f"{total.rows_quarantined} quarantined, {total.exact_duplicates_dropped} exact duplicates dropped"
         )
-        for note in result.notes:
+        for note in total.notes:
             context.log.warning(f"{spec.file_name}: {note}.")
         # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
         yield dg.MaterializeResult(
             asset_key=bronze_key(spec.asset_name),
             value=refs[spec.asset_name],
-            data_version=dg.DataVersion(digest[:16]),
+            data_version=dg.DataVersion(total.sha256[:16]),
             metadata={
                 "source_uri": landing.uri(spec.file_name),
-                "source_sha256": digest,
-                "encoding": result.encoding,
+                "source_sha256": total.sha256,
+                "encoding": total.encoding,
                 # What decoding and header cleaning did beyond plain reading (empty: nothing).
-                "ingest_notes": dg.MetadataValue.json(list(result.notes)),
-                "rows_read": result.rows_read,
-                "rows_quarantined": result.rows_quarantined,
-                "quarantine_share": float(result.quarantine_share),
-                "exact_duplicates_dropped": result.exact_duplicates_dropped,
+                "ingest_notes": dg.MetadataValue.json(list(total.notes)),
+                "rows_read": total.rows_read,
+                "rows_quarantined": total.rows_quarantined,
+                "quarantine_share": float(total.quarantine_share),
+                "exact_duplicates_dropped": total.exact_duplicates_dropped,
             },
         )
-    quarantine = pd.concat([r.quarantine for r, _ in results.values()], ignore_index=True)
+
+    records: list[pd.DataFrame] = [
+        pd.concat(quarantine[spec.file_name], ignore_index=True).sort_values(["line"], kind="stable")
+        for spec in LANDING_FILES
+        if quarantine[spec.file_name]
+    ]
+    from potato_assets.study.ingest import QUARANTINE_COLUMNS
+
+    table: pd.DataFrame = pd.concat(records, ignore_index=True) if records else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    digests = "".join(totals[spec.asset_name].sha256 for spec in LANDING_FILES)
     yield dg.MaterializeResult(
         asset_key=QUARANTINE_KEY,
-        value=quarantine,
-        data_version=dg.DataVersion(storage.sha256_hex("".join(d for _, d in results.values()).encode())[:16]),
-        metadata={f"rows_quarantined/{name}": r.rows_quarantined for name, (r, _) in results.items()},
+        value=table,
+        data_version=dg.DataVersion(storage.sha256_hex(digests.encode())[:16]),
+        metadata={
+            f"rows_quarantined/{spec.asset_name}": totals[spec.asset_name].rows_quarantined for spec in LANDING_FILES
+        },
     )

@@ -733,3 +733,41 @@ class DatasetWriter:
             for name in self._location.versions():
                 if name not in keep:
                     self._location.remove_tree(name)
+
+
+class BucketBuffer:
+    """Rows of any buckets gathered per bucket and written as parts of ``rows_per_part`` rows or
+    more: a stream of small batches becomes a few large parts instead of one tiny part per batch
+    and bucket (each part costs a file, a footer and a manifest entry)."""
+
+    def __init__(self, writer: DatasetWriter, rows_per_part: int = 200_000) -> None:
+        self.writer = writer
+        self.rows_per_part = rows_per_part
+        self._pending: dict[int, list[pd.DataFrame]] = {}
+        self._rows: dict[int, int] = {}
+        self._empty: pd.DataFrame | None = None
+
+    def add(self, df: pd.DataFrame) -> None:
+        if not len(df):
+            self._empty = df
+            return
+        for bucket, rows in split_by_bucket(df, self.writer.buckets):
+            self._pending.setdefault(bucket, []).append(rows)
+            self._rows[bucket] = self._rows.get(bucket, 0) + len(rows)
+            if self._rows[bucket] >= self.rows_per_part:
+                self._flush(bucket)
+
+    def close(self) -> None:
+        """Write what is left; a stream with no rows at all still fixes the schema."""
+        for bucket in sorted(self._pending):
+            self._flush(bucket)
+        if self.writer.rows_written == 0 and self._empty is not None:
+            self.writer.write(0, self._empty)
+
+    def _flush(self, bucket: int) -> None:
+        import pandas as pd
+
+        parts = self._pending.pop(bucket, [])
+        self._rows.pop(bucket, None)
+        if parts:
+            self.writer.write(bucket, parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True))
