@@ -374,6 +374,20 @@ def test_metadata_table_prints_integers_as_integers_and_floats_by_the_report_rul
     assert not any(re.fullmatch(r"-?\d+\.0+", cell) for row in rows for cell in row)
 
 
+def test_coefficients_metadata_table_is_narrow_and_keeps_every_term():
+    coefficients = make_coefficients()["ols_cluster"]
+    rows = _cells(formatting.coefficients_metadata_table(coefficients))
+    assert rows[0] == ["term", "estimate", "SE", "p", "95% CI"]
+    assert [r[0] for r in rows[2:]] == list(coefficients["term"])
+    first = coefficients.iloc[0]
+    assert rows[2][1:] == [
+        formatting.format_number(first["estimate"]),
+        formatting.format_number(first["std_error"]),
+        formatting.format_p(first["p_value"]),
+        formatting.md_escape(formatting.format_ci(first["conf_low"], first["conf_high"])),
+    ]
+
+
 def test_metadata_table_escapes_text_cells():
     frame = pd.DataFrame({"term": ["a|b", "*x*", "<script>"], "estimate": [1.5, 2.25, 3.0]})
     text = formatting.metadata_table(frame)

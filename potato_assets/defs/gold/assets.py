@@ -92,7 +92,7 @@ def fit_models(
     modeling: DataFrame,
 ) -> Iterator[dg.Output]:
     preload(*MODEL_LIBRARIES)
-    from potato_assets.report.formatting import metadata_table
+    from potato_assets.report.formatting import coefficients_metadata_table, metadata_table
     from potato_assets.study.fitting import model_summary_table
 
     # All models are fitted on the same snapshot, so the summary always describes them together.
@@ -116,7 +116,7 @@ def fit_models(
                 "se_type": str(fit.summary.get("se_type")),
                 "summary": dg.MetadataValue.json(_json_safe(fit.summary)),
                 "details": dg.MetadataValue.json(_json_safe(fit.details)),
-                "coefficients": dg.MetadataValue.md(metadata_table(fit.coefficients)),
+                "coefficients": dg.MetadataValue.md(coefficients_metadata_table(fit.coefficients)),
                 "summary_text_uri": text_uri,
                 **tracking_metadata,
             },
