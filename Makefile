@@ -50,9 +50,12 @@ DEV_PORT ?= 3000
 RUN_CONFIG := {"loggers": {"console": {"config": {"log_level": "$(shell echo $(LOG_LEVEL) | tr a-z A-Z)"}}}}
 
 # Materialise everything, then summarise the run (also when it failed) and keep its exit code.
+# The whole asset job (__ASSET_JOB, Dagster's implicit job of every asset) rather than
+# `--assets '*'`, which leaves the landing sources out: the run first observes each landing file's
+# version, so bronze records it and the landing sensor's first look (make dev) ingests nothing.
 run: setup
-	@echo "Materialising every asset (dg launch --assets '*', console at $(LOG_LEVEL))..."
-	@status=0; $(DG) launch --assets '*' --config-json '$(RUN_CONFIG)' || status=$$?; \
+	@echo "Materialising every asset (dg launch --job __ASSET_JOB, console at $(LOG_LEVEL))..."
+	@status=0; $(DG) launch --job __ASSET_JOB --config-json '$(RUN_CONFIG)' || status=$$?; \
 	$(BIN)/python -m potato_assets.where; exit $$status
 
 # The asset checks against the tables already in POTATO_LAKE_URI (local or s3://): nothing is

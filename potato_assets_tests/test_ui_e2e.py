@@ -1,8 +1,9 @@
 """The web UI, driven like a person would: `dagster dev` on loopback, Debian's headless Chromium
-over the DevTools protocol, "Materialize all" clicked on the asset graph, the run succeeds.
+over the DevTools protocol. "Materialize all" clicked on the asset graph, the run succeeds; the
+report's Markdown view shows every figure.
 
-The screenshot goes to the test's temporary folder; with UPDATE_SNAPSHOTS=1 also to
-docs/images/asset-graph.png (the README's picture).
+Screenshots go to the test's temporary folder; with POTATO_UPDATE_SCREENSHOTS=1 also to
+docs/images/ (the pictures README and docs/ show).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from potato_assets_tests.helpers import REPO, cli_home, free_port, graphql
+from potato_assets_tests.helpers import REPO, cli_env, cli_home, free_port, graphql, run_cli
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = REPO / "docs" / "images" / "asset-graph.png"
+IMAGES = REPO / "docs" / "images"
+UPDATE_SCREENSHOTS = os.environ.get("POTATO_UPDATE_SCREENSHOTS") == "1"
 VIEWPORT = (1600, 1000)
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -154,20 +157,22 @@ GRAPH_SETTINGS = (
 )
 
 
-@pytest.fixture
-def webserver(tmp_path, sample_dir):
-    home = cli_home(tmp_path)
+def ui_env(tmp_path: Path, sample_dir: Path, home: Path) -> dict[str, str]:
+    return cli_env(
+        home,
+        sample_dir,
+        tmp_path / "lake",
+        # Only the test launches runs here: the landing sensor looks once, the schedule never.
+        POTATO_LANDING_POLL_SECONDS="3600",
+        POTATO_SCHEDULE_CRON="0 0 29 2 *",
+        GX_ANALYTICS_ENABLED="false",
+    )
+
+
+@contextlib.contextmanager
+def running_webserver(tmp_path: Path, env: dict[str, str]):
+    """`dagster dev` on a free loopback port until its code location has loaded; stopped after."""
     port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "POTATO_LANDING_URI": str(sample_dir),
-        "POTATO_LAKE_URI": str(tmp_path / "lake"),
-        # Only the button launches runs here: the landing sensor looks once, the schedule never.
-        "POTATO_LANDING_POLL_SECONDS": "3600",
-        "POTATO_SCHEDULE_CRON": "0 0 29 2 *",
-        "GX_ANALYTICS_ENABLED": "false",
-    }
     log = tmp_path / "dagster-dev.log"
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO / "workspace.yaml"),
@@ -180,6 +185,35 @@ def webserver(tmp_path, sample_dir):
         yield server
     finally:
         stop(proc, signal.SIGINT)  # dagster dev shuts its children down on Ctrl-C
+
+
+@pytest.fixture
+def webserver(tmp_path, sample_dir):
+    home = cli_home(tmp_path)
+    with running_webserver(tmp_path, ui_env(tmp_path, sample_dir, home)) as server:
+        yield server
+
+
+def save_screenshot(png: bytes, tmp_path: Path, name: str) -> None:
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    (tmp_path / name).write_bytes(png)
+    if UPDATE_SCREENSHOTS:
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        (IMAGES / name).write_bytes(png)
+
+
+def skip_community_dialog(page: Page) -> None:
+    """A fresh instance greets a first visitor with the community dialog: skip it."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not page.center_of(button("Skip")):
+        time.sleep(0.5)
+    if page.center_of(button("Skip")):
+        page.click(button("Skip"), "the dialog's Skip button")
+        until(
+            lambda: page.js("document.querySelectorAll('[role=dialog]').length") == 0,
+            10,
+            "the dialog to close",
+        )
 
 
 @pytest.fixture
@@ -222,17 +256,7 @@ def test_materialize_all_from_the_asset_graph(page, webserver, tmp_path):
     page.goto(f"{webserver.url}/asset-groups")
     until(lambda: page.center_of(button("Materialize all")), 90, "the asset graph")
 
-    # A fresh instance greets a first visitor with the community dialog: skip it.
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not page.center_of(button("Skip")):
-        time.sleep(0.5)
-    if page.center_of(button("Skip")):
-        page.click(button("Skip"), "the dialog's Skip button")
-        until(
-            lambda: page.js("document.querySelectorAll('[role=dialog]').length") == 0,
-            10,
-            "the dialog to close",
-        )
+    skip_community_dialog(page)
 
     # Every group open, top to bottom: the whole graph in one picture.
     page.click(GRAPH_SETTINGS, "the graph settings button")
@@ -276,9 +300,61 @@ def test_materialize_all_from_the_asset_graph(page, webserver, tmp_path):
         ".sort((a, b) => b.width * b.height - a.width * a.height)[0];"
         " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()"
     )
-    png = page.screenshot(clip=graph)
-    assert png.startswith(b"\x89PNG") and len(png) > 20_000
-    (tmp_path / "asset-graph.png").write_bytes(png)
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        SCREENSHOT.write_bytes(png)
+    save_screenshot(page.screenshot(clip=graph), tmp_path, "asset-graph.png")
+
+
+# The report's Markdown dialog (not the community dialog a fresh instance may still show).
+DIALOG = "[...document.querySelectorAll('[role=dialog]')].find(d => d.innerText.includes('Provenance'))"
+# The visible part of the dialog, in viewport pixels.
+DIALOG_CLIP = (
+    f"(() => {{ const r = ({DIALOG}).getBoundingClientRect(); const top = Math.max(0, r.y);"
+    " const bottom = Math.min(window.innerHeight, r.bottom);"
+    " return {x: r.x, y: top, width: r.width, height: bottom - top}; })()"
+)
+
+
+def test_the_report_markdown_view_shows_every_figure(page, tmp_path, sample_dir):
+    """The report asset's "Show Markdown" renders the report with its figures inline (data URIs):
+    every image there has loaded (naturalWidth > 0), one per figure of the report on disk."""
+    home = cli_home(tmp_path)
+    env = ui_env(tmp_path, sample_dir, home)
+    done = run_cli(env, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    on_disk = (tmp_path / "lake" / "gold" / "reports" / "model_report.md").read_text()
+    figures_on_disk = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", on_disk)
+    assert figures_on_disk == ["../figures/fiber_vs_weight_change.png", "../figures/subject_trajectories.png"]
+
+    with running_webserver(tmp_path, env) as server:
+        page.goto(f"{server.url}/assets/gold/reports/model_report")
+        show_report = (
+            "[...document.querySelectorAll('tr')]"
+            ".find(r => r.cells.length && r.cells[0].innerText.trim() === 'report')"
+            "?.querySelector('a, button')"
+        )
+        until(lambda: page.center_of(show_report), 120, "the report asset's metadata")
+        skip_community_dialog(page)
+        page.click(show_report, "the report entry's [Show Markdown]")
+        until(lambda: page.js(f"!!({DIALOG})"), 30, "the report dialog")
+        images = (
+            f"[...({DIALOG}).querySelectorAll('img')]"
+            ".map(i => ({complete: i.complete, width: i.naturalWidth, src: i.src.slice(0, 22)}))"
+        )
+        loaded = until(
+            lambda: (found := page.js(images)) and all(i["complete"] for i in found) and found,
+            30,
+            "the report's images to load",
+        )
+        assert len(loaded) == len(figures_on_disk), loaded
+        assert all(i["width"] > 0 for i in loaded), loaded
+        assert {i["src"] for i in loaded} == {"data:image/png;base64,"}
+
+        # The pictures README shows: the report's opening, then its figures.
+        page.js(f"({DIALOG}).querySelector('h1, h2')?.scrollIntoView({{block: 'start'}})")
+        time.sleep(1)
+        save_screenshot(page.screenshot(clip=page.js(DIALOG_CLIP)), tmp_path, "report-markdown.png")
+        page.js(
+            f"[...({DIALOG}).querySelectorAll('h2')].find(h => h.innerText.trim() === 'Figures')"
+            ".scrollIntoView({block: 'start'})"
+        )
+        time.sleep(1)
+        save_screenshot(page.screenshot(clip=page.js(DIALOG_CLIP)), tmp_path, "report-figures.png")

@@ -257,6 +257,9 @@ class LakeFiles(dg.ConfigurableResource):
         storage.write_bytes_atomic(storage.to_upath(target), data)
         return target
 
+    def read_bytes(self, relative: str) -> bytes:
+        return storage.read_bytes(storage.to_upath(self.uri(relative)))
+
     def table_uri(self, key: dg.AssetKey) -> str:
         """Where the lake IO manager keeps the table of asset ``key``."""
         return self.uri("/".join(key.path) + TABLE_EXTENSION)

@@ -83,10 +83,24 @@ def _new_figure(width: float, height: float, dpi: int = 110) -> Any:
     return fig
 
 
+# Colours in a figure's palette. The PNGs are also embedded in Dagster metadata (the event log),
+# so each is stored as an 8-bit palette image: ~2.5x smaller than RGBA, no visible difference.
+PALETTE_COLOURS = 256
+
+
 def _figure_png(fig: Any) -> bytes:
+    from PIL import Image
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    buf.seek(0)
+    with Image.open(buf) as image:
+        palette = image.convert("RGB").quantize(
+            colors=PALETTE_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 MAX_SCATTER_POINTS = 5000

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from potato_assets.report.markdown import md_escape
 from potato_assets.study.models import MODEL_NAMES
 
 FIBER = "fiber_g_week"
@@ -148,3 +149,48 @@ def ordered_models(*names: Iterable[Any]) -> list[str]:
                 seen.append(s)
     known = [m for m in MODEL_NAMES if m in seen]
     return known + [m for m in seen if m not in MODEL_NAMES]
+
+
+def metadata_cell(value: Any, *, p_value: bool = False) -> str:
+    """One cell of a gold metadata table by the report's rules: whole numbers without decimals,
+    other numbers by :func:`format_number`, p-values by :func:`format_p`, booleans yes/no, text
+    escaped."""
+    if is_missing(value):
+        return ""
+    if p_value and isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+        return format_p(value)
+    if isinstance(value, bool | np.bool_ | int | float | np.integer | np.floating):
+        return format_number(value)
+    return md_escape(str(value))
+
+
+def metadata_table(df: pd.DataFrame, p_values: Iterable[str] = ("p_value",)) -> str:
+    """``df`` as a Markdown table for the Dagster UI, numbers right-aligned and printed as the
+    report prints them (the columns named in ``p_values`` as p-values), text escaped."""
+    p_names = set(p_values)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    is_p = [str(c) in p_names for c in df.columns]
+    lines = [
+        "| " + " | ".join(md_escape(str(c)) for c in df.columns) + " |",
+        "| " + " | ".join("---:" if n else "---" for n in numeric) + " |",
+    ]
+    for row in df.itertuples(index=False):
+        cells = [metadata_cell(v, p_value=p) for v, p in zip(row, is_p, strict=True)]
+        lines.append("| " + " | ".join(c or " " for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def coefficients_metadata_table(df: pd.DataFrame) -> str:
+    """A model's tidy coefficient table, narrow enough for the UI's metadata column: term,
+    estimate, SE, p and the 95% interval in one cell (the full table is the asset's value)."""
+    tidy = coef_frame(df)
+    compact = pd.DataFrame(
+        {
+            "term": tidy["term"].astype(str),
+            "estimate": tidy["estimate"],
+            "SE": tidy["std_error"],
+            "p": tidy["p_value"],
+            "95% CI": [format_ci(lo, hi) for lo, hi in zip(tidy["conf_low"], tidy["conf_high"], strict=True)],
+        }
+    )
+    return metadata_table(compact, p_values=("p",))

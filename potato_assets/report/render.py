@@ -8,6 +8,8 @@ filters (report/markdown.py) escape text from data instead.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from functools import cache
@@ -18,7 +20,7 @@ import pandas as pd
 from potato_assets.report import markdown
 from potato_assets.report.digest import TableProfile
 from potato_assets.report.provenance import Provenance
-from potato_assets.report.sections import Report, Span, build_report
+from potato_assets.report.sections import Figure, Report, Section, Span, build_report
 
 
 def _md_inline(spans: Iterable[Span], in_table: bool = False) -> str:
@@ -71,6 +73,23 @@ def to_markdown(report: Report) -> str:
 
 def to_html(report: Report) -> str:
     return environment().get_template("report.html.j2").render(report=report)
+
+
+def embed_figures(report: Report, pngs: Mapping[str, bytes]) -> Report:
+    """The report with each figure whose ``src`` is a key of ``pngs`` drawn from those bytes, as a
+    ``data:image/png;base64`` URI: for the Dagster UI, whose Markdown view cannot follow the
+    relative paths the report's files use."""
+
+    def embedded(block):
+        if isinstance(block, Figure) and block.src in pngs:
+            data = base64.b64encode(pngs[block.src]).decode("ascii")
+            return dataclasses.replace(block, src=f"data:image/png;base64,{data}")
+        return block
+
+    return dataclasses.replace(
+        report,
+        sections=tuple(Section(s.title, tuple(embedded(b) for b in s.blocks)) for s in report.sections),
+    )
 
 
 def render_report(

@@ -265,6 +265,50 @@ def test_png_markdown_embed_round_trips():
     assert base64.b64decode(md[len(prefix) : -1]) == png
 
 
+def test_figures_are_palette_pngs_small_enough_for_the_event_log():
+    """Each PNG is also stored in Dagster's event log (figure and report metadata): 8-bit palette,
+    under 150 kB even with the 300 trajectory lines and 5,000 points the figures draw at most."""
+    from PIL import Image
+
+    pngs = [
+        figures.trajectories_png(make_trajectories(n_subjects=400, n_weeks=12)),
+        figures.fiber_vs_weight_change_png(make_modeling(n_subjects=700, n_weeks=10), make_coefficients()),
+    ]
+    for png in pngs:
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.mode == "P" and image.size == (990, pytest.approx(580, abs=20))
+        assert len(png) < 150_000, len(png)
+
+
+def test_embedded_report_carries_each_figure_and_the_files_keep_their_paths():
+    import base64
+
+    from potato_assets.report.render import embed_figures, to_html, to_markdown
+    from potato_assets.report.sections import build_report
+
+    report = build_report(
+        coefficients=make_coefficients(),
+        summary=make_summary(),
+        modeling=make_modeling(),
+        trajectories=make_trajectories(),
+        figure_paths=FIG_PATHS,
+        generated_at="2025-01-02T03:04:05+00:00",
+    )
+    pngs = {FIG_PATHS["fiber_vs_weight_change"]: b"\x89PNG fiber", FIG_PATHS["subject_trajectories"]: b"\x89PNG traj"}
+    embedded = to_markdown(embed_figures(report, pngs))
+    sources = re.findall(r"!\[[^\]]*\]\(([^)]*)\)", embedded)
+    assert [base64.b64decode(s.removeprefix("data:image/png;base64,")) for s in sources] == list(pngs.values())
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    # Everything but the image sources is the same report; the files still link the PNGs.
+    plain = to_markdown(report)
+    assert re.sub(r"\]\([^)]*\)", "]()", embedded) == re.sub(r"\]\([^)]*\)", "]()", plain)
+    assert re.findall(r"!\[[^\]]*\]\(([^)]*)\)", plain) == list(FIG_PATHS.values())
+    assert "base64" not in to_html(report)
+    # A figure without bytes keeps its path.
+    partial = to_markdown(embed_figures(report, {FIG_PATHS["subject_trajectories"]: b"x"}))
+    assert FIG_PATHS["fiber_vs_weight_change"] in partial and FIG_PATHS["subject_trajectories"] not in partial
+
+
 # --------------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------------
@@ -303,6 +347,54 @@ def test_format_number(x, expected):
 def test_format_p_and_stars(p, text, stars):
     assert formatting.format_p(p) == text
     assert formatting.significance_stars(p) == stars
+
+
+def _cells(markdown: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in markdown.splitlines()]
+
+
+def test_metadata_table_prints_integers_as_integers_and_floats_by_the_report_rule():
+    frame = pd.DataFrame(
+        {
+            "model": ["ols_cluster", "mixed_effects"],
+            "nobs": pd.array([389, 1000000], dtype="Int64"),
+            # An integer column that gained a missing value is float64: still no decimals.
+            "n_groups": [50.0, np.nan],
+            "r2": [0.0340412, np.nan],
+            "estimate": [-0.00338, 12345.678],
+            "p_value": [0.0004, 0.20312],
+            "converged": [True, False],
+        }
+    )
+    rows = _cells(formatting.metadata_table(frame))
+    assert rows[0] == ["model", "nobs", "n_groups", "r2", "estimate", "p_value", "converged"]
+    assert rows[1] == ["---", "---:", "---:", "---:", "---:", "---:", "---"]
+    assert rows[2] == ["ols_cluster", "389", "50", "0.03404", "-0.003380", "<0.001", "yes"]
+    assert rows[3] == ["mixed_effects", "1000000", "", "", "12346", "0.203", "no"]
+    assert not any(re.fullmatch(r"-?\d+\.0+", cell) for row in rows for cell in row)
+
+
+def test_coefficients_metadata_table_is_narrow_and_keeps_every_term():
+    coefficients = make_coefficients()["ols_cluster"]
+    rows = _cells(formatting.coefficients_metadata_table(coefficients))
+    assert rows[0] == ["term", "estimate", "SE", "p", "95% CI"]
+    assert [r[0] for r in rows[2:]] == list(coefficients["term"])
+    first = coefficients.iloc[0]
+    assert rows[2][1:] == [
+        formatting.format_number(first["estimate"]),
+        formatting.format_number(first["std_error"]),
+        formatting.format_p(first["p_value"]),
+        formatting.md_escape(formatting.format_ci(first["conf_low"], first["conf_high"])),
+    ]
+
+
+def test_metadata_table_escapes_text_cells():
+    frame = pd.DataFrame({"term": ["a|b", "*x*", "<script>"], "estimate": [1.5, 2.25, 3.0]})
+    text = formatting.metadata_table(frame)
+    rows = text.splitlines()
+    assert len(rows) == 5 and all(r.count(" | ") == 1 for r in rows)  # no cell splits another
+    assert "a\\|b" in text and "\\*x\\*" in text and "\\<script>" in text
+    assert _cells(text)[2:] == [["a\\|b", "1.500"], ["\\*x\\*", "2.250"], ["\\<script>", "3"]]
 
 
 # --------------------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ def fit_models(
 ) -> Iterator[dg.Output]:
     preload(*MODEL_LIBRARIES)
     from potato_assets.report.digest import fiber_sample
+    from potato_assets.report.formatting import coefficients_metadata_table, metadata_table
     from potato_assets.study.fitting import model_summary_table
     from potato_assets.study.sufficient import REQUIRED, PanelBuilder
 
@@ -158,7 +159,7 @@ def fit_models(
                 "se_type": str(fit.summary.get("se_type")),
                 "summary": dg.MetadataValue.json(_json_safe(fit.summary)),
                 "details": dg.MetadataValue.json(_json_safe(fit.details)),
-                "coefficients": dg.MetadataValue.md(fit.coefficients.to_markdown(index=False, floatfmt=".4g")),
+                "coefficients": dg.MetadataValue.md(coefficients_metadata_table(fit.coefficients)),
                 "summary_text_uri": text_uri,
                 **tracking_metadata,
             },
@@ -167,7 +168,7 @@ def fit_models(
     yield dg.Output(
         summary,
         output_name=SUMMARY_NAME,
-        metadata={"table": dg.MetadataValue.md(summary.to_markdown(index=False, floatfmt=".4g"))},
+        metadata={"table": dg.MetadataValue.md(metadata_table(summary))},
     )
 
 
@@ -317,22 +318,35 @@ def model_report(
     **coefficients: DataFrame,
 ) -> dg.MaterializeResult:
     from potato_assets.report.digest import profile_frames
-    from potato_assets.report.render import render_report
+    from potato_assets.report.render import embed_figures, to_html, to_markdown
+    from potato_assets.report.sections import build_report
 
     modeled = profile_frames(table_frames(modeling, (GROUP_COL, WEEK_COL)))
     weighed = profile_frames(table_frames(trajectories, (GROUP_COL, WEEK_COL, "weight_kg")))
-    markdown, html = render_report(
+    # The files link the figures beside them; the UI's Markdown view carries them inline.
+    paths = {name: f"../figures/{name}.png" for name in FIGURES}
+    report = build_report(
         provenance=_report_provenance(context, modeled.rows),
         coefficients=coefficients,
         summary=summary,
         modeling=modeled,
         trajectories=weighed,
-        figure_paths={name: f"../figures/{name}.png" for name in FIGURES},
+        figure_paths=paths,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    markdown, html = to_markdown(report), to_html(report)
+    pngs = {}
+    for name, path in paths.items():
+        try:
+            pngs[path] = lake.read_bytes(f"gold/figures/{name}.png")
+        except FileNotFoundError:
+            context.log.warning(
+                f"gold/figures/{name} has never been materialised: the UI's report shows its caption only"
+            )
+    ui_markdown = to_markdown(embed_figures(report, pngs))
     md_uri = lake.write_bytes("gold/reports/model_report.md", markdown.encode("utf-8"))
     html_uri = lake.write_bytes("gold/reports/model_report.html", html.encode("utf-8"))
     context.log.info(f"report written to {html_uri}")
     return dg.MaterializeResult(
-        metadata={"markdown_uri": md_uri, "html_uri": html_uri, "report": dg.MetadataValue.md(markdown)}
+        metadata={"markdown_uri": md_uri, "html_uri": html_uri, "report": dg.MetadataValue.md(ui_markdown)}
     )
