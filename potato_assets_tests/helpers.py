@@ -375,3 +375,14 @@ def landing_with_bad_weights(sample_dir: Path, target: Path, n_bad: int) -> Path
         lines[i] = ",".join(fields)
     (target / WEIGHT_FILE).write_text("".join(lines))
     return target
+
+
+def spark_cluster_missing() -> str | None:
+    """Why a local Spark cluster cannot start here (no pyspark, no Java 17), or None."""
+    from potato_assets.lib.engine import spark_cluster
+
+    try:
+        spark_cluster.spark_home()
+    except spark_cluster.SparkClusterError as error:
+        return str(error)
+    return spark_cluster.java_missing_reason()

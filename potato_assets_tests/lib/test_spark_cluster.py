@@ -11,17 +11,11 @@ import sys
 import pytest
 
 from potato_assets.lib.engine import spark_cluster as sc
+from potato_assets_tests.helpers import spark_cluster_missing
 
-
-def _skip_reason() -> str | None:
-    try:
-        sc.spark_home()
-    except sc.SparkClusterError as error:
-        return str(error)
-    return sc.java_missing_reason()
-
-
-needs_java = pytest.mark.skipif(_skip_reason() is not None, reason=f"no local Spark cluster: {_skip_reason()}")
+needs_java = pytest.mark.skipif(
+    spark_cluster_missing() is not None, reason=f"no local Spark cluster: {spark_cluster_missing()}"
+)
 
 
 @pytest.fixture(scope="module")
