@@ -93,10 +93,6 @@ CHART_PATHS = {
     "dagsterDaemon.envConfigMaps",
     "dagsterDaemon.envSecrets",
     "dagsterDaemon.runCoordinator.enabled",
-    "dagsterDaemon.runCoordinator.type",
-    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns",
-    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.blockOpConcurrencyLimitedRuns.enabled",
-    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.blockOpConcurrencyLimitedRuns.opConcurrencySlotBuffer",
     "dagsterDaemon.runMonitoring",
     "dagsterDaemon.sensors.useThreads",
     "dagsterDaemon.sensors.numWorkers",
@@ -295,21 +291,58 @@ def test_values_run_this_image_with_k8s_run_launcher_and_settings_from_config_ma
     assert v["computeLogManager"]["config"]["s3ComputeLogManager"]["bucket"] == {"env": "DAGSTER_COMPUTE_LOG_BUCKET"}
 
 
-def test_the_daemon_queue_and_the_lake_pool_match_the_repository_instance():
+def chart_instance(v: dict) -> dict:
+    """The dagster.yaml keys the chart renders from these values that Dagster can check here
+    (templates/configmap-instance.yaml; storage, run launcher and compute logs need dagster-postgres,
+    dagster-k8s and S3 at load time and are left out)."""
+    daemon = v["dagsterDaemon"]
+    rendered: dict = {"telemetry": {"enabled": v["telemetry"]["enabled"]}}
+    if daemon["enabled"] and daemon["runCoordinator"]["enabled"]:
+        rendered["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"}
+    if v.get("pythonLogs", {}).get("dagsterHandlerConfig"):
+        rendered["python_logs"] = {"dagster_handler_config": v["pythonLogs"]["dagsterHandlerConfig"]}
+    monitoring = daemon["runMonitoring"]
+    if daemon["enabled"] and monitoring["enabled"]:
+        rendered["run_monitoring"] = {
+            "enabled": True,
+            "free_slots_after_run_end_seconds": monitoring["freeSlotsAfterRunEndSeconds"],
+        }
+    sensors = daemon["sensors"]
+    rendered["sensors"] = {"use_threads": sensors["useThreads"], "num_workers": sensors["numWorkers"]}
+    schedules = daemon["schedules"]
+    rendered["schedules"] = {"use_threads": schedules["useThreads"], "num_workers": schedules["numWorkers"]}
+    return {**rendered, **v["additionalInstanceConfig"]}
+
+
+def _load_instance_config(tmp_path: Path, config: dict) -> None:
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    dagster_instance_config(str(tmp_path))
+
+
+def test_the_instance_the_chart_renders_is_one_dagster_loads(tmp_path):
+    _load_instance_config(tmp_path, chart_instance(values()))
+    # The check is not vacuous: the chart's own queued coordinator next to run_queue is refused.
+    v = values()
+    v["dagsterDaemon"]["runCoordinator"]["enabled"] = True
+    from dagster._core.errors import DagsterInvalidConfigError
+
+    with pytest.raises(DagsterInvalidConfigError, match="run_queue"):
+        _load_instance_config(tmp_path, chart_instance(v))
+
+
+def test_the_queue_and_the_lake_pool_match_the_repository_instance():
     v, local = values(), yaml.safe_load((REPO / "dagster.yaml").read_text())
-    queue = v["dagsterDaemon"]["runCoordinator"]
-    assert queue["enabled"] is True and queue["type"] == "QueuedRunCoordinator"
-    qrc = queue["config"]["queuedRunCoordinator"]
-    assert qrc["maxConcurrentRuns"] == local["concurrency"]["runs"]["max_concurrent_runs"]
+    instance = chart_instance(v)
+    for key in ("concurrency", "run_queue", "python_logs", "telemetry"):
+        assert instance[key] == local[key], key
+    assert "run_coordinator" not in instance and "run_coordinator" not in local
     assert (
-        qrc["blockOpConcurrencyLimitedRuns"]["enabled"]
-        is local["run_queue"]["block_op_concurrency_limited_runs"]["enabled"]
+        instance["run_monitoring"]["free_slots_after_run_end_seconds"]
+        == local["run_monitoring"]["free_slots_after_run_end_seconds"]
     )
-    assert v["additionalInstanceConfig"] == {"concurrency": {"pools": local["concurrency"]["pools"]}}
-    monitoring = v["dagsterDaemon"]["runMonitoring"]
-    assert monitoring["freeSlotsAfterRunEndSeconds"] == local["run_monitoring"]["free_slots_after_run_end_seconds"]
-    assert v["dagsterDaemon"]["sensors"]["useThreads"] is True
-    assert v["pythonLogs"]["dagsterHandlerConfig"] == local["python_logs"]["dagster_handler_config"]
+    assert instance["sensors"]["use_threads"] is True
 
 
 # ----------------------------------------------------------------------------------------------
