@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run checks dev check-defs test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon
+.PHONY: help setup run checks dev check-defs test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon spark-up spark-down
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
@@ -23,6 +23,8 @@ help:
 	@echo "make check-defs  dg check defs: the definitions load and validate"
 	@echo "make lint        ruff + mypy"
 	@echo "make bench       end-to-end cost by cohort size (1k, 10k, 50k subjects)"
+	@echo "make spark-up    a local Spark cluster (master, 2 one-core workers, Connect) on 127.0.0.1; prints the sc:// URL"
+	@echo "make spark-down  stop every process of that cluster"
 	@echo "make mlflow-ui   browse the MLflow runs of the model fits on http://127.0.0.1:5000"
 	@echo "make infra-plan  terraform init + plan for terraform/envs/dev (needs backend.hcl, AWS credentials)"
 
@@ -118,3 +120,16 @@ mlflow-ui: setup
 # The daemon alone (schedules, sensors, automation); `make dev` already runs one.
 daemon: setup
 	$(BIN)/dagster-daemon run -w workspace.yaml
+
+# A local Spark standalone cluster + Spark Connect server (needs Java 17): state, logs and pids in
+# $(SPARK_STATE). Idempotent; prints the sc:// URL for POTATO_SPARK_REMOTE.
+SPARK_STATE ?= .spark
+SPARK_WORKER_MEMORY ?= 1g
+SPARK_EXECUTOR_MEMORY ?= 768m
+
+spark-up: setup
+	$(BIN)/python -m potato_assets.lib.engine.spark_cluster up --state-dir $(SPARK_STATE) \
+		--worker-memory $(SPARK_WORKER_MEMORY) --executor-memory $(SPARK_EXECUTOR_MEMORY)
+
+spark-down:
+	$(BIN)/python -m potato_assets.lib.engine.spark_cluster down --state-dir $(SPARK_STATE)

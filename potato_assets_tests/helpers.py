@@ -514,3 +514,14 @@ def study_tables(landing_dir: Path) -> dict[str, pd.DataFrame]:
         "modeling_dataset": modeling,
     }
     return {f"bronze_{k}": v for k, v in bronze.items()} | {f"silver_{k}": v for k, v in silver.items()}
+
+
+def spark_cluster_missing() -> str | None:
+    """Why a local Spark cluster cannot start here (no pyspark, no Java 17), or None."""
+    from potato_assets.lib.engine import spark_cluster
+
+    try:
+        spark_cluster.spark_home()
+    except spark_cluster.SparkClusterError as error:
+        return str(error)
+    return spark_cluster.java_missing_reason()

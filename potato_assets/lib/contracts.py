@@ -244,19 +244,30 @@ class _GxRunner:
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_pandas(name="contracts")
+        self._spark_datasource: Any = None
+        # Keyed by suite name; a Spark suite is named <suite>_spark (spark_types_suite).
         self._prepared: dict[str, tuple[Any, Any, str]] = {}
         self._subsets: dict[tuple[str, str, str, tuple[str, ...]], Any] = {}
         self.lock = threading.Lock()
 
-    def prepared(self, suite: dict[str, Any]) -> tuple[Any, Any]:
+    def spark_datasource(self) -> Any:
+        """GX's Spark datasource, made on first use. Its engine takes the process's active Spark
+        session (SparkConnectSession.builder.getOrCreate() first), i.e. the caller's Connect
+        session: no Spark JVM starts in this process."""
+        if self._spark_datasource is None:
+            self._spark_datasource = self.context.data_sources.add_spark(name="contracts_spark", persist=True)
+        return self._spark_datasource
+
+    def prepared(self, suite: dict[str, Any], datasource: Any = None) -> tuple[Any, Any]:
         """Batch definition and GX suite for a suite dict, rebuilt only if the file changed."""
+        datasource = datasource or self.datasource
         name = suite["name"]
         fingerprint = json.dumps(suite, sort_keys=True)
         cached = self._prepared.get(name)
         if cached is not None and cached[2] == fingerprint:
             return cached[0], cached[1]
         if cached is None:
-            asset = self.datasource.add_dataframe_asset(name=name)
+            asset = datasource.add_dataframe_asset(name=name)
             batch_definition = asset.add_batch_definition_whole_dataframe(f"{name}_whole")
         else:
             batch_definition = cached[0]
@@ -275,10 +286,10 @@ class _GxRunner:
             cached = self._subsets[key] = self.gx_suite(f"{suite['name']}_{purpose}", expectations, suite.get("meta"))
         return cached
 
-    def release_batches(self) -> None:
+    def release_batches(self, datasource: Any = None) -> None:
         """Drop the frames GX keeps after validating: its engine caches every batch it loaded,
         one per suite, so all bronze and silver tables stayed in memory for the whole run."""
-        batches = self.datasource.get_execution_engine().batch_manager
+        batches = (datasource or self.datasource).get_execution_engine().batch_manager
         batches.reset_batch_cache()
         batches.batch_data_cache.clear()
 
@@ -309,28 +320,126 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
     if isinstance(suite, str):
         suite = load_suite(suite)
     example_columns = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns]
-    result_format: dict[str, Any] = {
-        "result_format": "SUMMARY",
-        "partial_unexpected_count": EXAMPLE_COUNT,
-    }
-    if example_columns:
-        result_format["unexpected_index_column_names"] = example_columns
     runner = _runner()
     with runner.lock:
         batch_definition, gx_suite = runner.prepared(suite)
         # GX's pandas engine handles a plain RangeIndex best (examples carry index positions).
         batch = batch_definition.get_batch(batch_parameters={"dataframe": _gx_frame(df, suite)})
         try:
-            first = batch.validate(gx_suite, result_format={"result_format": "BOOLEAN_ONLY"})
-            held = {r.expectation_config.meta.get("rule"): bool(r.success) for r in first.results}
-            detailed = [exp for exp in suite["expectations"] if _needs_details(exp, held.get(exp["meta"]["rule"]))]
-            by_rule: dict[str, Any] = {}
-            if detailed:
-                details_suite = runner.gx_suite(f"{suite['name']}_details", detailed, suite.get("meta"))
-                second = batch.validate(details_suite, result_format=result_format)
-                by_rule = {r.expectation_config.meta.get("rule"): r for r in second.results}
+            held, by_rule = _two_passes(runner, suite, gx_suite, batch, example_columns)
         finally:
             runner.release_batches()
+    return ContractResult(
+        suite=suite["name"],
+        outcomes=_outcomes(suite, held, by_rule, example_columns, set(df.columns)),
+        rows=len(df),
+    )
+
+
+def run_contract_spark(suite: str | dict[str, Any], df: Any) -> ContractResult:
+    """Validate a Spark DataFrame (classic or Spark Connect) against a suite with GX's Spark
+    execution engine: every metric is a Spark job on the DataFrame's cluster, nothing is
+    collected here but the metrics and the few unexpected examples.
+
+    The same rules and the same ContractResult as run_contract: type rules name pandas dtypes
+    (``int64``, ``Int64Dtype``, ``datetime64[ns]``, ...); they are checked against the Spark
+    types those dtypes become (SPARK_TYPES), and outcomes report the rule as the suite wrote it.
+    """
+    if isinstance(suite, str):
+        suite = load_suite(suite)
+    spark_suite = spark_types_suite(suite)
+    example_columns = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns]
+    runner = _runner()
+    with runner.lock:
+        datasource = runner.spark_datasource()
+        batch_definition, gx_suite = runner.prepared(spark_suite, datasource)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
+        try:
+            held, by_rule = _two_passes(runner, spark_suite, gx_suite, batch, example_columns)
+            rows = df.count()
+        finally:
+            runner.release_batches(datasource)
+            # GX persisted the frame on the cluster for its metrics; give the memory back.
+            with contextlib.suppress(Exception):
+                df.unpersist()
+    return ContractResult(
+        suite=suite["name"],
+        outcomes=_outcomes(suite, held, by_rule, example_columns, set(df.columns)),
+        rows=int(rows),
+    )
+
+
+# The Spark type (pyspark.sql.types class name) each pandas dtype name of the suites becomes
+# when the table is read by Spark (parquet written by pandas/pyarrow, or createDataFrame).
+# Naive timestamps arrive as TIMESTAMP_NTZ from parquet and as TIMESTAMP (session time zone)
+# from createDataFrame; both are the pandas column's values.
+SPARK_TYPES: dict[str, tuple[str, ...]] = {
+    "int64": ("LongType",),
+    "Int64Dtype": ("LongType",),
+    "int32": ("IntegerType",),
+    "Int32Dtype": ("IntegerType",),
+    "float64": ("DoubleType",),
+    "Float64Dtype": ("DoubleType",),
+    "float32": ("FloatType",),
+    "bool": ("BooleanType",),
+    "BooleanDtype": ("BooleanType",),
+    "object": ("StringType",),
+    "string": ("StringType",),
+    "StringDtype": ("StringType",),
+    "datetime64[ns]": ("TimestampNTZType", "TimestampType"),
+    "datetime64[us]": ("TimestampNTZType", "TimestampType"),
+    "datetime64[ns, UTC]": ("TimestampType",),
+    "datetime64[us, UTC]": ("TimestampType",),
+}
+
+
+def spark_types_suite(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite with every type list in Spark's type names (SPARK_TYPES); a dtype name with
+    no Spark equivalent is a ContractError naming the suite and the rule."""
+    expectations = []
+    for exp in suite["expectations"]:
+        if exp["type"] == "expect_column_values_to_be_in_type_list":
+            names = (exp.get("kwargs") or {}).get("type_list") or []
+            unknown = [n for n in names if n not in SPARK_TYPES]
+            if unknown:
+                raise ContractError(
+                    f"contract {suite['name']}.json, rule {exp['meta']['rule']}: type {unknown[0]!r} has no "
+                    f"Spark equivalent; use one of {', '.join(SPARK_TYPES)}."
+                )
+            spark_names = list(dict.fromkeys(t for n in names for t in SPARK_TYPES[n]))
+            exp = {**exp, "kwargs": {**exp["kwargs"], "type_list": spark_names}}
+        expectations.append(exp)
+    return {**suite, "name": f"{suite['name']}_spark", "expectations": expectations}
+
+
+def _two_passes(
+    runner: _GxRunner, suite: dict[str, Any], gx_suite: Any, batch: Any, example_columns: list[str]
+) -> tuple[dict[str, bool], dict[str, Any]]:
+    """Whether each rule held (BOOLEAN_ONLY), then details where they say something."""
+    result_format: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": EXAMPLE_COUNT,
+    }
+    if example_columns:
+        result_format["unexpected_index_column_names"] = example_columns
+    first = batch.validate(gx_suite, result_format={"result_format": "BOOLEAN_ONLY"})
+    held = {r.expectation_config.meta.get("rule"): bool(r.success) for r in first.results}
+    detailed = [exp for exp in suite["expectations"] if _needs_details(exp, held.get(exp["meta"]["rule"]))]
+    by_rule: dict[str, Any] = {}
+    if detailed:
+        details_suite = runner.gx_suite(f"{suite['name']}_details", detailed, suite.get("meta"))
+        second = batch.validate(details_suite, result_format=result_format)
+        by_rule = {r.expectation_config.meta.get("rule"): r for r in second.results}
+    return held, by_rule
+
+
+def _outcomes(
+    suite: dict[str, Any],
+    held: dict[str, bool],
+    by_rule: dict[str, Any],
+    example_columns: list[str],
+    columns: set[str],
+) -> tuple[ExpectationOutcome, ...]:
     outcomes = []
     for exp in suite["expectations"]:
         rule = exp["meta"]["rule"]
@@ -341,8 +450,8 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
         if r is None:
             outcomes.append(_no_result(exp))
             continue
-        outcomes.append(_outcome(exp, r, example_columns, set(df.columns)))
-    return ContractResult(suite=suite["name"], outcomes=tuple(outcomes), rows=len(df))
+        outcomes.append(_outcome(exp, r, example_columns, columns))
+    return tuple(outcomes)
 
 
 # ----------------------------------------------------------------------------------------------

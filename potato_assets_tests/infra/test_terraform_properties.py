@@ -683,6 +683,7 @@ def test_every_role_the_stack_creates_carries_the_boundary() -> None:
         "modules/github_oidc/plan",
         "modules/pipeline_runtime/runtime",
         "modules/secure_bucket/replication",
+        "modules/spark_emr_serverless/job",
     }
     # The apply role itself is the administrator's to change (it may not touch itself).
     assert "permissions_boundary" not in roles["modules/github_oidc/apply"]
@@ -691,10 +692,11 @@ def test_every_role_the_stack_creates_carries_the_boundary() -> None:
         "modules/pipeline_runtime/runtime",
         "modules/secure_bucket/replication",
         "modules/ci_checks_role/checks",
+        "modules/spark_emr_serverless/job",
     ):
         assert unwrap(roles[name]["permissions_boundary"]) == "var.permissions_boundary_arn"
     calls = module_calls(load_dir(DEV_ENV_DIR))
-    for bounded in ("pipeline_runtime", "ci_checks_role"):
+    for bounded in ("pipeline_runtime", "ci_checks_role", "spark_emr_serverless"):
         assert unwrap(calls[bounded]["permissions_boundary_arn"]) == "module.github_oidc.role_boundary_arn"
     with_replication = [
         n for n, c in calls.items() if unwrap(c["source"]).endswith("secure_bucket") and "replication" in c
@@ -719,10 +721,23 @@ def test_the_boundary_allows_no_iam_writes_and_no_key_policies() -> None:
             assert _decision(doc, locals_, action, resource, {}) != "allow", (action, resource)
     for statement in statements(doc):
         assert statement.get("effect", "Allow") == "Allow"
+        actions = statement["actions"]
+        if statement.get("sid") == "PassSparkJobRole":
+            # The one exception: handing the Spark jobs' role to EMR Serverless (StartJobRun).
+            assert actions == ["iam:PassRole"] and statement["resources"] == ["${local.spark_job_role_arn}"]
+            [condition] = statement["condition"]
+            assert condition["variable"] == "iam:PassedToService"
+            assert condition["values"] == ["emr-serverless.amazonaws.com"]
+            continue
         assert not any(
             a == "*" or a.endswith(":*") or a.startswith("iam:") and not a.startswith(("iam:Get", "iam:List"))
-            for a in statement["actions"]
+            for a in actions
         )
+    job_role = f"{ACCOUNT}:role/potato-dev-spark-job"
+    to_emr = {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    assert _decision(doc, locals_, "iam:PassRole", job_role, to_emr) == "allow"
+    assert _decision(doc, locals_, "iam:PassRole", job_role, {"iam:PassedToService": "ec2.amazonaws.com"}) != "allow"
+    assert _decision(doc, locals_, "iam:PassRole", RUNTIME_ROLE, to_emr) != "allow"
     # What the bounded roles need still passes: the runtime writes the lake, S3 replicates it.
     assert _decision(doc, locals_, "s3:PutObject", "arn:aws:s3:::potato-dev-lake-a/gold/x.png", {}) == "allow"
     assert _decision(doc, locals_, "s3:ReplicateObject", "arn:aws:s3:::potato-dev-lake-replica-a/k", {}) == "allow"

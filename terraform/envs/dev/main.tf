@@ -164,6 +164,21 @@ module "pipeline_runtime" {
   }
 }
 
+# --- Silver on Spark: EMR Serverless, reached by Dagster Pipes (README "Spark") --------------
+
+module "spark_emr_serverless" {
+  source = "../../modules/spark_emr_serverless"
+
+  name_prefix              = local.name_prefix
+  lake_bucket_arn          = local.active_lake.bucket_arn
+  lake_kms_key_arn         = local.active_lake.kms_key_arn
+  log_bucket_arn           = local.active_logs.bucket_arn
+  log_kms_key_arn          = local.active_logs.kms_key_arn
+  log_retention_days       = var.log_retention_days
+  runtime_role_name        = module.pipeline_runtime.runtime_role_name
+  permissions_boundary_arn = module.github_oidc.role_boundary_arn
+}
+
 # --- CI: GitHub OIDC provider, plan and apply roles ----------------------------------------
 
 module "github_oidc" {

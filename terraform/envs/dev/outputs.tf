@@ -38,6 +38,26 @@ output "pipeline_log_group" {
   value       = module.pipeline_runtime.log_group_name
 }
 
+output "spark_application_id" {
+  description = "EMR Serverless application for silver on Spark (PipesEMRServerlessClient applicationId)."
+  value       = module.spark_emr_serverless.application_id
+}
+
+output "spark_job_role_arn" {
+  description = "Execution role of the Spark jobs (start_job_run executionRoleArn)."
+  value       = module.spark_emr_serverless.job_role_arn
+}
+
+output "spark_job_log_group" {
+  description = "CloudWatch log group the Spark jobs write and Dagster Pipes reads."
+  value       = module.spark_emr_serverless.log_group_name
+}
+
+output "spark_code_uri_prefix" {
+  description = "Where the Spark jobs' entry point and packaged project are uploaded."
+  value       = module.spark_emr_serverless.code_uri_prefix
+}
+
 output "github_plan_role_arn" {
   description = "Set as repository variable AWS_PLAN_ROLE_ARN."
   value       = module.github_oidc.plan_role_arn

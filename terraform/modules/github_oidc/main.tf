@@ -43,6 +43,9 @@ locals {
   log_group_arns = "arn:${local.partition}:logs:*:${local.account_id}:log-group:${var.log_group_name}*"
   all_log_groups = "arn:${local.partition}:logs:*:${local.account_id}:log-group:*"
   state_bucket   = "arn:${local.partition}:s3:::${var.state_bucket}"
+  # EMR Serverless applications (ids are generated) and the Spark jobs' execution role.
+  spark_app_arns     = "arn:${local.partition}:emr-serverless:*:${local.account_id}:/applications/*"
+  spark_job_role_arn = "arn:${local.partition}:iam::${local.account_id}:role/${var.name_prefix}-spark-job"
 }
 
 resource "aws_iam_openid_connect_provider" "github" {
@@ -181,7 +184,7 @@ data "aws_iam_policy_document" "role_boundary" {
 
   statement {
     sid       = "PipelineLogs"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    actions   = ["logs:CreateLogStream", "logs:GetLogEvents", "logs:PutLogEvents"]
     resources = [local.log_group_arns]
   }
 
@@ -189,6 +192,40 @@ data "aws_iam_policy_document" "role_boundary" {
     sid       = "ReadLogGroups"
     actions   = ["logs:DescribeLogGroups", "logs:ListTagsForResource", "logs:ListTagsLogGroup"]
     resources = [local.all_log_groups]
+  }
+
+  # The runtime submits, watches and cancels Spark job runs (Dagster Pipes on EMR Serverless).
+  statement {
+    sid = "RunSparkJobs"
+    actions = [
+      "emr-serverless:CancelJobRun",
+      "emr-serverless:GetApplication",
+      "emr-serverless:GetDashboardForJobRun",
+      "emr-serverless:GetJobRun",
+      "emr-serverless:StartJobRun",
+    ]
+    resources = [local.spark_app_arns, "${local.spark_app_arns}/jobruns/*"]
+  }
+
+  # The plan role reads the application's configuration.
+  statement {
+    sid       = "ReadSparkApplications"
+    actions   = ["emr-serverless:GetApplication", "emr-serverless:ListTagsForResource"]
+    resources = [local.spark_app_arns]
+  }
+
+  # StartJobRun passes the jobs' role: that one role, and only to EMR Serverless. The one IAM
+  # action a bounded role may use beyond reads; it grants nothing the job role does not have.
+  statement {
+    sid       = "PassSparkJobRole"
+    actions   = ["iam:PassRole"]
+    resources = [local.spark_job_role_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:PassedToService"
+      values   = ["emr-serverless.amazonaws.com"]
+    }
   }
 
   statement {
@@ -300,6 +337,12 @@ data "aws_iam_policy_document" "plan" {
     sid       = "ListAliases"
     actions   = ["kms:ListAliases"]
     resources = ["*"]
+  }
+
+  statement {
+    sid       = "ReadSparkApplications"
+    actions   = ["emr-serverless:GetApplication", "emr-serverless:ListTagsForResource"]
+    resources = [local.spark_app_arns]
   }
 }
 
@@ -588,6 +631,52 @@ data "aws_iam_policy_document" "apply" {
       "dynamodb:UpdateItem",
     ]
     resources = [local.table_arn]
+  }
+
+  # EMR Serverless applications: created only with the stack's Project tag, managed only when
+  # they carry it.
+  statement {
+    sid       = "CreateSparkApplications"
+    actions   = ["emr-serverless:CreateApplication", "emr-serverless:TagResource"]
+    resources = [local.spark_app_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:RequestTag/Project"
+      values   = [var.project]
+    }
+  }
+
+  statement {
+    sid = "ManageSparkApplications"
+    actions = [
+      "emr-serverless:DeleteApplication",
+      "emr-serverless:GetApplication",
+      "emr-serverless:ListTagsForResource",
+      "emr-serverless:StartApplication",
+      "emr-serverless:StopApplication",
+      "emr-serverless:UntagResource",
+      "emr-serverless:UpdateApplication",
+    ]
+    resources = [local.spark_app_arns]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/Project"
+      values   = [var.project]
+    }
+  }
+
+  statement {
+    sid       = "EmrServerlessServiceRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["arn:${local.partition}:iam::${local.account_id}:role/aws-service-role/ops.emr-serverless.amazonaws.com/AWSServiceRoleForAmazonEMRServerless"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["ops.emr-serverless.amazonaws.com"]
+    }
   }
 
   statement {

@@ -22,3 +22,8 @@ output "log_group_arn" {
   description = "ARN of the pipeline's CloudWatch log group."
   value       = aws_cloudwatch_log_group.pipeline.arn
 }
+
+output "runtime_role_name" {
+  description = "Name of the pipeline runtime role (other modules attach their policies to it)."
+  value       = aws_iam_role.runtime.name
+}
