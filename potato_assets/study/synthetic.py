@@ -262,6 +262,7 @@ _MAX_ENTRIES_PER_DAY = 6
 _PORTION_LOG_SD = 0.3
 _POTATO_DAY_POTATO_PORTION = 1.8
 _NUTRIENT_JITTER_LOG_SD = 0.05
+_MAX_DICTIONARY_TENTHS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -892,20 +893,35 @@ def _food_entries(
 # Writing
 # ---------------------------------------------------------------------------------------------
 def _one_decimal(values: np.ndarray) -> pa.Array:
-    """Float column -> decimal(38, 1) ('68.8', '70.0', '-0.4'; -0.04 -> '0.0'); NaN -> null.
+    """Float column -> text with exactly one decimal ('68.8', '70.0', '-0.4'; -0.04 -> '0.0');
+    NaN -> null.
 
-    Built from the tenths as 128-bit integers, so Arrow's CSV writer prints the text in C++.
+    A column spans a bounded range of tenths, so each tenth in the range is formatted once and
+    the column is a dictionary of them: Arrow's CSV writer then only copies text.
     """
     missing = np.isnan(values)
     tenths = np.rint(np.where(missing, 0.0, values) * 10.0).astype(np.int64)
-    words = np.empty((values.size, 2), dtype=np.int64)  # little-endian low word, sign-extended high word
-    words[:, 0] = tenths
-    words[:, 1] = tenths >> 63
-    null_count = int(missing.sum())
-    validity = pa.array(~missing).buffers()[1] if null_count else None
-    return pa.Array.from_buffers(
-        pa.decimal128(38, 1), values.size, [validity, pa.py_buffer(words)], null_count=null_count
+    if tenths.size == 0:
+        return pa.array([], pa.string())
+    lo, hi = int(tenths.min()), int(tenths.max())
+    if hi - lo > _MAX_DICTIONARY_TENTHS:  # a range this wide is no dictionary: 128-bit decimals
+        words = np.empty((values.size, 2), dtype=np.int64)  # little-endian low word, sign-extended high
+        words[:, 0] = tenths
+        words[:, 1] = tenths >> 63
+        null_count = int(missing.sum())
+        validity = pa.array(~missing).buffers()[1] if null_count else None
+        return pa.Array.from_buffers(
+            pa.decimal128(38, 1), values.size, [validity, pa.py_buffer(words)], null_count=null_count
+        )
+    every = np.arange(lo, hi + 1, dtype=np.int64)
+    magnitude = np.abs(every)
+    text = pc.binary_join_element_wise(
+        pa.array(magnitude // 10).cast(pa.string()), pa.array(magnitude % 10).cast(pa.string()), "."
     )
+    if lo < 0:
+        text = pc.if_else(pa.array(every < 0), pc.binary_join_element_wise("-", text, ""), text)
+    codes = pa.array((tenths - lo).astype(np.int32), mask=missing if missing.any() else None)
+    return pa.DictionaryArray.from_arrays(codes, text)
 
 
 def landing_arrow_table(frame: pd.DataFrame, landing: schema.LandingFile) -> pa.Table:
