@@ -74,6 +74,21 @@ def test_a_size_below_one_is_refused():
         bench.parse_sizes(["1000,0"])
 
 
+def test_kept_landing_files_are_reused_only_while_they_are_what_the_generator_wrote(tmp_path):
+    landing = tmp_path / "landing-n20-w2"
+    first = bench.generate_landing(20, 2, landing)
+    assert first["generate_reused"] is False and first["generate_s"] > 0 and first["generate_peak_rss_mb"] > 50
+    assert len(list(landing.glob("*.csv"))) == 3
+    stamp = {p.name: p.stat().st_mtime_ns for p in landing.glob("*.csv")}
+    again = bench.generate_landing(20, 2, landing)
+    assert again == {**first, "generate_reused": True}
+    assert {p.name: p.stat().st_mtime_ns for p in landing.glob("*.csv")} == stamp
+    with (landing / "Potato_tidy.csv").open("a") as fh:  # a truncated or edited file is regenerated
+        fh.write("1,2024-01-01,1,,,\n")
+    assert bench.generate_landing(20, 2, landing)["generate_reused"] is False
+    assert bench.generate_landing(21, 2, landing)["generate_reused"] is False  # another cohort
+
+
 @pytest.mark.e2e
 def test_bench_runs_and_prints_the_table(tmp_path):
     out = subprocess.run(

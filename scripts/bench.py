@@ -175,7 +175,7 @@ def generate_landing(n_subjects: int, weeks: int, landing: Path) -> dict:
     and sampled apart from the run). A directory that already holds this cohort, recorded in its
     manifest by an earlier bench, is reused as is; its first generation's numbers are reported."""
     manifest = landing / "manifest.json"
-    spec = {"subjects": n_subjects, "weeks": weeks, "generator": "potato_assets.lib.synthetic_landing"}
+    spec = {"subjects": n_subjects, "weeks": weeks, "generator": generator_fingerprint()}
     if manifest.exists():
         recorded = json.loads(manifest.read_text())
         files = recorded.get("files", {})
@@ -205,6 +205,20 @@ def generate_landing(n_subjects: int, weeks: int, landing: Path) -> dict:
     }
     manifest.write_text(json.dumps({"spec": spec, "files": files, "generation": generation}, indent=2) + "\n")
     return {**generation, "generate_reused": False}
+
+
+def generator_fingerprint() -> str:
+    """The generator's source: kept landing files are reused only while it is unchanged."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for rel in (
+        "potato_assets/study/synthetic.py",
+        "potato_assets/study/schema.py",
+        "potato_assets/lib/synthetic_landing.py",
+    ):
+        digest.update((REPO / rel).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def modeling_table(lake: Path) -> Path | None:
