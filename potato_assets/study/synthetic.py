@@ -108,12 +108,16 @@ Food entries
     ``total_calories``.
 
 Determinism and scale
-    All randomness comes from ``numpy.random.SeedSequence(seed)``, spawned into one child stream
-    per component. The same spec gives byte-identical files with the same numpy version. All
-    steps are vectorised, with no per-row Python loops. CSV text is formatted through pyarrow.
-    50,000 subjects x 12 weeks (3.36M daily rows and 3.33M food entries, 319 MB of CSV) took
-    about 10 s to generate and write on a 2-core machine, about 13 s of wall time including
-    interpreter start. Peak RSS was about 1.3 GB.
+    All randomness comes from ``numpy.random.SeedSequence(seed)``. Subjects are drawn in blocks of
+    ``STREAM_BLOCK_SUBJECTS`` (10,000), each with one child stream per component: block 0 uses
+    the seed's own children (so cohorts of up to 10,000 subjects, the bundled sample among them,
+    are what this generator always made), block b >= 1 streams keyed by (seed, b). The weekly
+    exposures are centred on the whole cohort's means, which a cohort of several blocks gets
+    from a first pass over its blocks' intake. The same spec therefore gives byte-identical files
+    with the same numpy version, whatever chunk size they are produced in. All steps are
+    vectorised, with no per-row Python loops. CSV text comes from pyarrow's CSV writer, fed
+    dictionary columns (each distinct date or tenth formatted once). Streamed in chunks
+    (``potato_assets.lib.synthetic_landing``), 1M subjects x 12 weeks stay under 0.5 GB of RSS.
 
 File format
     UTF-8 without a BOM. ``\\n`` line endings and a header line. Columns are in schema order. Dates
@@ -125,9 +129,13 @@ API
 ---
 ``generate_cohort(spec) -> dict[str, DataFrame]`` is keyed by the three schema file names. The
 frames hold exactly the file contents: ``date`` is an ISO string, floats are already rounded and
-missing values are NaN. ``write_cohort(spec, directory) -> dict[str, Path]`` writes each file
-atomically (a temp file in the same directory, then ``os.replace``). ``subject_start_dates(spec)``
-returns every subject's calendar start.
+missing values are NaN. ``synthetic_cohort_chunks(spec, chunk_subjects)`` yields the same rows as
+consecutive pieces of ``chunk_subjects`` subjects. ``landing_arrow_table(frame, landing)`` is a
+frame as the Arrow table whose CSV text is the file's. ``write_cohort(spec, directory) ->
+dict[str, Path]`` writes each file of a cohort held in memory atomically (a temp file in the same
+directory, then ``os.replace``); ``potato_assets.lib.synthetic_landing.write_cohort_streaming``
+writes the same bytes chunk by chunk. ``subject_start_dates(spec)`` returns every subject's
+calendar start.
 
 CLI::
 
@@ -155,11 +163,15 @@ import pyarrow.csv as pa_csv
 from potato_assets.study import schema
 
 __all__ = [
+    "CSV_WRITE_OPTIONS",
     "FOOD_ITEMS",
+    "STREAM_BLOCK_SUBJECTS",
     "CohortSpec",
     "generate_cohort",
+    "landing_arrow_table",
     "main",
     "subject_start_dates",
+    "synthetic_cohort_chunks",
     "write_cohort",
 ]
 
