@@ -48,13 +48,13 @@ def test_the_slope_from_100k_to_1m_is_spelled_out_and_a_missing_number_is_a_dash
 def test_a_size_row_is_one_markdown_row_under_the_header():
     row = {
         "subjects": 100_000, "weeks": 12, "landing_mb": 639.1, "generate_s": 51.2, "generate_reused": True,
-        "wall_s": 300.5, "run_s": 280.25, "s_per_1000_subjects": 2.803, "tree_peak_rss_mb": 6100.0,
+        "wall_s": 300.5, "cpu_s": 290.0, "run_s": 280.25, "s_per_1000_subjects": 2.803, "tree_peak_rss_mb": 6100.0,
         "largest_process_rss_mb": 5900.5, "layers_s": {"bronze": 100.0, "silver": 120.0, "gold": 60.25},
         "silver_assets_s": 80.0, "steps_s": {"fit_models": 30.5}, "mixed_model_s": None,
     }  # fmt: skip
     line = bench.size_row(row)
     assert line == (
-        "| 100,000 × 12 | 639.1 | 51.2 (reused) | 300.5 | 280.25 | 2.803 | 6100.0 | 5900.5 "
+        "| 100,000 × 12 | 639.1 | 51.2 (reused) | 300.5 | 290.0 | 280.25 | 2.803 | 6100.0 | 5900.5 "
         "| 100.0 | 120.0 | 80.0 | 60.25 | 30.5 | — |"
     )
     header, rule = bench.TABLE_HEADER
@@ -120,6 +120,7 @@ def test_bench_runs_and_prints_the_table(tmp_path):
     assert all(r["largest_process_rss_mb"] >= r["peak_rss_mb"] for r in size["runs"])
     assert {k: size[k] for k in bench.RUN_FIELDS} in size["runs"]
     assert size["generate_s"] > 0 and size["landing_mb"] > 0 and size["generate_reused"] is False
+    assert size["cpu_s"] > 0 and size["generate_cpu_s"] > 0
     assert "materialised 2 times" in out.stdout
     assert 0 < size["silver_assets_s"] < size["layers_s"]["silver"]
     assert {"ingest_landing", "fit_models", "silver__weekly_features_contract"} <= set(size["steps_s"])

@@ -95,4 +95,5 @@ def test_cli_runs_the_command_and_reports_its_peak(capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert report["exit_code"] == 0 and 80 <= report["total_mb"] <= 80 + INTERPRETER_MB
+    assert 0 < report["cpu_s"] < report["wall_s"]  # it mostly sleeps
     assert proc_tree_rss.main(["--", sys.executable, "-c", "raise SystemExit(3)"]) == 3

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from proc_tree_rss import ProcTreeSampler  # noqa: E402
+from proc_tree_rss import ProcTreeSampler, run_sampled  # noqa: E402
 
 ONE_ASSET = """import dagster as dg
 
@@ -74,7 +74,7 @@ def one() -> int:
 
 
 RSS_INTERVAL_S = 0.2
-RUN_FIELDS = ("wall_s", "run_s", "peak_rss_mb", "tree_peak_rss_mb", "largest_process_rss_mb")
+RUN_FIELDS = ("wall_s", "cpu_s", "run_s", "peak_rss_mb", "tree_peak_rss_mb", "largest_process_rss_mb")
 
 
 def layer_of(step_key: str) -> str:
@@ -161,6 +161,8 @@ def materialise_once(landing: Path, run_dir: Path) -> dict:
         "run_s": round(run_s, 2),
         "silver_assets_s": round(silver_assets, 2),
         "peak_rss_mb": round(peak_kib / 1024, 1),
+        # user + system of the CLI process and the children it reaped: the work, on a shared machine
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "tree_peak_rss_mb": tree.total_mb,
         # the sampler can miss the root's own short peak; the kernel's ru_maxrss cannot
         "largest_process_rss_mb": max(tree.largest_process_mb, round(peak_kib / 1024, 1)),
@@ -190,17 +192,19 @@ def generate_landing(n_subjects: int, weeks: int, landing: Path) -> dict:
     shutil.rmtree(landing, ignore_errors=True)
     cmd = [sys.executable, "-m", "potato_assets.lib.synthetic_landing", "--subjects", str(n_subjects)]
     cmd += ["--weeks", str(weeks), "--out", str(landing)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    with ProcTreeSampler(proc.pid, RSS_INTERVAL_S) as sampler:
-        _, err = proc.communicate()
-    generate_s = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"generating {n_subjects} subjects failed:\n{err[-4000:]}")
+    log = landing.parent / f"{landing.name}.log"
+    landing.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as stderr:
+        code, generate_s, cpu_s, peak = run_sampled(
+            cmd, RSS_INTERVAL_S, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    if code != 0:
+        raise SystemExit(f"generating {n_subjects} subjects failed:\n{log.read_text()[-4000:]}")
     files = {f.name: f.stat().st_size for f in sorted(landing.glob("*.csv"))}
     generation = {
         "generate_s": round(generate_s, 2),
-        "generate_peak_rss_mb": sampler.peak.total_mb,
+        "generate_cpu_s": round(cpu_s, 2),
+        "generate_peak_rss_mb": peak.total_mb,
         "landing_mb": round(sum(files.values()) / 1e6, 1),
     }
     manifest.write_text(json.dumps({"spec": spec, "files": files, "generation": generation}, indent=2) + "\n")
@@ -330,7 +334,8 @@ def size_row(r: dict) -> str:
     layers = r["layers_s"]
     generate = f"{r['generate_s']}{' (reused)' if r.get('generate_reused') else ''}"
     return (
-        f"| {r['subjects']:,} × {r['weeks']} | {r['landing_mb']} | {generate} | {r['wall_s']} | {r['run_s']} "
+        f"| {r['subjects']:,} × {r['weeks']} | {r['landing_mb']} | {generate} | {r['wall_s']} | {cell(r.get('cpu_s'))} "
+        f"| {r['run_s']} "
         f"| {r['s_per_1000_subjects']} | {cell(r.get('tree_peak_rss_mb'))} | {cell(r.get('largest_process_rss_mb'))} "
         f"| {layers['bronze']} | {layers['silver']} | {r['silver_assets_s']} | {layers['gold']} "
         f"| {cell(r['steps_s'].get('fit_models'))} | {cell(r['mixed_model_s'])} |"
@@ -338,10 +343,10 @@ def size_row(r: dict) -> str:
 
 
 TABLE_HEADER = [
-    "| subjects × weeks | landing MB | generate s | CLI process s | run s | run s per 1,000 subjects "
+    "| subjects × weeks | landing MB | generate s | CLI process s | CPU s | run s | run s per 1,000 subjects "
     "| peak tree RSS MB | largest process MB | bronze s | silver s | silver assets s | gold s "
     "| fit_models s | mixed model alone s |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -437,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         "every asset and check. Layer times are Dagster step durations, asset checks counted with "
         "their asset's layer; silver assets: the four silver steps without their contract checks. "
         "The MLflow store exists before the run (created untimed, as after a first run). "
+        "CPU: user + system seconds of the CLI process and the children it reaped (on a shared machine "
+        "the wall times stretch with the load, this much less). "
         "Generate: the streaming generator writing the landing CSVs, in its own process, not part of the run. "
         f"Peak tree RSS: the largest sum of the resident sets of the materialising process and all its "
         f"descendants, sampled from /proc every {RSS_INTERVAL_S} s (shared pages count in each process); "
