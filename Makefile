@@ -23,6 +23,7 @@ help:
 	@echo "make check-defs  dg check defs: the definitions load and validate"
 	@echo "make lint        ruff + mypy"
 	@echo "make bench       end-to-end cost by cohort size (1k, 10k, 50k subjects)"
+	@echo "                 BENCH_SIZES=100000,1000000 BENCH_REPEATS=1 BENCH_LANDING=DIR: the big sizes, landing files kept in DIR"
 	@echo "make spark-up    a local Spark cluster (master, 2 one-core workers, Connect) on 127.0.0.1; prints the sc:// URL"
 	@echo "make spark-down  stop every process of that cluster"
 	@echo "make mlflow-ui   browse the MLflow runs of the model fits on http://127.0.0.1:5000"
@@ -106,8 +107,16 @@ infra-plan:
 infra-apply:
 	terraform -chdir=$(TF_DIR) apply -input=false tfplan
 
+# Cohort sizes (subjects, comma-separated) and materialisations per size. The big sizes:
+#   make bench BENCH_SIZES=100000,1000000 BENCH_REPEATS=1 BENCH_LANDING=/tmp/bench-landing
+# write 0.64 and 6.4 GB of landing CSVs; with BENCH_LANDING set they are kept there and reused by
+# the next bench of the same generator (default: a temp dir, removed).
+BENCH_SIZES ?= 1000,10000,50000
+BENCH_REPEATS ?= 3
+BENCH_LANDING ?=
+
 bench: setup
-	$(BIN)/python scripts/bench.py --sizes 1000 10000 50000 --repeats 3
+	$(BIN)/python scripts/bench.py --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) $(if $(BENCH_LANDING),--landing-dir $(BENCH_LANDING))
 
 # The local store that `make run` writes (another: make mlflow-ui
 # MLFLOW_STORE='postgresql+psycopg2://user:pw@host:5432/mlflow?sslmode=require': psycopg2 is the installed driver).

@@ -108,12 +108,17 @@ Food entries
     ``total_calories``.
 
 Determinism and scale
-    All randomness comes from ``numpy.random.SeedSequence(seed)``, spawned into one child stream
-    per component. The same spec gives byte-identical files with the same numpy version. All
-    steps are vectorised, with no per-row Python loops. CSV text is formatted through pyarrow.
-    50,000 subjects x 12 weeks (3.36M daily rows and 3.33M food entries, 319 MB of CSV) took
-    about 10 s to generate and write on a 2-core machine, about 13 s of wall time including
-    interpreter start. Peak RSS was about 1.3 GB.
+    All randomness comes from ``numpy.random.SeedSequence(seed)``. Subjects are drawn in blocks of
+    ``STREAM_BLOCK_SUBJECTS`` (10,000), each with one child stream per component: block 0 uses
+    the seed's own children (so cohorts of up to 10,000 subjects, the bundled sample among them,
+    are what this generator always made), block b >= 1 streams keyed by (seed, b). The weekly
+    exposures are centred on the whole cohort's means, which a cohort of several blocks gets
+    from a first pass over its blocks' intake. The same spec therefore gives byte-identical files
+    with the same numpy version, whatever chunk size they are produced in. All steps are
+    vectorised, with no per-row Python loops. CSV text comes from pyarrow's CSV writer, fed
+    dictionary columns (each distinct date or tenth formatted once). Streamed in chunks
+    (``potato_assets.lib.synthetic_landing``), 1M subjects x 12 weeks (6.5 GB of CSV) took 142 s on a quiet
+    2-core machine (46 MB/s, 107 s of CPU) with a peak RSS of about 0.5 GiB.
 
 File format
     UTF-8 without a BOM. ``\\n`` line endings and a header line. Columns are in schema order. Dates
@@ -125,9 +130,13 @@ API
 ---
 ``generate_cohort(spec) -> dict[str, DataFrame]`` is keyed by the three schema file names. The
 frames hold exactly the file contents: ``date`` is an ISO string, floats are already rounded and
-missing values are NaN. ``write_cohort(spec, directory) -> dict[str, Path]`` writes each file
-atomically (a temp file in the same directory, then ``os.replace``). ``subject_start_dates(spec)``
-returns every subject's calendar start.
+missing values are NaN. ``synthetic_cohort_chunks(spec, chunk_subjects)`` yields the same rows as
+consecutive pieces of ``chunk_subjects`` subjects. ``landing_arrow_table(frame, landing)`` is a
+frame as the Arrow table whose CSV text is the file's. ``write_cohort(spec, directory) ->
+dict[str, Path]`` writes each file of a cohort held in memory atomically (a temp file in the same
+directory, then ``os.replace``); ``potato_assets.lib.synthetic_landing.write_cohort_streaming``
+writes the same bytes chunk by chunk. ``subject_start_dates(spec)`` returns every subject's
+calendar start.
 
 CLI::
 
@@ -142,7 +151,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -155,11 +164,15 @@ import pyarrow.csv as pa_csv
 from potato_assets.study import schema
 
 __all__ = [
+    "CSV_WRITE_OPTIONS",
     "FOOD_ITEMS",
+    "STREAM_BLOCK_SUBJECTS",
     "CohortSpec",
     "generate_cohort",
+    "landing_arrow_table",
     "main",
     "subject_start_dates",
+    "synthetic_cohort_chunks",
     "write_cohort",
 ]
 
@@ -262,6 +275,7 @@ _MAX_ENTRIES_PER_DAY = 6
 _PORTION_LOG_SD = 0.3
 _POTATO_DAY_POTATO_PORTION = 1.8
 _NUTRIENT_JITTER_LOG_SD = 0.05
+_MAX_DICTIONARY_TENTHS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -395,13 +409,40 @@ def _rngs(spec: CohortSpec) -> dict[str, np.random.Generator]:
     return {name: np.random.Generator(np.random.PCG64(ss)) for name, ss in zip(_STREAMS, children, strict=True)}
 
 
-def _subject_offsets(spec: CohortSpec, rng: np.random.Generator) -> np.ndarray:
-    return rng.integers(0, int(spec.start_stagger_days) + 1, size=int(spec.n_subjects))
+STREAM_BLOCK_SUBJECTS = 10_000
+"""Subjects per block of random streams. Block 0 draws from the seed's own streams, so a cohort of
+up to this many subjects is exactly what the generator always made (the bundled sample among
+them); block b >= 1 draws from streams keyed by (seed, b). Chunks are cut from whole blocks, so
+the cohort never depends on the chunk size."""
+
+
+def _block_ranges(spec: CohortSpec) -> list[tuple[int, int]]:
+    """0-based [lo, hi) subject ranges of the stream blocks."""
+    n = int(spec.n_subjects)
+    return [(lo, min(lo + STREAM_BLOCK_SUBJECTS, n)) for lo in range(0, n, STREAM_BLOCK_SUBJECTS)]
+
+
+def _block_rngs(spec: CohortSpec, block: int) -> dict[str, np.random.Generator]:
+    if block == 0:
+        return _rngs(spec)
+    # spawn_key (len(_STREAMS), b) is disjoint from the seed's own children (0,) .. (7,)
+    root = np.random.SeedSequence(int(spec.seed), spawn_key=(len(_STREAMS), block))
+    children = root.spawn(len(_STREAMS))
+    return {name: np.random.Generator(np.random.PCG64(ss)) for name, ss in zip(_STREAMS, children, strict=True)}
+
+
+def _subject_offsets(spec: CohortSpec, rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, int(spec.start_stagger_days) + 1, size=n)
 
 
 def subject_start_dates(spec: CohortSpec) -> pd.Series:
     """Each subject's calendar start (day 1 of study week 1), indexed by subject_id."""
-    offsets = _subject_offsets(spec, _rngs(spec)["calendar"])
+    offsets = np.concatenate(
+        [
+            _subject_offsets(spec, _block_rngs(spec, b)["calendar"], hi - lo)
+            for b, (lo, hi) in enumerate(_block_ranges(spec))
+        ]
+    )
     starts = np.datetime64(spec.start_date, "D") + offsets.astype("timedelta64[D]")
     index = pd.RangeIndex(1, int(spec.n_subjects) + 1, name=schema.GROUP_COL)
     return pd.Series(starts.astype("datetime64[s]"), index=index, name="start_date")
@@ -483,8 +524,16 @@ def _item_tables() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.nd
 
 
 def _iso_dates(days: np.ndarray) -> pd.Series:
-    """datetime64[D] array -> pandas str Series of ISO dates (via Arrow, fast)."""
-    return pd.Series(pd.array(pa.array(days).cast(pa.string()), dtype="str"))
+    """datetime64[D] array -> pandas string Series of ISO dates (Arrow-backed).
+
+    A cohort spans a few hundred days: each distinct day is formatted once and gathered.
+    """
+    if days.size == 0:
+        return pd.Series(pd.arrays.ArrowStringArray(pa.array([], pa.string())))
+    first = days.min()
+    codes = (days - first).astype(np.int64)
+    names = pa.array(first + np.arange(int(codes.max()) + 1).astype("timedelta64[D]")).cast(pa.string())
+    return pd.Series(pd.arrays.ArrowStringArray(names.take(pa.array(codes))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,15 +544,92 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
 
     Each frame has exactly the columns of its schema file, in file order. Every value already has
     its final text representation: ISO-date strings, floats rounded to 0.1 and NaN for empty.
+    The whole cohort is in memory; :func:`synthetic_cohort_chunks` yields the same rows in
+    bounded pieces.
     """
-    rng = _rngs(spec)
-    n = int(spec.n_subjects)
+    return next(synthetic_cohort_chunks(spec, int(spec.n_subjects)))
+
+
+def synthetic_cohort_chunks(
+    spec: CohortSpec, chunk_subjects: int = STREAM_BLOCK_SUBJECTS
+) -> Iterator[dict[str, pd.DataFrame]]:
+    """The cohort as consecutive pieces of ``chunk_subjects`` subjects (the last one shorter).
+
+    Each piece is keyed like :func:`generate_cohort` and holds every row of its subjects.
+    Concatenated in order, the pieces are :func:`generate_cohort`'s frames, whatever the chunk
+    size. Memory is bounded by the larger of one piece and one stream block: a cohort of more
+    than one block first draws every block's intake once (not kept) for the cohort's weekly means.
+    """
+    if int(chunk_subjects) < 1:
+        raise ValueError(f"chunk_subjects must be >= 1, got {chunk_subjects}")
+    chunk = int(chunk_subjects)
+    blocks = _block_ranges(spec)
+    week_means = _cohort_week_means(spec) if len(blocks) > 1 else None
+    pieces: list[dict[str, pd.DataFrame]] = []
+    have = 0
+    for block, (lo, hi) in enumerate(blocks):
+        frames = _block_frames(spec, block, lo, hi, week_means)
+        next_id, left = lo + 1, hi - lo
+        while left:
+            take = min(chunk - have, left)
+            if take < left:
+                part, frames = _split_before(frames, next_id + take)
+            else:
+                part = frames
+            pieces.append(part)
+            have, left, next_id = have + take, left - take, next_id + take
+            if have == chunk:
+                yield _concat(pieces)
+                pieces, have = [], 0
+    if pieces:
+        yield _concat(pieces)
+
+
+def _split_before(
+    frames: dict[str, pd.DataFrame], subject_id: int
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Rows of subjects below ``subject_id`` and the rest (frames are sorted by subject)."""
+    head, tail = {}, {}
+    for name, frame in frames.items():
+        cut = int(np.searchsorted(frame[schema.GROUP_COL].to_numpy(), subject_id, side="left"))
+        head[name] = frame.iloc[:cut].reset_index(drop=True)
+        tail[name] = frame.iloc[cut:].reset_index(drop=True)
+    return head, tail
+
+
+def _concat(pieces: list[dict[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    if len(pieces) == 1:
+        return pieces[0]
+    return {name: pd.concat([p[name] for p in pieces], ignore_index=True) for name in pieces[0]}
+
+
+@dataclass
+class _Intake:
+    """One block's subjects: traits, weeks and true daily intake (before logging gaps)."""
+
+    starts: np.ndarray
+    baseline: np.ndarray
+    scale: np.ndarray
+    day_missing_rate: np.ndarray
+    weighin_missing_rate: np.ndarray
+    preferred_weighin_day: np.ndarray
+    energy_base: np.ndarray
+    mood_base: np.ndarray
+    beans_week: np.ndarray
+    process_noise: np.ndarray
+    beans_day: np.ndarray
+    potato_day: np.ndarray
+    kcal: np.ndarray
+    fiber: np.ndarray
+
+
+def _draw_intake(spec: CohortSpec, rng: dict[str, np.random.Generator], n: int) -> _Intake:
+    """The first draws of a block's calendar, subjects, weeks and days streams."""
     n_weeks = int(spec.n_weeks)
     n_days = 7 * n_weeks
-    subject_ids = np.arange(1, n + 1, dtype=np.int64)
 
     # Calendar
-    starts = np.datetime64(spec.start_date, "D") + _subject_offsets(spec, rng["calendar"]).astype("timedelta64[D]")
+    starts = np.datetime64(spec.start_date, "D") + _subject_offsets(spec, rng["calendar"], n).astype("timedelta64[D]")
 
     # Subject-level traits
     rs = rng["subjects"]
@@ -536,7 +662,7 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
     beans_week = rw.random((n, n_weeks)) < beans_rate[:, None]
     process_noise = rw.normal(0.0, spec.process_sd_kg, (n, n_weeks))
 
-    # Day-level (n x n_days): true intake, then logging gaps
+    # Day-level (n x n_days): true intake; the logging gaps are drawn next from the same stream
     rd = rng["days"]
     adherence_day = np.repeat(adherence, 7, axis=1)
     beans_day = np.repeat(beans_week, 7, axis=1)
@@ -548,40 +674,91 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
     density = np.where(potato_day, _FIBER_PER_100KCAL_POTATO, _FIBER_PER_100KCAL_OTHER)
     fiber = kcal / 100.0 * density * rd.lognormal(0.0, _FIBER_DAY_LOG_SD, (n, n_days))
     fiber = _reflect(fiber + _BEANS_WEEK_FIBER_G * beans_day, *_FIBER_RANGE)
-    logged = rd.random((n, n_days)) >= day_missing_rate[:, None]
+    return _Intake(
+        starts=starts,
+        baseline=baseline,
+        scale=scale,
+        day_missing_rate=day_missing_rate,
+        weighin_missing_rate=weighin_missing_rate,
+        preferred_weighin_day=preferred_weighin_day,
+        energy_base=energy_base,
+        mood_base=mood_base,
+        beans_week=beans_week,
+        process_noise=process_noise,
+        beans_day=beans_day,
+        potato_day=potato_day,
+        kcal=kcal,
+        fiber=fiber,
+    )
+
+
+def _weekly_exposures(spec: CohortSpec, intake: _Intake) -> tuple[np.ndarray, ...]:
+    """Each subject-week's mean daily kcal, mean daily fiber, potato-day share and beans flag."""
+    n, n_weeks = intake.beans_week.shape
+    return (
+        intake.kcal.reshape(n, n_weeks, 7).mean(axis=2),
+        intake.fiber.reshape(n, n_weeks, 7).mean(axis=2),
+        intake.potato_day.reshape(n, n_weeks, 7).mean(axis=2),
+        intake.beans_week.astype(float),
+    )
+
+
+def _cohort_week_means(spec: CohortSpec) -> np.ndarray:
+    """Cohort mean of each weekly exposure, shape (4, n_weeks): block sums in block order."""
+    sums = np.zeros((4, int(spec.n_weeks)))
+    for block, (lo, hi) in enumerate(_block_ranges(spec)):
+        exposures = _weekly_exposures(spec, _draw_intake(spec, _block_rngs(spec, block), hi - lo))
+        sums += np.stack([x.sum(axis=0) for x in exposures])
+    return sums / int(spec.n_subjects)
+
+
+def _block_frames(
+    spec: CohortSpec, block: int, lo: int, hi: int, week_means: np.ndarray | None
+) -> dict[str, pd.DataFrame]:
+    """Every row of subjects lo+1..hi (one stream block). ``week_means`` None: the block is the
+    whole cohort and its own means are the cohort's."""
+    rng = _block_rngs(spec, block)
+    n = hi - lo
+    n_weeks = int(spec.n_weeks)
+    n_days = 7 * n_weeks
+    subject_ids = np.arange(lo + 1, hi + 1, dtype=np.int64)
+    intake = _draw_intake(spec, rng, n)
+    starts = intake.starts
+    rd = rng["days"]
+    logged = rd.random((n, n_days)) >= intake.day_missing_rate[:, None]
     kcal_missing = rd.random((n, n_days)) < spec.missing_kcal_rate
     fiber_missing = rd.random((n, n_days)) < spec.missing_fiber_rate
 
-    # Weight trajectory at the weigh-in grain
-    def _centred(x: np.ndarray) -> np.ndarray:
-        return x - x.mean(axis=0, keepdims=True)
-
-    kcal_week = kcal.reshape(n, n_weeks, 7).mean(axis=2)
-    fiber_week = fiber.reshape(n, n_weeks, 7).mean(axis=2)
-    potato_share = potato_day.reshape(n, n_weeks, 7).mean(axis=2)
-    loss = (
-        scale[:, None] * _base_weekly_loss(spec)[None, :]
-        + spec.fiber_effect_kg_per_g * _centred(fiber_week)
-        - spec.kcal_effect_kg_per_1000 * _centred(kcal_week) / 1000.0
-        + spec.potato_effect_kg * _centred(potato_share)
-        + spec.beans_effect_kg * _centred(beans_week.astype(float))
-        + process_noise
+    # Weight trajectory at the weigh-in grain; each exposure centred on its cohort mean per week
+    exposures = _weekly_exposures(spec, intake)
+    if week_means is None:
+        week_means = np.stack([x.sum(axis=0) for x in exposures]) / n
+    kcal_week, fiber_week, potato_share, beans_week = (
+        x - m[None, :] for x, m in zip(exposures, week_means, strict=True)
     )
-    true_weight = baseline[:, None] - np.concatenate([np.zeros((n, 1)), np.cumsum(loss[:, :-1], axis=1)], axis=1)
+    loss = (
+        intake.scale[:, None] * _base_weekly_loss(spec)[None, :]
+        + spec.fiber_effect_kg_per_g * fiber_week
+        - spec.kcal_effect_kg_per_1000 * kcal_week / 1000.0
+        + spec.potato_effect_kg * potato_share
+        + spec.beans_effect_kg * beans_week
+        + intake.process_noise
+    )
+    true_weight = intake.baseline[:, None] - np.concatenate([np.zeros((n, 1)), np.cumsum(loss[:, :-1], axis=1)], axis=1)
 
     # Weigh-ins
     rwi = rng["weighins"]
     weight = true_weight + rwi.normal(0.0, spec.measurement_sd_kg, (n, n_weeks))
-    weight[rwi.random((n, n_weeks)) < weighin_missing_rate[:, None]] = np.nan
+    weight[rwi.random((n, n_weeks)) < intake.weighin_missing_rate[:, None]] = np.nan
     day_in_week = np.clip(
-        preferred_weighin_day[:, None]
+        intake.preferred_weighin_day[:, None]
         + np.rint(rwi.normal(0.0, spec.weighin_day_jitter_sd, (n, n_weeks))).astype(np.int64),
         0,
         6,
     )
     shared = rwi.normal(0.0, 0.8, (n, n_weeks))
-    energy = np.clip(energy_base[:, None] + shared + rwi.normal(0.0, 0.9, (n, n_weeks)), 1, 10)
-    mood = np.clip(mood_base[:, None] + shared + rwi.normal(0.0, 0.9, (n, n_weeks)), 1, 10)
+    energy = np.clip(intake.energy_base[:, None] + shared + rwi.normal(0.0, 0.9, (n, n_weeks)), 1, 10)
+    mood = np.clip(intake.mood_base[:, None] + shared + rwi.normal(0.0, 0.9, (n, n_weeks)), 1, 10)
     energy[rwi.random((n, n_weeks)) < spec.missing_rating_rate] = np.nan
     mood[rwi.random((n, n_weeks)) < spec.missing_rating_rate] = np.nan
 
@@ -603,8 +780,8 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
     day_subject = flat // n_days
     day_offset = flat % n_days
     day_dates = starts[day_subject] + day_offset.astype("timedelta64[D]")
-    kcal_logged = np.where(kcal_missing.ravel()[flat], np.nan, kcal.ravel()[flat])
-    fiber_logged = np.where(fiber_missing.ravel()[flat], np.nan, fiber.ravel()[flat])
+    kcal_logged = np.where(kcal_missing.ravel()[flat], np.nan, intake.kcal.ravel()[flat])
+    fiber_logged = np.where(fiber_missing.ravel()[flat], np.nan, intake.fiber.ravel()[flat])
     daily = pd.DataFrame(
         {
             "subject_id": subject_ids[day_subject],
@@ -615,10 +792,10 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
         }
     )
 
-    potato_logged = potato_day.ravel()[flat]
-    beans_logged = beans_day.ravel()[flat]
+    potato_logged = intake.potato_day.ravel()[flat]
+    beans_logged = intake.beans_day.ravel()[flat]
     # Free the day-level arrays before the (large) food-entry step.
-    del kcal, fiber, density, adherence_day, beans_day, potato_day, logged
+    del intake, exposures, logged
     del kcal_missing, fiber_missing, kcal_logged, fiber_logged
 
     nutrition = _food_entries(
@@ -629,6 +806,7 @@ def generate_cohort(spec: CohortSpec) -> dict[str, pd.DataFrame]:
         potato_day_flat=potato_logged,
         beans_day_flat=beans_logged,
         n_days=n_days,
+        first_id=lo + 1,
     )
 
     frames = {schema.WEIGHT_FILE: tidy, schema.FIBER_FILE: daily, schema.NUTRITION_FILE: nutrition}
@@ -646,9 +824,10 @@ def _food_entries(
     potato_day_flat: np.ndarray,
     beans_day_flat: np.ndarray,
     n_days: int,
+    first_id: int,
 ) -> pd.DataFrame:
     """Itemised food entries: several per diary day, plus a few late entries."""
-    n = int(spec.n_subjects)
+    n = starts.size
     rdi = rng["diary"]
     names, item_cat, first_item, item_count, nutrients = _item_tables()
     cdfs = _category_cdfs()
@@ -708,7 +887,7 @@ def _food_entries(
 
     return pd.DataFrame(
         {
-            "subject_id": (e_subject + 1).astype(np.int64),
+            "subject_id": (e_subject + first_id).astype(np.int64),
             "date": _iso_dates(e_dates),
             "food_item": pd.Categorical.from_codes(item, categories=pd.Index(names, dtype="str")),
             "category": pd.Categorical.from_codes(
@@ -726,43 +905,66 @@ def _food_entries(
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-def _format_one_decimal(values: np.ndarray) -> pa.Array:
-    """Float column -> strings with exactly one decimal ('68.8', '70.0', '-0.4'); NaN -> null."""
+def _one_decimal(values: np.ndarray) -> pa.Array:
+    """Float column -> text with exactly one decimal ('68.8', '70.0', '-0.4'; -0.04 -> '0.0');
+    NaN -> null.
+
+    A column spans a bounded range of tenths, so each tenth in the range is formatted once and
+    the column is a dictionary of them: Arrow's CSV writer then only copies text.
+    """
     missing = np.isnan(values)
     tenths = np.rint(np.where(missing, 0.0, values) * 10.0).astype(np.int64)
-    magnitude = np.abs(tenths)
+    if tenths.size == 0:
+        return pa.array([], pa.string())
+    lo, hi = int(tenths.min()), int(tenths.max())
+    if hi - lo > _MAX_DICTIONARY_TENTHS:  # a range this wide is no dictionary: 128-bit decimals
+        words = np.empty((values.size, 2), dtype=np.int64)  # little-endian low word, sign-extended high
+        words[:, 0] = tenths
+        words[:, 1] = tenths >> 63
+        null_count = int(missing.sum())
+        validity = pa.array(~missing).buffers()[1] if null_count else None
+        return pa.Array.from_buffers(
+            pa.decimal128(38, 1), values.size, [validity, pa.py_buffer(words)], null_count=null_count
+        )
+    every = np.arange(lo, hi + 1, dtype=np.int64)
+    magnitude = np.abs(every)
     text = pc.binary_join_element_wise(
-        pa.array(magnitude // 10, mask=missing).cast(pa.string()),  # null stays null
-        pa.array(magnitude % 10).cast(pa.string()),
-        ".",
+        pa.array(magnitude // 10).cast(pa.string()), pa.array(magnitude % 10).cast(pa.string()), "."
     )
-    negative = tenths < 0
-    if negative.any():
-        text = pc.if_else(pa.array(negative), pc.binary_join_element_wise("-", text, ""), text)
-    return text
+    if lo < 0:
+        text = pc.if_else(pa.array(every < 0), pc.binary_join_element_wise("-", text, ""), text)
+    codes = pa.array((tenths - lo).astype(np.int32), mask=missing if missing.any() else None)
+    return pa.DictionaryArray.from_arrays(codes, text)
 
 
-def _text_table(frame: pd.DataFrame, landing: schema.LandingFile) -> pa.Table:
-    """The frame as an Arrow table of final CSV text (null = empty field)."""
-    columns: dict[str, pa.Array] = {}
+def landing_arrow_table(frame: pd.DataFrame, landing: schema.LandingFile) -> pa.Table:
+    """The frame as an Arrow table whose CSV text (no quoting, null = empty field) is the
+    landing file's: floats with one decimal, ints, ISO dates and plain text."""
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     for name, kind in landing.columns.items():
         series = frame[name]
         if kind == "float":
-            columns[name] = _format_one_decimal(series.to_numpy(dtype=float, na_value=np.nan))
+            columns[name] = _one_decimal(series.to_numpy(dtype=float, na_value=np.nan))
         elif kind == "int":
-            columns[name] = pa.array(series.to_numpy(dtype=np.int64)).cast(pa.string())
-        else:  # date / str: already text (str columns may be categorical -> Arrow dictionary)
-            arr = pa.array(series)
-            text = arr.dictionary if pa.types.is_dictionary(arr.type) else arr
-            if pc.any(pc.match_substring_regex(text, r'[,"\r\n]')).as_py():
-                raise ValueError(f"column {name!r} holds text that would need CSV quoting")
+            columns[name] = pa.array(series.to_numpy(dtype=np.int64))
+        else:  # date / str: already text (categorical -> dictionary, Arrow strings without a copy)
+            arr = pa.Table.from_pandas(frame[[name]], preserve_index=False).column(0)
+            if kind == "str":
+                text = arr.combine_chunks()
+                text = text.dictionary if pa.types.is_dictionary(text.type) else text
+                if len(text) and pc.any(pc.match_substring_regex(text, r'[,"\r\n]')).as_py():
+                    raise ValueError(f"column {name!r} holds text that would need CSV quoting")
             columns[name] = arr
     return pa.table(columns)
 
 
+CSV_WRITE_OPTIONS = {"include_header": False, "quoting_style": "none", "batch_size": 65536}
+"""pyarrow.csv.WriteOptions for the body of a landing file (the header is written as is)."""
+
+
 def _write_csv(frame: pd.DataFrame, landing: schema.LandingFile, path: Path) -> None:
     """Write one landing CSV atomically: temp file in the same directory, then os.replace."""
-    table = _text_table(frame, landing)
+    table = landing_arrow_table(frame, landing)
     # A fresh, uniquely named sibling (opened exclusively, so the process umask applies as for any
     # new file), then os.replace: readers see either the old file or the complete new one.
     tmp_name = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
@@ -773,7 +975,7 @@ def _write_csv(frame: pd.DataFrame, landing: schema.LandingFile, path: Path) -> 
                 pa_csv.write_csv(
                     table,
                     fh,
-                    write_options=pa_csv.WriteOptions(include_header=False, quoting_style="none", batch_size=65536),
+                    write_options=pa_csv.WriteOptions(**CSV_WRITE_OPTIONS),
                 )
         os.replace(tmp_name, path)
     except BaseException:

@@ -333,3 +333,86 @@ def test_cli_writes_the_three_files(tmp_path):
         assert (out / name).read_bytes() == path.read_bytes(), name
     tidy = pd.read_csv(out / schema.WEIGHT_FILE)
     assert len(tidy) == 12 * 5
+
+
+# --- chunks and stream blocks --------------------------------------------------------------
+
+
+def _joined(chunks) -> dict[str, pd.DataFrame]:
+    chunks = list(chunks)
+    return {name: pd.concat([c[name] for c in chunks], ignore_index=True) for name in chunks[0]}
+
+
+@pytest.mark.parametrize("chunk_subjects", [1, 7, SMALL.n_subjects, SMALL.n_subjects + 5])
+def test_chunks_joined_are_the_whole_cohort_and_hold_whole_subjects(chunk_subjects):
+    chunks = list(synthetic.synthetic_cohort_chunks(SMALL, chunk_subjects))
+    assert len(chunks) == -(-SMALL.n_subjects // chunk_subjects)
+    for i, chunk in enumerate(chunks):
+        first = i * chunk_subjects + 1
+        expected = set(range(first, min(first + chunk_subjects, SMALL.n_subjects + 1)))
+        assert set(chunk[schema.WEIGHT_FILE]["subject_id"]) == expected
+        for name in (schema.FIBER_FILE, schema.NUTRITION_FILE):
+            assert set(chunk[name]["subject_id"]) <= expected, name
+    whole = generate_cohort(SMALL)
+    for name, frame in _joined(chunks).items():
+        pd.testing.assert_frame_equal(frame, whole[name], check_categorical=True)
+
+
+def test_a_chunk_size_below_one_is_refused():
+    with pytest.raises(ValueError, match="chunk_subjects must be >= 1"):
+        next(synthetic.synthetic_cohort_chunks(SMALL, 0))
+
+
+@pytest.fixture
+def blocks_of_16(monkeypatch):
+    """Stream blocks of 16 subjects, so that many-block cohorts stay small in a test."""
+    monkeypatch.setattr(synthetic, "STREAM_BLOCK_SUBJECTS", 16)
+
+
+def test_many_block_cohorts_do_not_depend_on_the_chunk_size(blocks_of_16):
+    spec = dataclasses.replace(SMALL, n_subjects=53)  # three whole blocks and a part
+    whole = generate_cohort(spec)
+    for chunk_subjects in (1, 5, 16, 17, 53):
+        joined = _joined(synthetic.synthetic_cohort_chunks(spec, chunk_subjects))
+        for name, frame in joined.items():
+            pd.testing.assert_frame_equal(frame, whole[name], obj=f"{name}, chunks of {chunk_subjects}")
+    # every block draws its own streams: no block repeats another's subjects
+    w = _weights(whole)
+    assert not np.allclose(w.loc[1:16].to_numpy(), w.loc[17:32].to_numpy(), equal_nan=True)
+    starts = subject_start_dates(spec)
+    assert len(starts) == 53 and starts.loc[1:16].to_numpy().tolist() != starts.loc[17:32].to_numpy().tolist()
+    other = generate_cohort(dataclasses.replace(spec, seed=spec.seed + 1))
+    assert not whole[schema.FIBER_FILE].equals(other[schema.FIBER_FILE])
+
+
+def test_a_cohort_within_one_block_is_what_the_generator_always_made():
+    """Block 0 draws from the seed's own streams: the bundled sample (make sample-data) comes
+    out byte for byte, whatever the chunk size."""
+    from potato_assets_tests.helpers import SAMPLE_DIR
+
+    frames = _joined(synthetic.synthetic_cohort_chunks(CohortSpec(), 7))
+    for landing in schema.LANDING_FILES:
+        text = frames[landing.file_name].to_csv(index=False, lineterminator="\n", float_format="%.1f")
+        assert text.encode() == (SAMPLE_DIR / landing.file_name).read_bytes(), landing.file_name
+
+
+def test_chunks_are_produced_lazily_one_block_at_a_time(blocks_of_16, monkeypatch):
+    built = []
+    real = synthetic._block_frames
+    monkeypatch.setattr(
+        synthetic, "_block_frames", lambda spec, block, *a: built.append(block) or real(spec, block, *a)
+    )
+    chunks = synthetic.synthetic_cohort_chunks(dataclasses.replace(SMALL, n_subjects=64), 16)
+    first = next(chunks)
+    assert built == [0] and first[schema.WEIGHT_FILE]["subject_id"].max() == 16
+    assert sum(1 for _ in chunks) == 3 and built == [0, 1, 2, 3]
+
+
+def test_many_block_cohorts_keep_the_published_calibration(monkeypatch):
+    """Each exposure is centred on the whole cohort's weekly mean (a first pass over the blocks),
+    so the mean loss stays on the published curve when the cohort spans many blocks."""
+    monkeypatch.setattr(synthetic, "STREAM_BLOCK_SUBJECTS", 250)
+    w = _weights(generate_cohort(BIG))  # 8 blocks
+    change = (w[5] - w[1]).dropna()
+    assert change.mean() == pytest.approx(-4.8, abs=1.0)
+    assert (w[2] - w[1]).mean() < (w[5] - w[4]).mean() < 0
