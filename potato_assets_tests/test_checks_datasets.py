@@ -8,7 +8,7 @@ import pandas as pd
 
 from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.common import LakeDataset
-from potato_assets.defs.resources import LakeIOManager, dataset_root
+from potato_assets.defs.resources import LakeDatasets, LakeIOManager, SilverEngine, dataset_root
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.lib import contracts
 from potato_assets.lib.lake.datasets import DatasetWriter
@@ -39,7 +39,11 @@ def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buck
     checks = [c for c in bronze_checks.contract_checks if {k.asset_key for k in c.check_keys} & {WEIGHT_KEY, FIBER_KEY}]
     return dg.materialize(
         [given_bronze, study_calendar, *checks],
-        resources={"io_manager": LakeIOManager(lake_uri=lake)},
+        resources={
+            "io_manager": LakeIOManager(lake_uri=lake),
+            "lake_datasets": LakeDatasets(lake_uri=lake, buckets=buckets),
+            "silver_engine": SilverEngine(),
+        },
         raise_on_error=False,
     )
 

@@ -184,7 +184,7 @@ def _food_columns() -> tuple[str, dict[str, str]]:
 
 def _category_counts() -> str:
     return ",\n           ".join(
-        f"SUM(CASE WHEN category = '{category}' THEN 1 ELSE 0 END) AS c{i}"
+        f"SUM(CASE WHEN category = '{category}' THEN n ELSE 0 END) AS c{i}"
         for i, category in enumerate(FOOD_CATEGORIES)
     )
 
