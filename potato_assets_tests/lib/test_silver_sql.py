@@ -170,3 +170,28 @@ def test_duplicate_weigh_ins_are_found() -> None:
     assert [(r["subject_id"], r["week"], r["n"]) for r in found] == [
         (weight.iloc[0]["subject_id"], weight.iloc[0]["week"], 2)
     ]
+
+
+def test_the_same_rows_in_another_file_order_give_the_same_bits(tmp_path) -> None:
+    """Through the bucket batches (lib/engine/buckets.py), as the silver assets run: float sums
+    do not depend on the order of the landing file's rows."""
+    from potato_assets.lib.engine.buckets import run_batches
+    from potato_assets.lib.lake.datasets import DatasetWriter
+
+    def weekly(bronze: dict[str, pd.DataFrame], where: str) -> pd.DataFrame:
+        refs = {}
+        for name, table in bronze.items():
+            with DatasetWriter((tmp_path / where / name).as_uri(), 3) as writer:
+                writer.write_table(table)
+                refs[name] = writer.commit()
+        for query in (sql.STUDY_CALENDAR, sql.WEEKLY_FEATURES):
+            parts = [b.table for b in run_batches(ENGINE, query, refs, buckets=3)]
+            with DatasetWriter((tmp_path / where / query.table).as_uri(), 3) as writer:
+                for part in parts:
+                    writer.write_table(part)
+                refs[query.table] = writer.commit()
+        return pd.concat(parts, ignore_index=True)
+
+    bronze = messy_bronze(7)
+    shuffled = {name: t.sample(frac=1.0, random_state=3).reset_index(drop=True) for name, t in bronze.items()}
+    pd.testing.assert_frame_equal(weekly(bronze, "a"), weekly(shuffled, "b"), check_exact=True)

@@ -71,8 +71,16 @@ def batch_relations(
     inputs: Mapping[str, DatasetRef], reads: Mapping[str, Sequence[str]], batch: Sequence[int]
 ) -> dict[str, pa.Table]:
     """Each relation a query reads, restricted to the batch's buckets and its columns, as Arrow
-    tables: engines scan Arrow directly (pandas' Arrow-backed strings would be converted)."""
-    return {name: inputs[name].read_arrow(batch, list(columns)) for name, columns in reads.items()}
+    tables (engines scan Arrow directly), in a canonical row order: sorted by those columns.
+
+    Sums of floats depend on the order they are added in; one-threaded, the engine adds in scan
+    order. Sorting makes that order the data's, not the file's: the same log with its rows
+    shuffled gives the same bits, hence the same data versions and the same model estimates."""
+    relations = {}
+    for name, columns in reads.items():
+        table = inputs[name].read_arrow(batch, list(columns))
+        relations[name] = table.sort_by([(c, "ascending") for c in columns]) if table.num_rows > 1 else table
+    return relations
 
 
 @dataclass
