@@ -70,6 +70,50 @@ def is_complete(name: str, data: bytes) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
+def visible(objects: dict[str, bytes]) -> dict[str, bytes]:
+    """What readers see: a dataset's files only in the version its pointer names (renamed
+    `<root>/current/...`, so versions compare by content), every other object as it is. A
+    version no pointer names (a killed or cut writer's) is invisible."""
+    import json
+    import re
+
+    current = {
+        name.removesuffix("/_current.json"): "v-" + json.loads(data)["version"]
+        for name, data in objects.items()
+        if name.endswith("/_current.json")
+    }
+    out = {}
+    for name, data in objects.items():
+        found = re.match(r"^(.*)/(v-[^/]+)/(.*)$", name)
+        if found and found.group(1) in current:
+            if found.group(2) != current[found.group(1)]:
+                continue
+            name = f"{found.group(1)}/current/{found.group(3)}"
+        out[name] = data
+    return out
+
+
+def assert_previous_or_complete(after: dict[str, bytes], previous: dict[str, bytes]) -> None:
+    """Bronze may have committed a complete new version before the fault; nothing else changed."""
+    unbronze = {k for k in after if not k.startswith("bronze/")}
+    assert unbronze == {k for k in previous if not k.startswith("bronze/")}  # nothing half-created
+    for name, data in after.items():
+        assert data == previous.get(name) or is_complete(name, data), f"{name} is neither previous-good nor complete"
+    assert all(after[name] == previous[name] for name in unbronze)
+
+
+def version_dirs(names: list[str]) -> dict[str, set[str]]:
+    """Version folders per dataset root, from object names."""
+    import re
+
+    found: dict[str, set[str]] = {}
+    for name in names:
+        match = re.match(r"^(.*)/(v-[^/]+)/", name)
+        if match:
+            found.setdefault(match.group(1), set()).add(match.group(2))
+    return found
+
+
 def lake_objects(lake: Path) -> dict[str, bytes]:
     """Lake objects as readers see them: temporary (hidden) names excluded."""
     return {
@@ -80,9 +124,21 @@ def lake_objects(lake: Path) -> dict[str, bytes]:
 
 
 def temp_files(lake: Path) -> list[Path]:
+    """Writes in progress: temporary files beside objects, and dataset version folders that no
+    pointer names yet (parts of a new version are written in place, then the pointer)."""
+    import json
+
     found = []
-    for folder, _, files in os.walk(lake):
+    for folder, dirs, files in os.walk(lake):
         found.extend(Path(folder) / f for f in files if f.endswith(".tmp"))
+        pointer = Path(folder) / "_current.json"
+        named = None
+        if pointer.is_file():
+            try:
+                named = "v-" + json.loads(pointer.read_text())["version"]
+            except (ValueError, KeyError):
+                named = None
+        found.extend(Path(folder) / d for d in dirs if d.startswith("v-") and d != named and pointer.is_file())
     return found
 
 
@@ -90,12 +146,14 @@ def kill_while_writing(proc: subprocess.Popen, lake: Path, timeout: float = 300)
     """Freeze the run the moment a temporary lake file exists; if it still exists (the write is
     in progress), SIGKILL the run's process group; otherwise let it go on and watch again."""
     deadline = time.monotonic() + timeout
+    # Version folders kept from earlier commits are not writes in progress.
+    existing = set(temp_files(lake))
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the run ended (rc={proc.returncode}) before it was caught writing")
-        if temp_files(lake):
+        if set(temp_files(lake)) - existing:
             os.killpg(proc.pid, signal.SIGSTOP)
-            in_progress = temp_files(lake)
+            in_progress = sorted(set(temp_files(lake)) - existing)
             if in_progress:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
@@ -124,14 +182,11 @@ def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recover
     assert proc.returncode == -signal.SIGKILL
     # the temporary name is ".{object}.{pid}.{random}.tmp" beside the object it was replacing
     target_name = str((temp.parent / temp.name[1:].rsplit(".", 3)[0]).relative_to(lake))
-    assert target_name in previous, target_name
-
-    after = lake_objects(lake)
-    assert set(after) == set(previous)  # no new names, nothing half-created
-    assert after[target_name] == previous[target_name]  # the object being written is untouched
-    for name, data in after.items():
-        assert data == previous[name] or is_complete(name, data), f"{name} is neither previous-good nor complete"
-    assert all(data == previous[name] for name, data in after.items() if not name.startswith("bronze/"))
+    previous_seen = visible(previous)
+    after = visible(lake_objects(lake))
+    if target_name in previous:  # an object being replaced (not a part of a new version)
+        assert after.get(target_name, lake_objects(lake).get(target_name)) == previous[target_name]
+    assert_previous_or_complete(after, previous_seen)
 
     # The next run (landing fixed back to the sample) recovers and reproduces the good numbers,
     # and its writes clear the temporary file the killed writer left behind.
@@ -139,6 +194,8 @@ def test_sigkill_mid_write_leaves_previous_good_objects_and_the_next_run_recover
     assert not temp.exists()
     for name, data in lake_objects(lake).items():
         assert is_complete(name, data), name
+    # The killed writer's version folder is gone; a dataset keeps its current and previous one.
+    assert all(len(v) <= 2 for v in version_dirs(list(lake_objects(lake))).values())
     for key, table in previous_gold.items():
         pd.testing.assert_frame_equal(read_table(str(lake), key), table, check_exact=True)
 
@@ -195,11 +252,14 @@ def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_
     assert proc.returncode != 0, stderr[-2000:]
     cut_key = request.split()[1].split("?")[0].removeprefix(f"/{bucket}/")
 
-    after = s3_objects(moto_s3, bucket, "lake/")
-    assert set(after) == set(previous)  # nothing half-created
-    assert after[cut_key] == previous[cut_key]  # the interrupted upload left the old object whole
-    for name, data in after.items():
-        assert data == previous[name] or is_complete(name, data), f"{name} is neither previous-good nor complete"
+    raw_after = s3_objects(moto_s3, bucket, "lake/")
+    after, previous_seen = visible(raw_after), visible(previous)
+    if cut_key in previous:  # an object being replaced, not a part of a new version
+        assert raw_after[cut_key] == previous[cut_key]  # the interrupted upload left the old object whole
+    assert_previous_or_complete(
+        {k.removeprefix("lake/"): v for k, v in after.items()},
+        {k.removeprefix("lake/"): v for k, v in previous_seen.items()},
+    )
     assert not moto_s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
 
     # The store comes back on the same address; the next run (through it) recovers.
@@ -215,7 +275,9 @@ def test_object_store_gone_mid_upload_leaves_previous_good_objects_and_the_next_
         relay.kill()
         monkeypatch.undo()
         s3fs.S3FileSystem.clear_instance_cache()
-    for name, data in s3_objects(moto_s3, bucket, "lake/").items():
+    final = s3_objects(moto_s3, bucket, "lake/")
+    for name, data in final.items():
         assert is_complete(name, data), name
+    assert all(len(v) <= 2 for v in version_dirs(list(final)).values())
     for key, table in previous_gold.items():
         pd.testing.assert_frame_equal(read_table(lake, key), table, check_exact=True)
