@@ -3,6 +3,7 @@ zone, the experiment tracker and the alert sink."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from potato_assets.defs.common import (
     LAKE_DATASET_TYPE_NAME,
     from_environment,
 )
+from potato_assets.lib.engine.buckets import DEFAULT_BATCH_ROWS
+from potato_assets.lib.engine.embedded import DEFAULT_MEMORY_LIMIT
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
 from potato_assets.settings import DEFAULT_LAKE_BUCKETS, DEFAULT_MAX_LANDING_BYTES, Settings, get_settings
@@ -235,8 +238,8 @@ class SilverEngine(dg.ConfigurableResource):
     """Where silver's SQL (study/silver.py) runs: the embedded DuckDB engine, in the step's own
     process, a batch of subject buckets at a time (lib/engine/)."""
 
-    memory_limit: str = "1GB"
-    batch_rows: int = 4_000_000
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    batch_rows: int = DEFAULT_BATCH_ROWS
 
     def engine(self) -> Any:
         from potato_assets.lib.engine.embedded import EmbeddedEngine
@@ -290,28 +293,28 @@ class LandingZone(dg.ConfigurableResource):
     def chunks(self, file_name: str) -> Iterator[bytes]:
         """The file's bytes in chunks (bounded memory), with the same checks and messages as
         `read_bytes`."""
-        from potato_assets.lib.lake.landing import LandingRefused, landing_chunks
+        from potato_assets.lib.lake.landing import landing_chunks
 
-        uri = self.uri(file_name)
-        try:
+        with self._refusals(file_name):
             yield from landing_chunks(self.landing_uri, file_name, self.max_bytes)
-        except FileNotFoundError:
-            raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
-        except LandingRefused as exc:
-            raise dg.Failure(description=str(exc)) from None
-        except OSError as exc:
-            raise dg.Failure(
-                description=f"{file_name} in the landing zone cannot be read ({exc.strerror or exc})."
-            ) from None
 
     def read_bytes(self, file_name: str) -> bytes:
-        from potato_assets.lib.lake.landing import LandingRefused, read_landing_bytes
+        from potato_assets.lib.lake.landing import read_landing_bytes
 
-        uri = self.uri(file_name)
-        try:
+        with self._refusals(file_name):
             return read_landing_bytes(self.landing_uri, file_name, self.max_bytes)
+
+    @contextlib.contextmanager
+    def _refusals(self, file_name: str) -> Iterator[None]:
+        """A missing, refused or unreadable landing file as one plain sentence naming it."""
+        from potato_assets.lib.lake.landing import LandingRefused
+
+        try:
+            yield
         except FileNotFoundError:
-            raise dg.Failure(description=f"{file_name} was not found in the landing zone ({uri}).") from None
+            raise dg.Failure(
+                description=f"{file_name} was not found in the landing zone ({self.uri(file_name)})."
+            ) from None
         except LandingRefused as exc:
             raise dg.Failure(description=str(exc)) from None
         except OSError as exc:
