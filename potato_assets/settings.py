@@ -7,6 +7,7 @@ this module reads only POTATO_* settings and turns them into plain values.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -53,6 +54,10 @@ class Settings:
     max_landing_bytes: int = DEFAULT_MAX_LANDING_BYTES
     # Subject buckets of the bronze and silver datasets (lib/lake/datasets.py): subject_id % this.
     lake_buckets: int = DEFAULT_LAKE_BUCKETS
+    # Where silver runs (#17): embedded (DuckDB, in the run's process) or spark (a Connect server).
+    engine: str = "embedded"
+    # The Spark Connect URL (sc://host:port[/;param=value...]); required when engine is spark.
+    spark_remote: str | None = None
 
 
 def normalize_uri(value: str) -> str:
@@ -133,8 +138,30 @@ def _directory(env: Mapping[str, str], name: str, default: Path) -> Path:
     return path
 
 
+ENGINES = ("embedded", "spark")
+# sc://host:port, optionally followed by /;key=value parameters (Spark Connect's URL form).
+_SPARK_REMOTE = re.compile(
+    r"sc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})(/(;[^;=/]+=[^;]*)*)?"
+)
+
+
+def _spark_remote(env: Mapping[str, str], engine: str) -> str | None:
+    value = _optional(env, "POTATO_SPARK_REMOTE")
+    if value is None:
+        if engine == "spark":
+            raise ValueError(
+                "POTATO_SPARK_REMOTE must be set to a Spark Connect URL (sc://host:port) when POTATO_ENGINE=spark"
+            )
+        return None
+    match = _SPARK_REMOTE.fullmatch(value)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"POTATO_SPARK_REMOTE={value!r} is not a Spark Connect URL of the form sc://host:port")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
+    engine = _choice(env, "POTATO_ENGINE", "embedded", ENGINES)
     return Settings(
         lake_uri=normalize_uri(env.get("POTATO_LAKE_URI") or str(DEFAULT_DATA_DIR / "lake")),
         landing_uri=normalize_uri(env.get("POTATO_LANDING_URI") or str(SAMPLE_DATA_DIR)),
@@ -157,6 +184,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             _number(env, "POTATO_MAX_LANDING_BYTES", str(DEFAULT_MAX_LANDING_BYTES), 1, float(2**62))
         ),
         lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
+        engine=engine,
+        spark_remote=_spark_remote(env, engine),
     )
 
 

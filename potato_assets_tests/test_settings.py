@@ -94,3 +94,31 @@ def test_get_settings_reads_the_environment_once_per_process():
     from potato_assets.settings import get_settings
 
     assert get_settings() is get_settings()
+
+
+def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
+    s = load_settings({})
+    assert s.engine == "embedded" and s.spark_remote is None
+    s = load_settings({"POTATO_ENGINE": "Spark", "POTATO_SPARK_REMOTE": " sc://127.0.0.1:15002 "})
+    assert s.engine == "spark" and s.spark_remote == "sc://127.0.0.1:15002"
+    with_params = "sc://spark.internal:443/;use_ssl=true;user_id=dagster"
+    assert load_settings({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": with_params}).spark_remote == with_params
+    # A URL set for later is kept (and still checked) while the engine stays embedded.
+    assert load_settings({"POTATO_SPARK_REMOTE": "sc://[::1]:15002"}).spark_remote == "sc://[::1]:15002"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"POTATO_ENGINE": "flink"}, "POTATO_ENGINE='flink' must be one of embedded, spark"),
+        ({"POTATO_ENGINE": "spark"}, "POTATO_SPARK_REMOTE must be set .* when POTATO_ENGINE=spark"),
+        ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "  "}, "POTATO_SPARK_REMOTE must be set"),
+        ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "http://127.0.0.1:15002"}, "is not a Spark Connect URL"),
+        ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1"}, "of the form sc://host:port"),
+        ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:99999"}, "is not a Spark Connect URL"),
+        ({"POTATO_SPARK_REMOTE": "sc://host:0"}, "is not a Spark Connect URL"),
+    ],
+)
+def test_bad_engine_settings_are_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        load_settings(env)

@@ -343,3 +343,82 @@ def test_a_writer_takes_arrow_tables_and_a_schema_given_up_front(root):
     assert ref.schema.equals(schema) and ref.row_count == 3
     with pytest.raises(RuntimeError, match="this writer was committed"):
         writer.write(1, pa.table({"subject_id": [1], "x": [1.0]}))
+
+
+def test_parts_store_microsecond_times_and_read_back_as_the_manifest_says(root):
+    """Spark and Athena refuse parquet's nanosecond timestamps: files hold microseconds, readers
+    get the dataset's own types."""
+    ref = write(root, frame(SUBJECTS))
+    for f in ref.files:
+        stored = pq.read_schema(storage.to_upath(f"{ref.version_uri}/{f.path}").path)
+        assert stored.field("date").type == pa.timestamp("us")
+    assert ref.schema.field("date").type == pa.timestamp("ns")
+    back = ref.read()
+    assert back["date"].dtype == "datetime64[ns]"
+    pd.testing.assert_frame_equal(back, by_bucket(frame(SUBJECTS)))
+
+
+def _staged(writer: DatasetWriter, parts: dict[str, pa.Table]) -> str:
+    """Parts written hive style into the writer's staging folder, as another engine would."""
+    staging = writer.staging_uri("other")
+    base = storage.to_upath(staging).path
+    for relative, table in parts.items():
+        os.makedirs(os.path.dirname(f"{base}/{relative}"), exist_ok=True)
+        pq.write_table(table, f"{base}/{relative}", coerce_timestamps="us")
+    Path(base, "_SUCCESS").write_text("")
+    Path(base, "bucket=1").mkdir(exist_ok=True)
+    Path(base, "bucket=1", ".part-x.parquet.crc").write_bytes(b"\0")
+    return staging
+
+
+def test_a_writer_adopts_parts_another_engine_wrote_hive_style(root):
+    schema = pa.schema([("subject_id", pa.int64()), ("day", pa.timestamp("ns")), ("x", pa.float64())])
+    when = pa.array([0, 86_400_000_000], pa.timestamp("us"))
+    with DatasetWriter(root, 4, schema=schema) as writer:
+        staging = _staged(
+            writer,
+            {
+                # Spark's names: unpadded bucket, any file name; narrower ints are fine.
+                "bucket=1/part-00000-1f.c000.zstd.parquet": pa.table(
+                    {"subject_id": pa.array([1, 5], pa.int32()), "day": when, "x": [0.5, None]}
+                ),
+                "bucket=3/part-00001-2a.c000.zstd.parquet": pa.table({"subject_id": [3], "day": when[:1], "x": [2.0]}),
+            },
+        )
+        assert writer.adopt(staging) == 3
+        ref = writer.commit()
+    assert [(f.bucket, f.path, f.rows) for f in ref.files] == [
+        (1, "bucket=01/part-00000.parquet", 2),
+        (3, "bucket=03/part-00000.parquet", 1),
+    ]
+    assert not storage.to_upath(staging).exists()  # the staging folder is gone, checksums and all
+    back = ref.read()
+    assert back["subject_id"].tolist() == [1, 5, 3] and str(back["day"].dtype) == "datetime64[ns]"
+    assert back["day"].tolist() == [pd.Timestamp("1970-01-01"), pd.Timestamp("1970-01-02"), pd.Timestamp("1970-01-01")]
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ({"bucket=1/p.parquet": pa.table({"subject_id": [1], "y": [1.0]})}, "its columns are subject_id, y"),
+        (
+            {"bucket=1/p.parquet": pa.table({"subject_id": [1], "x": ["a"]})},
+            "column 'x' is string, the dataset's is double",
+        ),
+        ({"bucket=9/p.parquet": pa.table({"subject_id": [9], "x": [1.0]})}, r"not a part of one of buckets 0\.\.3"),
+        ({"p.parquet": pa.table({"subject_id": [1], "x": [1.0]})}, r"p\.parquet: not a part of one of buckets"),
+    ],
+)
+def test_adopted_parts_that_do_not_fit_are_refused_and_nothing_is_committed(root, parts, message):
+    schema = pa.schema([("subject_id", pa.int64()), ("x", pa.float64())])
+    before = write(root, frame(SUBJECTS)[["subject_id"]].assign(x=1.0), buckets=4)
+    with DatasetWriter(root, 4, schema=schema) as writer, pytest.raises((SchemaMismatch, ValueError), match=message):
+        writer.adopt(_staged(writer, parts))
+    assert current(root) == before
+    assert len(datasets._Location(root).versions()) == 1
+
+
+def test_parts_to_adopt_must_be_staged_inside_the_version(root, tmp_path):
+    schema = pa.schema([("subject_id", pa.int64())])
+    with DatasetWriter(root, 4, schema=schema) as writer, pytest.raises(ValueError, match="must be staged inside"):
+        writer.adopt(tmp_path.as_uri())

@@ -518,6 +518,32 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if wanted(f.type)]
 
 
+def _schema_problems(expected: pa.Schema, got: pa.Schema) -> str:
+    """What keeps a part written elsewhere from reading as the dataset's schema ('' if nothing):
+    the same columns in the same order; integers may be narrower and times of another unit
+    (the scan casts them), any other type must match."""
+    import pyarrow as pa
+
+    if got.names != expected.names:
+        return f"its columns are {', '.join(got.names)}; the dataset's are {', '.join(expected.names)}"
+    problems = []
+    for want, have in zip(expected, got, strict=True):
+        same = have.type == want.type
+        widened = pa.types.is_integer(want.type) and pa.types.is_integer(have.type)
+        retimed = pa.types.is_timestamp(want.type) and pa.types.is_timestamp(have.type) and have.type.tz == want.type.tz
+        if not (same or widened or retimed):
+            problems.append(f"column {want.name!r} is {have.type}, the dataset's is {want.type}")
+    return "; ".join(problems)
+
+
+def _file_sha256(fs: Any, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def new_version_id() -> str:
     """Sorts by creation time (UTC, microseconds), unique across processes."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
@@ -571,14 +597,70 @@ class DatasetWriter:
         import pyarrow.parquet as pq
 
         sink = pa.BufferOutputStream()
-        # Same rows, same bytes (no timestamps in the file): content hashes are stable.
-        pq.write_table(arrow, sink, compression=COMPRESSION, use_dictionary=_dictionary_columns(arrow.schema))
+        # Same rows, same bytes (no timestamps in the file): content hashes are stable. Times are
+        # stored in microseconds: Spark and Athena refuse parquet's nanosecond timestamps, and
+        # readers get the manifest's types back (the scan casts to its schema).
+        pq.write_table(
+            arrow,
+            sink,
+            compression=COMPRESSION,
+            use_dictionary=_dictionary_columns(arrow.schema),
+            coerce_timestamps="us",
+        )
         data = sink.getvalue()
         relative = f"{bucket_dir(bucket, self.buckets)}/part-{self._parts_per_bucket[bucket]:05d}.parquet"
         self._location.write_part(data, _version_dir(self.version), relative)
         self._parts_per_bucket[bucket] += 1
         self._files.append(DatasetFile(bucket, relative, arrow.num_rows))
         self._hashes.append(hashlib.sha256(data).hexdigest())
+
+    def staging_uri(self, name: str) -> str:
+        """A folder inside this version for another engine to write parts into (see adopt):
+        invisible to readers, and removed with the version if it is aborted."""
+        return self._location.uri_of(_version_dir(self.version), f"_staging-{name}")
+
+    def adopt(self, staging_uri: str) -> int:
+        """Take the parquet files an engine wrote hive-style under ``staging_uri``
+        (``bucket=N/<any name>.parquet``, e.g. Spark's ``partitionBy("bucket")``) as this
+        version's parts, without reading their rows: each is checked against the dataset's
+        schema from its footer, moved into place and hashed as it is. Returns the rows taken."""
+        self._check_open()
+        if self._schema is None:
+            raise ValueError(f"{self.root}: a writer adopting parts needs the dataset's schema up front")
+        import pyarrow.parquet as pq
+
+        fs, staging = self._location.fs, storage.to_upath(staging_uri).path.rstrip("/")
+        prefix = self._location.path_of(_version_dir(self.version))
+        if not staging.startswith(prefix + "/"):
+            raise ValueError(f"{staging_uri}: parts to adopt must be staged inside the version ({self.version_uri})")
+        found = []
+        for path in sorted(fs.find(staging)) if fs.exists(staging) else []:
+            relative = path[len(staging) + 1 :]
+            name = relative.rsplit("/", 1)[-1]
+            if name.startswith(("_", ".")) or not name.endswith(".parquet"):
+                continue  # _SUCCESS, checksums, commit markers
+            match = re.fullmatch(rf"{BUCKET_COL}=(\d+)/[^/]+", relative)
+            if match is None or not 0 <= int(match[1]) < self.buckets:
+                raise ValueError(f"{staging_uri}/{relative}: not a part of one of buckets 0..{self.buckets - 1}")
+            found.append((int(match[1]), path))
+        taken = 0
+        for bucket, path in found:
+            with fs.open(path, "rb") as handle:
+                metadata = pq.ParquetFile(handle).metadata
+                problems = _schema_problems(self._schema, metadata.schema.to_arrow_schema())
+            if problems:
+                raise SchemaMismatch(f"{self.root}: the part {path} does not match the dataset's schema: {problems}")
+            relative = f"{bucket_dir(bucket, self.buckets)}/part-{self._parts_per_bucket[bucket]:05d}.parquet"
+            target = self._location.path_of(_version_dir(self.version), relative)
+            if self._location.local:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            fs.mv(path, target)
+            self._parts_per_bucket[bucket] += 1
+            self._files.append(DatasetFile(bucket, relative, metadata.num_rows))
+            self._hashes.append(_file_sha256(fs, target))
+            taken += metadata.num_rows
+        self._location.remove_tree(staging[len(self._location.path) + 1 :])
+        return taken
 
     def write_table(self, df: pd.DataFrame) -> None:
         """Rows of any buckets: split by subject_id and written one part per bucket present."""
