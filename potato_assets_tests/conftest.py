@@ -76,3 +76,18 @@ def moto_s3():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def spark_state(tmp_path_factory):
+    """The state folder of one local Spark cluster the Spark tests share (starting one costs a
+    minute or more); stopped when the session ends. Modules start it with spark_cluster()."""
+    from potato_assets.lib.engine import spark_cluster as sc
+    from potato_assets_tests.helpers import spark_cluster_missing
+
+    reason = spark_cluster_missing()
+    if reason:
+        pytest.skip(f"no local Spark cluster: {reason}")
+    state = tmp_path_factory.mktemp("spark")
+    yield state
+    sc.stop_cluster(state)

@@ -525,3 +525,11 @@ def spark_cluster_missing() -> str | None:
     except spark_cluster.SparkClusterError as error:
         return str(error)
     return spark_cluster.java_missing_reason()
+
+
+def spark_cluster(state: Path):
+    """The shared local cluster in ``state``, started unless it runs (a test that stops it, such
+    as test_spark_cluster's, leaves the next module to start it again)."""
+    from potato_assets.lib.engine import spark_cluster as sc
+
+    return sc.start_cluster(state, workers=2, worker_memory="1g", executor_memory="512m")

@@ -384,6 +384,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
 
 
+def silver_engine() -> str:
+    """POTATO_ENGINE as the runs see it (they inherit this environment): `POTATO_ENGINE=spark
+    POTATO_SPARK_REMOTE=sc://… make bench` benches silver on that cluster."""
+    from potato_assets.settings import load_settings
+
+    settings = load_settings()
+    if settings.engine == "spark" and settings.spark_remote:
+        return f"spark at {settings.spark_remote.split('/;', 1)[0]}"
+    return settings.engine
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["1000,10000,50000"], help="subject counts, e.g. 1000,10000")
@@ -430,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     report = {
         "machine": machine(),
+        "silver_engine": silver_engine(),
         "definitions_validate_s": {
             "potato_assets": validate_project,
             "one_asset_dg_project": validate_one_project,
@@ -438,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": results,
     }
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"Machine: {report['machine']}", "", *TABLE_HEADER, *(size_row(r) for r in results)]
+    lines = [
+        f"Machine: {report['machine']}",
+        f"Silver engine: {report['silver_engine']}",
+        "",
+        *TABLE_HEADER,
+        *(size_row(r) for r in results),
+    ]
     lines += [
         "",
         "CLI process: wall time of `dagster asset materialize --select '*'` in a fresh process, "

@@ -235,16 +235,35 @@ class LakeDatasets(dg.ConfigurableResource):
 
 
 class SilverEngine(dg.ConfigurableResource):
-    """Where silver's SQL (study/silver.py) runs: the embedded DuckDB engine, in the step's own
-    process, a batch of subject buckets at a time (lib/engine/)."""
+    """Where silver's SQL (study/silver.py) runs (lib/engine/): ``embedded``, DuckDB in the step's
+    own process, a batch of subject buckets at a time; or ``spark``, the Spark Connect server at
+    ``spark_remote``, whose cluster reads and writes the datasets (POTATO_ENGINE,
+    POTATO_SPARK_REMOTE)."""
 
+    kind: str = "embedded"
+    spark_remote: str | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     batch_rows: int = DEFAULT_BATCH_ROWS
 
+    def label(self) -> str:
+        """Which engine, for the UI: the Connect server's host and port, never its parameters
+        (a token may be one)."""
+        if self.kind == "spark" and self.spark_remote:
+            return f"spark ({self.spark_remote.split('/;', 1)[0]})"
+        return self.kind
+
     def engine(self) -> Any:
+        if self.kind == "spark":
+            if not self.spark_remote:
+                raise dg.Failure(description="the spark engine needs POTATO_SPARK_REMOTE (sc://host:port)")
+            from potato_assets.lib.engine.spark import SparkEngine
+
+            return SparkEngine(self.spark_remote)
+        if self.kind != "embedded":
+            raise dg.Failure(description=f"silver engine {self.kind!r} is neither embedded nor spark")
         from potato_assets.lib.engine.embedded import EmbeddedEngine
 
-        return EmbeddedEngine(memory_limit=self.memory_limit)
+        return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows)
 
 
 class LakeFiles(dg.ConfigurableResource):
@@ -472,7 +491,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "io_manager": LakeIOManager(lake_uri=settings.lake_uri),
         "lake": LakeFiles(lake_uri=settings.lake_uri),
         "lake_datasets": LakeDatasets(lake_uri=settings.lake_uri, buckets=settings.lake_buckets),
-        "silver_engine": SilverEngine(),
+        "silver_engine": SilverEngine(
+            kind=settings.engine,
+            # A Connect URL may carry a token (sc://host:port/;token=...): kept out of run config.
+            spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
+        ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),

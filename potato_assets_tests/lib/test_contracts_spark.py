@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 
 from potato_assets.lib import contracts
-from potato_assets.lib.engine import spark_cluster as sc
 from potato_assets.study.ingest import parse_landing_csv
 from potato_assets.study.schema import LANDING_FILES
-from potato_assets_tests.helpers import spark_cluster_missing
+from potato_assets_tests.helpers import spark_cluster, spark_cluster_missing
 
 needs_java = pytest.mark.skipif(
     spark_cluster_missing() is not None, reason=f"no local Spark cluster: {spark_cluster_missing()}"
@@ -45,18 +44,13 @@ def test_a_dtype_without_a_spark_equivalent_is_named():
 
 
 @pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    reason = spark_cluster_missing()
-    if reason:
-        pytest.skip(f"no local Spark cluster: {reason}")
-    state = tmp_path_factory.mktemp("spark")
-    cluster = sc.start_cluster(state, executor_memory="512m")
+def spark(spark_state):
+    cluster = spark_cluster(spark_state)
     from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(cluster.connect_url).getOrCreate()
     yield session
     session.stop()
-    sc.stop_cluster(state)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from potato_assets.lib.engine import spark_cluster as sc
-from potato_assets_tests.helpers import spark_cluster_missing
+from potato_assets_tests.helpers import spark_cluster, spark_cluster_missing
 
 needs_java = pytest.mark.skipif(
     spark_cluster_missing() is not None, reason=f"no local Spark cluster: {spark_cluster_missing()}"
@@ -19,12 +19,8 @@ needs_java = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("spark")
-    started = sc.start_cluster(state, workers=2, worker_memory="1g", executor_memory="512m")
-    yield started
-    sc.stop_cluster(state)
-    assert sc.cluster_processes(state) == []
+def cluster(spark_state):
+    return spark_cluster(spark_state)
 
 
 def test_ipv4_and_mapped_ipv6_addresses_are_read_from_proc():

@@ -27,13 +27,15 @@ if TYPE_CHECKING:
 SILVER: dict[str, Any] = dict(
     dagster_type=LakeDataset,
     group_name="silver",
-    kinds={"duckdb", "parquet"},
+    # Either engine runs the same SQL (POTATO_ENGINE); each materialisation names the one it used.
+    kinds={"duckdb", "spark", "parquet"},
     code_version=CODE_VERSION,
     automation_condition=DOWNSTREAM_AUTOMATION,
     pool=LAKE_POOL,
 )
 # Stored as a subject-bucketed dataset (lib/lake/datasets.py).
 DATASET_METADATA = {LAYOUT_KEY: LAYOUT}
+ENGINE_KEY = "silver/engine"
 
 
 def build_table(
@@ -49,22 +51,17 @@ def build_table(
     committed ref and, per ``before``/``after`` query, its rows of each batch. Nothing is
     committed (the ref is None) when a batch fails or when a ``before`` query finds anything:
     the caller reports the findings."""
-    from potato_assets.lib.engine.buckets import BucketMismatch, common_buckets, run_batches, write_by_bucket
+    from potato_assets.lib.engine.buckets import BucketMismatch, common_buckets, silver_schema
 
     try:
         buckets = common_buckets(inputs, lake_datasets.buckets)
     except BucketMismatch as exc:
         raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
-    found: list[list[list[dict[str, Any]]]] = [[] for _ in (*before, *after)]
     engine = silver_engine.engine()
     try:
-        with lake_datasets.writer(dg.AssetKey(["silver", query.table])) as writer:
-            for batch in run_batches(
-                engine, query, inputs, buckets=buckets, batch_rows=silver_engine.batch_rows, before=before, after=after
-            ):
-                for per_batch, rows in zip(found, batch.summaries, strict=True):
-                    per_batch.append(rows)
-                write_by_bucket(writer.write, batch.table, buckets)
+        key = dg.AssetKey(["silver", query.table])
+        with lake_datasets.writer(key, schema=silver_schema(query)) as writer:
+            found = engine.build(query, inputs, writer, buckets=buckets, before=before, after=after)
             if any(rows for per_batch in found[: len(before)] for rows in per_batch):
                 writer.abort()
                 return None, found
@@ -73,11 +70,15 @@ def build_table(
         engine.close()
 
 
-def versioned(ref: "DatasetRef") -> dg.MaterializeResult:
-    """The dataset with its content as data version: a recomputation that yields the same rows
-    leaves the version, and so everything downstream, as it was."""
+def versioned(ref: "DatasetRef", silver_engine: SilverEngine) -> dg.MaterializeResult:
+    """The dataset with its content as data version (a recomputation that yields the same rows
+    leaves the version, and so everything downstream, as it was) and the engine that built it."""
     # MaterializeResult, not Output: Output's data_version parameter is beta (and warns).
-    return dg.MaterializeResult(value=ref, data_version=dg.DataVersion(ref.data_version))
+    return dg.MaterializeResult(
+        value=ref,
+        data_version=dg.DataVersion(ref.data_version),
+        metadata={ENGINE_KEY: silver_engine.label()},
+    )
 
 
 def _totals(per_batch: list[list[dict[str, Any]]]) -> dict[str, int]:
@@ -132,7 +133,7 @@ def study_calendar(
         raise dg.Failure(description=str(calendar.contradiction_error(count, examples)))
     if ref.row_count == 0:
         raise dg.Failure(description="no rows with subject_id, date and week: the study calendar is undefined")
-    return versioned(ref)
+    return versioned(ref, silver_engine)
 
 
 @dg.asset(
@@ -161,7 +162,7 @@ def subject_trajectories(
     if ref is None:
         shown = [{"subject_id": r["subject_id"], "week": r["week"]} for rows in duplicates for r in rows][:3]
         raise dg.Failure(description=f"more than one weigh-in for a subject-week, e.g. {shown}")
-    return versioned(ref)
+    return versioned(ref, silver_engine)
 
 
 @dg.asset(
@@ -201,7 +202,7 @@ def weekly_features(
     )
     assert ref is not None
     context.add_output_metadata(_totals(left_out))
-    return versioned(ref)
+    return versioned(ref, silver_engine)
 
 
 # Which input columns each modelling column comes from (OpenLineage columnLineage, the UI).
@@ -261,4 +262,4 @@ def modeling_dataset(
     )
     assert ref is not None
     context.add_output_metadata({**_totals(dropped), **_totals(subjects)})
-    return versioned(ref)
+    return versioned(ref, silver_engine)

@@ -114,6 +114,16 @@ def run_batches(
         yield BatchResult(table=table, summaries=checks + counts)
 
 
+def silver_schema(query: SilverQuery) -> pa.Schema:
+    """The arrow schema of a silver table as the embedded engine writes it (from its pandas
+    types), which the Spark engine's parts are held to."""
+    import pandas as pd
+    import pyarrow as pa
+
+    empty = pd.DataFrame({c: pd.Series(dtype=t) for c, t in query.dtypes.items()})
+    return pa.Schema.from_pandas(empty, preserve_index=False)
+
+
 def write_by_bucket(write: Callable[[int, pd.DataFrame], None], table: pd.DataFrame, buckets: int) -> None:
     """One part per bucket the table has rows of; an empty table still fixes the schema."""
     from potato_assets.lib.lake.datasets import split_by_bucket

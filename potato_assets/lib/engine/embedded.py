@@ -9,7 +9,7 @@ beyond it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+    from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.study.silver import SilverQuery
 
 # Per process: DuckDB's own cap, beyond which it spills; bucket inputs are far smaller.
@@ -30,9 +31,14 @@ class EmbeddedEngine:
 
     name = "embedded"
 
-    def __init__(self, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = 1) -> None:
+    def __init__(
+        self, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = 1, batch_rows: int | None = None
+    ) -> None:
+        from potato_assets.lib.engine.buckets import DEFAULT_BATCH_ROWS
+
         self.memory_limit = memory_limit
         self.threads = threads
+        self.batch_rows = batch_rows or DEFAULT_BATCH_ROWS
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
@@ -65,6 +71,29 @@ class EmbeddedEngine:
         """A small result (counts, examples) as plain dicts."""
         table = self.arrow(sql, relations)
         return table.to_pylist()
+
+    def build(
+        self,
+        query: SilverQuery,
+        inputs: Mapping[str, DatasetRef],
+        writer: DatasetWriter,
+        *,
+        buckets: int,
+        before: Sequence[str] = (),
+        after: Sequence[str] = (),
+    ) -> list[list[list[dict[str, Any]]]]:
+        """The query's table written into ``writer`` batch by batch, and per ``before``/``after``
+        query its rows of each batch."""
+        from potato_assets.lib.engine.buckets import run_batches, write_by_bucket
+
+        found: list[list[list[dict[str, Any]]]] = [[] for _ in (*before, *after)]
+        for batch in run_batches(
+            self, query, inputs, buckets=buckets, batch_rows=self.batch_rows, before=before, after=after
+        ):
+            for per_batch, rows in zip(found, batch.summaries, strict=True):
+                per_batch.append(rows)
+            write_by_bucket(writer.write, batch.table, buckets)
+        return found
 
     def table(self, query: SilverQuery, relations: Mapping[str, Any]) -> pd.DataFrame:
         """The silver table of ``query`` over ``relations``, with the study's pandas types."""
