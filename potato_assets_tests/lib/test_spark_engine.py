@@ -88,3 +88,31 @@ def test_the_engine_follows_the_settings_and_the_remote_stays_out_of_run_config(
 def test_an_engine_that_cannot_run_says_why(resource, message):
     with pytest.raises(dg.Failure, match=message):
         resource.engine()
+
+
+def test_an_unreachable_connect_server_fails_silver_plainly_and_keeps_the_last_good_tables(sample_dir, tmp_path):
+    import socket
+
+    from potato_assets.lib.lake import datasets, storage
+    from potato_assets_tests.helpers import materialize_all
+
+    lake = tmp_path / "lake"
+    assert materialize_all(sample_dir, lake).success
+    roots = {t: storage.join(lake.as_uri(), f"silver/{t}") for t in silver.QUERIES}
+    before = {t: datasets.current(root) for t, root in roots.items()}
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = SilverEngine(kind="spark", spark_remote=f"sc://127.0.0.1:{port}")
+    result = materialize_all(sample_dir, lake, raise_on_error=False, resources={"silver_engine": engine})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "silver__study_calendar"
+    assert (
+        f"silver/study_calendar: the Spark Connect server at 127.0.0.1:{port} (POTATO_SPARK_REMOTE) does not answer:"
+        " Connection refused" in failure.event_specific_data.error.message
+    )
+    # Nothing the last good run wrote changed, and the failed attempt left no version behind.
+    assert {t: datasets.current(root) for t, root in roots.items()} == before
+    for table, root in roots.items():
+        assert datasets._Location(root).versions() == [f"v-{before[table].version}"]

@@ -57,11 +57,16 @@ def build_table(
         buckets = common_buckets(inputs, lake_datasets.buckets)
     except BucketMismatch as exc:
         raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
+    from potato_assets.lib.engine.spark import SparkUnreachable
+
     engine = silver_engine.engine()
     try:
         key = dg.AssetKey(["silver", query.table])
         with lake_datasets.writer(key, schema=silver_schema(query)) as writer:
-            found = engine.build(query, inputs, writer, buckets=buckets, before=before, after=after)
+            try:
+                found = engine.build(query, inputs, writer, buckets=buckets, before=before, after=after)
+            except SparkUnreachable as exc:
+                raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
             if any(rows for per_batch in found[: len(before)] for rows in per_batch):
                 writer.abort()
                 return None, found

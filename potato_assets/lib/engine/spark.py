@@ -10,6 +10,7 @@ disk, or S3 on a cluster with S3 support, e.g. EMR).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 # The pandas dtype of a silver column -> the Spark type its parquet files are written with: the
 # dataset's own arrow types (int64, float64, naive timestamps), so both engines' parts agree.
 SPARK_TYPES = {"Int64": "bigint", "int64": "bigint", "float64": "double", "datetime64[ns]": "timestamp_ntz"}
+CONNECT_TIMEOUT_S = 10.0
 SESSION_CONF = {
     # Naive dates and times stay wall-clock whatever the server's zone (as in DuckDB and pandas).
     "spark.sql.session.timeZone": "UTC",
@@ -53,6 +55,26 @@ def job_tag(table: str) -> str:
     return f"potato-silver-{table}"
 
 
+class SparkUnreachable(ConnectionError):
+    """The Connect server does not accept connections; the message names it."""
+
+
+def check_reachable(remote: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    import socket
+
+    match = re.fullmatch(r"sc://(\[[0-9A-Fa-f:.]+\]|[^:/]+):(\d+)(/.*)?", remote)
+    if match is None:
+        raise SparkUnreachable(f"{remote!r} is not a Spark Connect URL of the form sc://host:port")
+    host, port = match[1].strip("[]"), int(match[2])
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SparkUnreachable(
+            f"the Spark Connect server at {host}:{port} (POTATO_SPARK_REMOTE) does not answer: {reason}"
+        ) from None
+
+
 class SparkEngine:
     """Runs silver queries on the Spark Connect server at ``remote`` (sc://host:port)."""
 
@@ -66,6 +88,8 @@ class SparkEngine:
         if self._session is None:
             from pyspark.sql import SparkSession
 
+            # Connect's client retries an unreachable server for many minutes: say so at once.
+            check_reachable(self.remote)
             # A session of its own (not the process's default): views of one step never meet
             # another's, and stop() frees them on the server.
             self._session = SparkSession.builder.remote(self.remote).create()
