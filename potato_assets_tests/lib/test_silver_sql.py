@@ -185,7 +185,7 @@ def test_the_same_rows_in_another_file_order_give_the_same_bits(tmp_path) -> Non
                 writer.write_table(table)
                 refs[name] = writer.commit()
         for query in (sql.STUDY_CALENDAR, sql.WEEKLY_FEATURES):
-            parts = [b.table for b in run_batches(ENGINE, query, refs, buckets=3)]
+            parts = [b.table.to_pandas() for b in run_batches(ENGINE, query, refs, buckets=3)]
             with DatasetWriter((tmp_path / where / query.table).as_uri(), 3) as writer:
                 for part in parts:
                     writer.write_table(part)

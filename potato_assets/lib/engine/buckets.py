@@ -24,7 +24,7 @@ DEFAULT_BATCH_ROWS = 4_000_000
 
 
 class Engine(Protocol):
-    def table(self, query: SilverQuery, relations: Mapping[str, Any]) -> pd.DataFrame: ...
+    def table_arrow(self, query: SilverQuery, relations: Mapping[str, Any]) -> pa.Table: ...
 
     def rows(self, sql: str, relations: Mapping[str, Any]) -> list[dict[str, Any]]: ...
 
@@ -85,7 +85,7 @@ def batch_relations(
 
 @dataclass
 class BatchResult:
-    table: pd.DataFrame
+    table: pa.Table
     summaries: list[list[dict[str, Any]]]
 
 
@@ -109,7 +109,7 @@ def run_batches(
     for batch in bucket_batches(inputs, buckets, batch_rows):
         relations = batch_relations(inputs, query.reads, batch)
         checks = [engine.rows(sql, relations) for sql in before]
-        table = engine.table(query, relations)
+        table = engine.table_arrow(query, relations)
         counts = [engine.rows(sql, relations) for sql in after]
         yield BatchResult(table=table, summaries=checks + counts)
 
@@ -124,7 +124,9 @@ def silver_schema(query: SilverQuery) -> pa.Schema:
     return pa.Schema.from_pandas(empty, preserve_index=False)
 
 
-def write_by_bucket(write: Callable[[int, pd.DataFrame], None], table: pd.DataFrame, buckets: int) -> None:
+def write_by_bucket(
+    write: Callable[[int, pd.DataFrame | pa.Table], None], table: pd.DataFrame | pa.Table, buckets: int
+) -> None:
     """One part per bucket the table has rows of; an empty table still fixes the schema."""
     from potato_assets.lib.lake.datasets import split_by_bucket
 

@@ -95,9 +95,34 @@ class EmbeddedEngine:
             write_by_bucket(writer.write, batch.table, buckets)
         return found
 
+    def table_arrow(self, query: SilverQuery, relations: Mapping[str, Any]) -> pa.Table:
+        """The silver table of ``query`` over ``relations`` as the dataset stores it (Arrow, the
+        dataset's schema): no pandas on the way from the engine to the lake."""
+        return typed_arrow(query, self.arrow(query.sql, relations))
+
     def table(self, query: SilverQuery, relations: Mapping[str, Any]) -> pd.DataFrame:
         """The silver table of ``query`` over ``relations``, with the study's pandas types."""
         return typed(query, self.arrow(query.sql, relations))
+
+
+def typed_arrow(query: SilverQuery, table: pa.Table) -> pa.Table:
+    """An engine's Arrow result in the silver dataset's schema (lib/engine/buckets.silver_schema):
+    the query's columns in its order, day numbers as timestamps; Arrow casts only."""
+    import pyarrow as pa
+
+    from potato_assets.lib.engine.buckets import silver_schema
+
+    missing = [c for c in query.dtypes if c not in table.column_names]
+    if missing:
+        raise ValueError(f"silver {query.table}: the engine returned no column {', '.join(missing)}")
+    schema = silver_schema(query)
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if field.name in query.day_columns:
+            column = column.cast(pa.int32()).cast(pa.date32())
+        columns.append(column.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def typed(query: SilverQuery, table: pa.Table) -> pd.DataFrame:

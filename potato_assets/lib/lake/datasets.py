@@ -468,10 +468,15 @@ def bucket_of(subject_ids: Any, buckets: int) -> Any:
     return np.mod(ids.astype("int64", copy=False), buckets)
 
 
-def split_by_bucket(df: pd.DataFrame, buckets: int) -> Iterator[tuple[int, pd.DataFrame]]:
+def split_by_bucket(df: pd.DataFrame | pa.Table, buckets: int) -> Iterator[tuple[int, Any]]:
     """(bucket, rows) for each non-empty bucket in order, rows in their original order, without a
-    bucket column."""
+    bucket column; a pandas frame gives frames, an Arrow table tables."""
     _check_bucket_count(buckets)
+    import pyarrow as pa
+
+    if isinstance(df, pa.Table):
+        yield from _split_arrow(df, buckets)
+        return
     if SUBJECT_COL not in df.columns:
         raise ValueError(f"a bucketed table needs a {SUBJECT_COL!r} column (has {', '.join(map(str, df.columns))})")
     ids = df[SUBJECT_COL]
@@ -491,6 +496,30 @@ def split_by_bucket(df: pd.DataFrame, buckets: int) -> Iterator[tuple[int, pd.Da
     ends = [*starts[1:], len(order)]
     for bucket, start, end in zip(found, starts, ends, strict=True):
         yield int(bucket), frame.iloc[order[start:end]]
+
+
+def _split_arrow(table: pa.Table, buckets: int) -> Iterator[tuple[int, pa.Table]]:
+    import numpy as np
+    import pyarrow as pa
+
+    if SUBJECT_COL not in table.column_names:
+        raise ValueError(f"a bucketed table needs a {SUBJECT_COL!r} column (has {', '.join(table.column_names)})")
+    ids = table.column(SUBJECT_COL)
+    if ids.null_count:
+        raise ValueError(f"{ids.null_count} rows have no {SUBJECT_COL}; every bucketed row needs one")
+    if not pa.types.is_integer(ids.type):
+        raise ValueError(f"{SUBJECT_COL} must be whole numbers to choose a bucket, not {ids.type}")
+    if BUCKET_COL in table.column_names:
+        table = table.drop_columns([BUCKET_COL])
+    if not table.num_rows:
+        return
+    keys = bucket_of(ids.to_numpy(), buckets)
+    order = np.argsort(keys, kind="stable")  # stable: rows keep their order inside a bucket
+    found, starts = np.unique(keys[order], return_index=True)
+    ordered = table.take(pa.array(order))
+    ends = [*starts[1:], len(order)]
+    for bucket, start, end in zip(found, starts, ends, strict=True):
+        yield int(bucket), ordered.slice(int(start), int(end - start))
 
 
 def _check_bucket_count(buckets: Any) -> None:
