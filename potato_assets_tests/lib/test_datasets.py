@@ -422,3 +422,24 @@ def test_parts_to_adopt_must_be_staged_inside_the_version(root, tmp_path):
     schema = pa.schema([("subject_id", pa.int64())])
     with DatasetWriter(root, 4, schema=schema) as writer, pytest.raises(ValueError, match="must be staged inside"):
         writer.adopt(tmp_path.as_uri())
+
+
+def test_a_bucket_buffer_holds_at_most_its_budget_and_keeps_each_buckets_rows_in_order(root, monkeypatch):
+    df = frame(np.arange(400))  # 800 rows over 8 buckets
+    held = []
+    original = datasets.BucketBuffer.add
+
+    def add(self, rows):
+        original(self, rows)
+        held.append(self._held)
+
+    monkeypatch.setattr(datasets.BucketBuffer, "add", add)
+    with DatasetWriter(root, BUCKETS, durable=False) as writer:
+        buffer = datasets.BucketBuffer(writer, rows_per_part=1_000, max_rows=100)
+        for start in range(0, len(df), 30):
+            buffer.add(df.iloc[start : start + 30])
+        buffer.close()
+        ref = writer.commit()
+    assert max(held) <= 100 and ref.row_count == len(df)
+    assert len(ref.files) > BUCKETS  # the budget wrote buckets early, in several parts
+    pd.testing.assert_frame_equal(ref.read(), by_bucket(df))

@@ -133,7 +133,8 @@ def ingest_landing(
                 source_file=spec.file_name,
                 ingested_at=ingested_at,
             )
-            with DatasetWriter(f"{scratch}/{spec.asset_name}", buckets) as writer:
+            # Scratch: a crash discards it, so no fsync per part.
+            with DatasetWriter(f"{scratch}/{spec.asset_name}", buckets, durable=False) as writer:
                 buffer = BucketBuffer(writer)
                 try:
                     for batch in stream:

@@ -84,7 +84,8 @@ class SchemaMismatch(ValueError):
 class _Location:
     """A dataset root as a URI, its fsspec filesystem and the path that filesystem uses."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, durable: bool = True) -> None:
+        self.durable = durable
         upath = storage.to_upath(uri)
         self.uri = uri.rstrip("/")
         self.local = storage.is_local(upath)
@@ -122,8 +123,9 @@ class _Location:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as handle:
                 handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
         else:
             try:
                 self.fs.pipe_file(path, bytes(data))
@@ -133,7 +135,7 @@ class _Location:
                 ) from exc
 
     def sync_dirs(self, *dirs: str) -> None:
-        if not self.local:
+        if not self.local or not self.durable:
             return
         for relative in dirs:
             fd = os.open(self.path_of(relative) if relative else self.path, os.O_RDONLY)
@@ -586,12 +588,13 @@ class DatasetWriter:
     batch); any other difference is refused with a plain message.
     """
 
-    def __init__(self, root: str, buckets: int, *, schema: pa.Schema | None = None) -> None:
+    def __init__(self, root: str, buckets: int, *, schema: pa.Schema | None = None, durable: bool = True) -> None:
+        """``durable=False`` skips fsync: for scratch datasets a crash throws away anyway."""
         _check_bucket_count(buckets)
         self.root = root.rstrip("/")
         self.buckets = buckets
         self.version = new_version_id()
-        self._location = _Location(self.root)
+        self._location = _Location(self.root, durable)
         self._schema = schema
         self._files: list[DatasetFile] = []
         self._hashes: list[str] = []
@@ -849,13 +852,17 @@ class DatasetWriter:
 class BucketBuffer:
     """Rows of any buckets gathered per bucket and written as parts of ``rows_per_part`` rows or
     more: a stream of small batches becomes a few large parts instead of one tiny part per batch
-    and bucket (each part costs a file, a footer and a manifest entry)."""
+    and bucket (each part costs a file, a footer and a manifest entry). At most ``max_rows`` are
+    held in all: beyond that the largest buckets are written early, so memory does not grow with
+    the bucket count or the cohort."""
 
-    def __init__(self, writer: DatasetWriter, rows_per_part: int = 200_000) -> None:
+    def __init__(self, writer: DatasetWriter, rows_per_part: int = 200_000, max_rows: int = 1_000_000) -> None:
         self.writer = writer
         self.rows_per_part = rows_per_part
+        self.max_rows = max_rows
         self._pending: dict[int, list[pd.DataFrame]] = {}
         self._rows: dict[int, int] = {}
+        self._held = 0
         self._empty: pd.DataFrame | None = None
 
     def add(self, df: pd.DataFrame) -> None:
@@ -865,7 +872,14 @@ class BucketBuffer:
         for bucket, rows in split_by_bucket(df, self.writer.buckets):
             self._pending.setdefault(bucket, []).append(rows)
             self._rows[bucket] = self._rows.get(bucket, 0) + len(rows)
+            self._held += len(rows)
             if self._rows[bucket] >= self.rows_per_part:
+                self._flush(bucket)
+        if self._held > self.max_rows:
+            # Largest first, down to half the budget: a few larger parts rather than many tiny.
+            for bucket in sorted(self._rows, key=self._rows.__getitem__, reverse=True):
+                if self._held <= self.max_rows // 2:
+                    break
                 self._flush(bucket)
 
     def close(self) -> None:
@@ -879,6 +893,6 @@ class BucketBuffer:
         import pandas as pd
 
         parts = self._pending.pop(bucket, [])
-        self._rows.pop(bucket, None)
+        self._held -= self._rows.pop(bucket, 0)
         if parts:
             self.writer.write(bucket, parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True))
