@@ -140,7 +140,7 @@ def _directory(env: Mapping[str, str], name: str, default: Path) -> Path:
 
 ENGINES = ("embedded", "spark")
 # sc://host:port, optionally followed by /;key=value parameters (Spark Connect's URL form).
-_SPARK_REMOTE = re.compile(
+SPARK_REMOTE_URL = re.compile(
     r"sc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})(/(;[^;=/]+=[^;]*)*)?"
 )
 
@@ -153,7 +153,7 @@ def _spark_remote(env: Mapping[str, str], engine: str) -> str | None:
                 "POTATO_SPARK_REMOTE must be set to a Spark Connect URL (sc://host:port) when POTATO_ENGINE=spark"
             )
         return None
-    match = _SPARK_REMOTE.fullmatch(value)
+    match = SPARK_REMOTE_URL.fullmatch(value)
     if match is None or not 0 < int(match["port"]) < 65536:
         raise ValueError(f"POTATO_SPARK_REMOTE={value!r} is not a Spark Connect URL of the form sc://host:port")
     return value

@@ -11,15 +11,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def _sigterm_ignored() -> bool:
-    """Whether this process ignores SIGTERM, as the kernel sees it (a library may have set it
-    outside Python's signal module)."""
-    try:
-        with open("/proc/self/status") as status:
-            ignored = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
-        return bool(ignored & (1 << (signal.SIGTERM - 1)))
-    except (OSError, StopIteration, ValueError):
-        return signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+from potato_assets_tests.helpers import SAMPLE_DIR, SEED_DIR, SEED_DIR_ENV, free_port  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -28,11 +20,7 @@ def _children_can_be_terminated():
     ignored signal: Dagster's compute-log `tail` then ignores the SIGTERM that ends it, so every
     run on a test instance waited 2 x 30 s for it (and left it running), and servers the tests
     start ignore terminate(). Each test starts with the default."""
-    if _sigterm_ignored():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-from potato_assets_tests.helpers import SAMPLE_DIR, SEED_DIR, SEED_DIR_ENV, free_port  # noqa: E402
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

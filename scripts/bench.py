@@ -387,11 +387,12 @@ def machine() -> str:
 def silver_engine() -> str:
     """POTATO_ENGINE as the runs see it (they inherit this environment): `POTATO_ENGINE=spark
     POTATO_SPARK_REMOTE=sc://… make bench` benches silver on that cluster."""
+    from potato_assets.lib.engine.spark import without_parameters
     from potato_assets.settings import load_settings
 
     settings = load_settings()
     if settings.engine == "spark" and settings.spark_remote:
-        return f"spark at {settings.spark_remote.split('/;', 1)[0]}"
+        return f"spark at {without_parameters(settings.spark_remote)}"
     return settings.engine
 
 

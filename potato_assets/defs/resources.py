@@ -249,7 +249,9 @@ class SilverEngine(dg.ConfigurableResource):
         """Which engine, for the UI: the Connect server's host and port, never its parameters
         (a token may be one)."""
         if self.kind == "spark" and self.spark_remote:
-            return f"spark ({self.spark_remote.split('/;', 1)[0]})"
+            from potato_assets.lib.engine.spark import without_parameters
+
+            return f"spark ({without_parameters(self.spark_remote)})"
         return self.kind
 
     def engine(self) -> Any:

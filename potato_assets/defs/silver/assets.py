@@ -51,21 +51,20 @@ def build_table(
     committed ref and, per ``before``/``after`` query, its rows of each batch. Nothing is
     committed (the ref is None) when a batch fails or when a ``before`` query finds anything:
     the caller reports the findings."""
+    from potato_assets.lib.engine import EngineUnreachable
     from potato_assets.lib.engine.buckets import BucketMismatch, common_buckets, silver_schema
 
     try:
         buckets = common_buckets(inputs, lake_datasets.buckets)
     except BucketMismatch as exc:
         raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
-    from potato_assets.lib.engine.spark import SparkUnreachable
-
     engine = silver_engine.engine()
     try:
         key = dg.AssetKey(["silver", query.table])
         with lake_datasets.writer(key, schema=silver_schema(query)) as writer:
             try:
                 found = engine.build(query, inputs, writer, buckets=buckets, before=before, after=after)
-            except SparkUnreachable as exc:
+            except EngineUnreachable as exc:
                 raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
             if any(rows for per_batch in found[: len(before)] for rows in per_batch):
                 writer.abort()

@@ -1,1 +1,5 @@
 """Where silver runs: the engines and the local Spark cluster (#16, #17)."""
+
+
+class EngineUnreachable(ConnectionError):
+    """The engine's server does not accept connections; the message names it and the setting."""

@@ -101,8 +101,9 @@ class EmbeddedEngine:
         return typed_arrow(query, self.arrow(query.sql, relations))
 
     def table(self, query: SilverQuery, relations: Mapping[str, Any]) -> pd.DataFrame:
-        """The silver table of ``query`` over ``relations``, with the study's pandas types."""
-        return typed(query, self.arrow(query.sql, relations))
+        """The same table as pandas, with the study's types (the tests compare it with the pandas
+        reference); the dataset schema's pandas metadata restores nullable integers."""
+        return self.table_arrow(query, relations).to_pandas()
 
 
 def typed_arrow(query: SilverQuery, table: pa.Table) -> pa.Table:
@@ -123,27 +124,3 @@ def typed_arrow(query: SilverQuery, table: pa.Table) -> pa.Table:
             column = column.cast(pa.int32()).cast(pa.date32())
         columns.append(column.cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def typed(query: SilverQuery, table: pa.Table) -> pd.DataFrame:
-    """An engine's Arrow result as the silver table's pandas frame: nullable integers stay
-    integers, day numbers become dates, columns in the query's order and types."""
-    import pandas as pd
-    import pyarrow as pa
-
-    frame = table.to_pandas(
-        types_mapper={
-            pa.int8(): pd.Int64Dtype(),
-            pa.int16(): pd.Int64Dtype(),
-            pa.int32(): pd.Int64Dtype(),
-            pa.int64(): pd.Int64Dtype(),
-        }.get
-    )
-    for column in query.day_columns:
-        days = frame[column].astype("Int64")
-        frame[column] = pd.to_datetime(days.astype("float64"), unit="D").astype("datetime64[ns]")
-    missing = [c for c in query.dtypes if c not in frame.columns]
-    if missing:
-        raise ValueError(f"silver {query.table}: the engine returned no column {', '.join(missing)}")
-    out = frame[list(query.dtypes)]
-    return out.astype({c: t for c, t in query.dtypes.items() if c not in query.day_columns}).reset_index(drop=True)

@@ -10,10 +10,11 @@ disk, or S3 on a cluster with S3 support, e.g. EMR).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
+
+from potato_assets.lib.engine import EngineUnreachable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -55,22 +56,26 @@ def job_tag(table: str) -> str:
     return f"potato-silver-{table}"
 
 
-class SparkUnreachable(ConnectionError):
-    """The Connect server does not accept connections; the message names it."""
+def without_parameters(remote: str) -> str:
+    """``sc://host:port`` of a Connect URL, for the UI and logs: its ``/;key=value`` parameters
+    may hold a token."""
+    return remote.split("/;", 1)[0]
 
 
 def check_reachable(remote: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     import socket
 
-    match = re.fullmatch(r"sc://(\[[0-9A-Fa-f:.]+\]|[^:/]+):(\d+)(/.*)?", remote)
+    from potato_assets.settings import SPARK_REMOTE_URL
+
+    match = SPARK_REMOTE_URL.fullmatch(remote)
     if match is None:
-        raise SparkUnreachable(f"{remote!r} is not a Spark Connect URL of the form sc://host:port")
-    host, port = match[1].strip("[]"), int(match[2])
+        raise EngineUnreachable(f"{remote!r} is not a Spark Connect URL of the form sc://host:port")
+    host, port = match["host"].strip("[]"), int(match["port"])
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise SparkUnreachable(
+        raise EngineUnreachable(
             f"the Spark Connect server at {host}:{port} (POTATO_SPARK_REMOTE) does not answer: {reason}"
         ) from None
 
