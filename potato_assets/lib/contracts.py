@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from potato_assets.lib.process import long_lived_imports
+from potato_assets.lib.process import long_lived_imports, release_freed_memory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -288,10 +288,15 @@ class _GxRunner:
 
     def release_batches(self, datasource: Any = None) -> None:
         """Drop the frames GX keeps after validating: its engine caches every batch it loaded,
-        one per suite, so all bronze and silver tables stayed in memory for the whole run."""
-        batches = (datasource or self.datasource).get_execution_engine().batch_manager
-        batches.reset_batch_cache()
-        batches.batch_data_cache.clear()
+        one per suite, so all bronze and silver tables stayed in memory for the whole run; and its
+        metric cache, which holds every batch's column series it resolved (a table's batches piled
+        up there, so a contract's memory grew with the table)."""
+        engine = (datasource or self.datasource).get_execution_engine()
+        engine.batch_manager.reset_batch_cache()
+        engine.batch_manager.batch_data_cache.clear()
+        metric_cache = getattr(engine, "_metric_cache", None)
+        if isinstance(metric_cache, dict):
+            metric_cache.clear()
 
     def gx_suite(self, name: str, expectations: list[dict[str, Any]], meta: Any = None) -> Any:
         return self.gx.ExpectationSuite(
@@ -603,6 +608,8 @@ def run_contract_batches(
             else:
                 _tally(tallies[rule], exp, frame, held.get(rule), r, example_columns)
         table_judged = True
+        # Let this batch go before the next is read: otherwise two batches are in memory at once.
+        del frame, gx_frame
 
     if reference is None:
         # No rows at all: nothing to merge; GX judges the (empty) table itself.
@@ -644,12 +651,12 @@ def run_contract_batches(
 
 
 # Rows per GX batch of a dataset (whole buckets up to this; a larger bucket is split by subject).
-# Measured on a synthetic 10M-row bronze fiber dataset (scripts/bench_contracts.py, 2 shared
-# cores): GX costs ~0.5 s per validation of the 16-rule suite whatever its size, and a batch adds
-# ~320 MB of peak memory per million rows (GX copies the frame per metric). Budget 250k: 119 s,
-# 443 MB peak; 1M: 45 s, 684 MB; 2M: 42 s, 1.0 GB; 4M: 77 s, 1.5 GB. 1M is as fast as any and
-# keeps the check well under 1 GB.
-BATCH_ROWS = 1_000_000
+# GX copies the frame per metric, so a batch's peak memory is several times its frame's. Measured
+# on the 100k cohort's bronze nutrition dataset (6.65M rows in 32 buckets of ~210k; 2 shared
+# cores, one sitting, each twice): 1M rows per batch, 8 batches: 16-19 s, 1,009 MB peak; 250k, 32
+# batches: 14-17 s, 545 MB. Time is the same (GX's fixed cost per validation is small next to its
+# per-row cost); memory is a bounded batch's, whatever the table's size.
+BATCH_ROWS = 250_000
 
 
 def run_contract_dataset(
@@ -669,7 +676,10 @@ def run_contract_dataset(
     # Each batch in example order, so its first few examples are its smallest and the merged
     # first few the table's (buckets hold subjects, not file order).
     frames = (_sorted(read(), example_columns) for read in readers)
-    return run_contract_batches(suite, frames, columns=ref.columns, order_examples_by=example_columns or None)
+    try:
+        return run_contract_batches(suite, frames, columns=ref.columns, order_examples_by=example_columns or None)
+    finally:
+        release_freed_memory()
 
 
 def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -722,18 +732,11 @@ def _reader(ref: DatasetRef, buckets: list[int], columns: list[str]) -> Any:
 
 
 def _split_reader(ref: DatasetRef, bucket: int, columns: list[str], parts: int, part: int) -> Any:
-    """One of ``parts`` subject groups of a large bucket: subjects whose (id // buckets) % parts
-    is ``part`` (ids in one bucket differ by multiples of the bucket count). The bucket is read
-    once per part: reading is cheap next to GX, and only one part's frame stays in memory."""
+    """One of ``parts`` subject groups of a large bucket (DatasetRef.read_bucket_part). The bucket
+    is read once per part: reading is cheap next to GX, and only one part's frame is in memory."""
 
     def read() -> pd.DataFrame:
-        import numpy as np
-
-        key = PARTITION_COLUMN
-        frame = ref.read_bucket(bucket, sorted({*columns, key}))
-        ids = frame[key].to_numpy(dtype="int64")
-        keep = np.mod(np.floor_divide(ids, ref.buckets), parts) == part
-        return frame.loc[keep, columns].reset_index(drop=True)
+        return ref.read_bucket_part(bucket, columns, parts, part)
 
     return read
 

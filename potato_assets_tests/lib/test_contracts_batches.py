@@ -283,6 +283,33 @@ def test_dataset_batches_keep_to_the_budget_and_split_large_buckets(sample_table
     assert len(whole) == 1 and len(whole[0]) == len(weight)
 
 
+def test_a_split_bucket_is_read_part_by_part_without_its_subject_column(sample_tables, tmp_path):
+    weight = sample_tables["bronze_weight"]
+    ref = write_dataset(tmp_path / "ds", weight, 2)
+    bucket = ref.read_bucket(1, ["subject_id", "weight_kg", "week"])
+    parts = [ref.read_bucket_part(1, ["weight_kg", "week"], 3, part) for part in range(3)]
+    assert all(list(p.columns) == ["weight_kg", "week"] for p in parts)
+    assert sum(len(p) for p in parts) == len(bucket)
+    with_ids = [ref.read_bucket_part(1, ["week", "subject_id"], 3, part) for part in range(3)]
+    ids = [set(p["subject_id"]) for p in with_ids]
+    assert all(ids) and sum(map(len, ids)) == len(set().union(*ids)) == bucket["subject_id"].nunique()
+    for part, frame in enumerate(with_ids):
+        assert ((frame["subject_id"] // 2) % 3 == part).all()
+    with pytest.raises(ValueError, match="part 3 is not between 0 and 2"):
+        ref.read_bucket_part(1, ["week"], 3, 3)
+
+
+def test_no_batch_outlives_its_validation(sample_tables, tmp_path):
+    """GX's engine caches each batch and every metric it resolved on it (column series among
+    them); left there, a table's batches piled up and a contract's memory grew with the table."""
+    ref = write_dataset(tmp_path / "ds", sample_tables["bronze_nutrition"], 4)
+    result = contracts.run_contract_dataset("bronze_nutrition", ref, batch_rows=300)
+    assert result.batches > 2
+    engine = contracts._runner().datasource.get_execution_engine()
+    assert engine._metric_cache == {}
+    assert not engine.batch_manager.batch_data_cache
+
+
 def test_an_empty_dataset_fails_the_row_count_rule_only(sample_tables, tmp_path):
     weight = sample_tables["bronze_weight"]
     ref = write_dataset(tmp_path / "ds", weight.iloc[:0], 4)

@@ -61,6 +61,31 @@ BRONZE: dict[str, Any] = dict(
 )
 
 
+# Phase B's rows per group (all three files): a bucket larger than this is finished in groups of
+# whole subjects, so phase B's memory is a group's whatever the cohort and the bucket count.
+FINISH_GROUP_ROWS = 100_000
+
+
+def subject_groups(staged: dict[str, Any], buckets: int) -> Iterator[tuple[int, Any]]:
+    """(bucket, reader) pairs in bucket order: one reader per bucket up to FINISH_GROUP_ROWS
+    staged rows, else one per disjoint group of its subjects (DatasetRef.read_bucket_part).
+    A reader gives the group's staged rows keyed by landing file name."""
+    names = {spec.asset_name: spec.file_name for spec in LANDING_FILES}
+    for bucket in range(buckets):
+        size = sum(f.rows for ref in staged.values() for f in ref.bucket_files(bucket))
+        parts = max(1, -(-size // FINISH_GROUP_ROWS))
+        for part in range(parts):
+            if parts == 1:
+                yield bucket, lambda b=bucket: {names[a]: ref.read_bucket(b) for a, ref in staged.items()}
+            else:
+                yield (
+                    bucket,
+                    lambda b=bucket, p=part, n=parts: {
+                        names[a]: ref.read_bucket_part(b, ref.columns, n, p) for a, ref in staged.items()
+                    },
+                )
+
+
 @dg.multi_asset(
     name="ingest_landing",
     pool=LAKE_POOL,
@@ -114,6 +139,7 @@ def ingest_landing(
     import pandas as pd
 
     from potato_assets.lib.lake.datasets import BucketBuffer, DatasetWriter
+    from potato_assets.lib.process import release_freed_memory
     from potato_assets.study.ingest import FileDefect
     from potato_assets.study.ingest_stream import FileTotals, finish_bucket, stream_landing_csv
 
@@ -145,6 +171,8 @@ def ingest_landing(
                     raise dg.Failure(description=str(exc)) from None
                 buffer.close()
                 staged[spec.asset_name] = writer.commit()
+            del buffer
+            release_freed_memory()
             totals[spec.asset_name] = FileTotals.of(stream)
 
         # Every table's parts are written before any is committed: a failure while writing
@@ -155,16 +183,16 @@ def ingest_landing(
                 spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
                 for spec in LANDING_FILES
             }
-            for bucket in range(buckets):
-                result = finish_bucket(
-                    {spec.file_name: staged[spec.asset_name].read_bucket(bucket) for spec in LANDING_FILES}
-                )
+            for bucket, read_group in subject_groups(staged, buckets):
+                result = finish_bucket(read_group())
                 moved += result.label_contradictions
                 for spec in LANDING_FILES:
                     totals[spec.asset_name].add(result)
                     writers[spec.asset_name].write(bucket, result.rows[spec.file_name])
                 for file_name, found in result.quarantine.groupby("source_file", sort=False):
                     quarantine[str(file_name)].append(found)
+                del result
+            release_freed_memory()
             for spec in LANDING_FILES:
                 refs[spec.asset_name] = writers[spec.asset_name].commit(totals[spec.asset_name].sha256[:16])
     finally:

@@ -233,6 +233,23 @@ class DatasetRef:
         gives an empty frame with the dataset's columns and dtypes."""
         return self._to_pandas(self._read_files(self.bucket_files(bucket), columns), bucket, columns)
 
+    def read_bucket_part(self, bucket: int, columns: Sequence[str], parts: int, part: int) -> pd.DataFrame:
+        """One of ``parts`` disjoint subject groups of a bucket: the subjects whose
+        ``(subject_id // buckets) % parts`` is ``part`` (ids in one bucket differ by multiples of
+        the bucket count, so the groups are even). Filtered in Arrow: only this part's rows become
+        pandas objects, so a bucket too large for one frame is read a part at a time."""
+        import numpy as np
+
+        if not 0 <= part < parts:
+            raise ValueError(f"part {part} is not between 0 and {parts - 1}")
+        wanted = list(dict.fromkeys([*columns, SUBJECT_COL]))
+        table = self._read_files(self.bucket_files(bucket), [c for c in wanted if c != BUCKET_COL])
+        ids = table.column(SUBJECT_COL).to_numpy().astype("int64", copy=False)
+        table = table.filter(np.mod(np.floor_divide(ids, self.buckets), parts) == part)
+        if SUBJECT_COL not in columns:
+            table = table.drop_columns([SUBJECT_COL])
+        return self._to_pandas(table, bucket, columns)
+
     def read_arrow(self, buckets: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
         """The rows of some buckets as one Arrow table (engines scan it without pandas)."""
         for bucket in buckets:
@@ -856,7 +873,7 @@ class BucketBuffer:
     held in all: beyond that the largest buckets are written early, so memory does not grow with
     the bucket count or the cohort."""
 
-    def __init__(self, writer: DatasetWriter, rows_per_part: int = 200_000, max_rows: int = 1_000_000) -> None:
+    def __init__(self, writer: DatasetWriter, rows_per_part: int = 200_000, max_rows: int = 500_000) -> None:
         self.writer = writer
         self.rows_per_part = rows_per_part
         self.max_rows = max_rows
