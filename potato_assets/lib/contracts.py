@@ -30,7 +30,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -652,10 +652,9 @@ def run_contract_batches(
 
 # Rows per GX batch of a dataset (whole buckets up to this; a larger bucket is split by subject).
 # GX copies the frame per metric, so a batch's peak memory is several times its frame's. Measured
-# on the 100k cohort's bronze nutrition dataset (6.65M rows in 32 buckets of ~210k; 2 shared
-# cores, one sitting, each twice): 1M rows per batch, 8 batches: 16-19 s, 1,009 MB peak; 250k, 32
-# batches: 14-17 s, 545 MB. Time is the same (GX's fixed cost per validation is small next to its
-# per-row cost); memory is a bounded batch's, whatever the table's size.
+# on the 100k cohort's bronze datasets (32 buckets of ~210k rows; 2 shared cores, one sitting,
+# each twice): nutrition (6.65M rows) in 1M-row batches 16-19 s and 1,009 MB peak, in 250k-row
+# batches 14-17 s and 545 MB; fiber (6.72M) 10.2-11.9 s and 637 MB, against 11.0-13.3 s and 452 MB.
 BATCH_ROWS = 250_000
 
 
@@ -708,8 +707,7 @@ def dataset_batches(ref: DatasetRef, columns: list[str], batch_rows: int = BATCH
             if group:
                 readers.append(_reader(ref, group, columns))
                 group, rows = [], 0
-            parts = -(-sizes[bucket] // batch_rows)
-            readers += [_split_reader(ref, bucket, columns, parts, part) for part in range(parts)]
+            readers += _split_readers(ref, bucket, columns, -(-sizes[bucket] // batch_rows))
             continue
         if rows + sizes[bucket] > batch_rows and group:
             readers.append(_reader(ref, group, columns))
@@ -731,14 +729,26 @@ def _reader(ref: DatasetRef, buckets: list[int], columns: list[str]) -> Any:
     return read
 
 
-def _split_reader(ref: DatasetRef, bucket: int, columns: list[str], parts: int, part: int) -> Any:
-    """One of ``parts`` subject groups of a large bucket (DatasetRef.read_bucket_part). The bucket
-    is read once per part: reading is cheap next to GX, and only one part's frame is in memory."""
+def _split_readers(ref: DatasetRef, bucket: int, columns: list[str], parts: int) -> list[Any]:
+    """Readers of a large bucket's subject groups (DatasetRef.iter_bucket_parts), to be called in
+    order: the first reads the bucket, as Arrow, and each hands over its own part."""
+    groups: Iterator[tuple[int, pd.DataFrame]] | None = None
 
-    def read() -> pd.DataFrame:
-        return ref.read_bucket_part(bucket, columns, parts, part)
+    def reader(part: int) -> Any:
+        def read() -> pd.DataFrame:
+            nonlocal groups
+            if groups is None:
+                groups = enumerate(ref.iter_bucket_parts(bucket, columns, parts))
+            got, frame = next(groups, (None, None))
+            if got != part or frame is None:
+                raise RuntimeError(f"{ref.root}: bucket {bucket}'s parts must be read in order (part {part} asked)")
+            if part == parts - 1:
+                groups = iter(())  # the readers outlive the read: let the bucket's Arrow table go
+            return frame
 
-    return read
+        return read
+
+    return [reader(part) for part in range(parts)]
 
 
 def _validate(

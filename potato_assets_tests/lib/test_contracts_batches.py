@@ -283,20 +283,23 @@ def test_dataset_batches_keep_to_the_budget_and_split_large_buckets(sample_table
     assert len(whole) == 1 and len(whole[0]) == len(weight)
 
 
-def test_a_split_bucket_is_read_part_by_part_without_its_subject_column(sample_tables, tmp_path):
+def test_a_split_bucket_is_read_once_in_groups_of_whole_subjects(sample_tables, tmp_path):
     weight = sample_tables["bronze_weight"]
     ref = write_dataset(tmp_path / "ds", weight, 2)
-    bucket = ref.read_bucket(1, ["subject_id", "weight_kg", "week"])
-    parts = [ref.read_bucket_part(1, ["weight_kg", "week"], 3, part) for part in range(3)]
-    assert all(list(p.columns) == ["weight_kg", "week"] for p in parts)
+    bucket = ref.read_bucket(1, ["subject_id", "weight_kg", "week", "source_line"])
+    parts = list(ref.iter_bucket_parts(1, ["weight_kg", "source_line"], 3))
+    assert len(parts) == 3 and all(list(p.columns) == ["weight_kg", "source_line"] for p in parts)
     assert sum(len(p) for p in parts) == len(bucket)
-    with_ids = [ref.read_bucket_part(1, ["week", "subject_id"], 3, part) for part in range(3)]
+    with_ids = list(ref.iter_bucket_parts(1, ["week", "subject_id", "source_line"], 3))
     ids = [set(p["subject_id"]) for p in with_ids]
     assert all(ids) and sum(map(len, ids)) == len(set().union(*ids)) == bucket["subject_id"].nunique()
     for part, frame in enumerate(with_ids):
         assert ((frame["subject_id"] // 2) % 3 == part).all()
-    with pytest.raises(ValueError, match="part 3 is not between 0 and 2"):
-        ref.read_bucket_part(1, ["week"], 3, 3)
+        stored = bucket[(bucket["subject_id"] // 2) % 3 == part]  # each part keeps the stored order
+        assert frame["source_line"].tolist() == stored["source_line"].tolist()
+    readers = contracts._split_readers(ref, 1, ["week"], 3)
+    with pytest.raises(RuntimeError, match="must be read in order"):
+        readers[1]()
 
 
 def test_no_batch_outlives_its_validation(sample_tables, tmp_path):

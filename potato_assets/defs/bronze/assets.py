@@ -66,24 +66,21 @@ BRONZE: dict[str, Any] = dict(
 FINISH_GROUP_ROWS = 100_000
 
 
-def subject_groups(staged: dict[str, Any], buckets: int) -> Iterator[tuple[int, Any]]:
-    """(bucket, reader) pairs in bucket order: one reader per bucket up to FINISH_GROUP_ROWS
-    staged rows, else one per disjoint group of its subjects (DatasetRef.read_bucket_part).
-    A reader gives the group's staged rows keyed by landing file name."""
+def subject_groups(staged: dict[str, Any], buckets: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(bucket, staged rows keyed by landing file name) in bucket order: a whole bucket up to
+    FINISH_GROUP_ROWS staged rows, else its disjoint groups of subjects one after another
+    (DatasetRef.iter_bucket_parts: each staged bucket is read once)."""
     names = {spec.asset_name: spec.file_name for spec in LANDING_FILES}
     for bucket in range(buckets):
         size = sum(f.rows for ref in staged.values() for f in ref.bucket_files(bucket))
-        parts = max(1, -(-size // FINISH_GROUP_ROWS))
-        for part in range(parts):
-            if parts == 1:
-                yield bucket, lambda b=bucket: {names[a]: ref.read_bucket(b) for a, ref in staged.items()}
-            else:
-                yield (
-                    bucket,
-                    lambda b=bucket, p=part, n=parts: {
-                        names[a]: ref.read_bucket_part(b, ref.columns, n, p) for a, ref in staged.items()
-                    },
-                )
+        parts = -(-size // FINISH_GROUP_ROWS)
+        if parts <= 1:
+            yield bucket, {names[a]: ref.read_bucket(bucket) for a, ref in staged.items()}
+            continue
+        groups = {names[a]: ref.iter_bucket_parts(bucket, ref.columns, parts) for a, ref in staged.items()}
+        for _ in range(parts):
+            yield bucket, {name: next(frames) for name, frames in groups.items()}
+        del groups  # the bucket's Arrow tables go before the next bucket is read
 
 
 @dg.multi_asset(
@@ -183,15 +180,15 @@ def ingest_landing(
                 spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
                 for spec in LANDING_FILES
             }
-            for bucket, read_group in subject_groups(staged, buckets):
-                result = finish_bucket(read_group())
+            for bucket, rows_by_file in subject_groups(staged, buckets):
+                result = finish_bucket(rows_by_file)
                 moved += result.label_contradictions
                 for spec in LANDING_FILES:
                     totals[spec.asset_name].add(result)
                     writers[spec.asset_name].write(bucket, result.rows[spec.file_name])
                 for file_name, found in result.quarantine.groupby("source_file", sort=False):
                     quarantine[str(file_name)].append(found)
-                del result
+                del rows_by_file, result
             release_freed_memory()
             for spec in LANDING_FILES:
                 refs[spec.asset_name] = writers[spec.asset_name].commit(totals[spec.asset_name].sha256[:16])

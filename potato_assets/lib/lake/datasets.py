@@ -233,22 +233,29 @@ class DatasetRef:
         gives an empty frame with the dataset's columns and dtypes."""
         return self._to_pandas(self._read_files(self.bucket_files(bucket), columns), bucket, columns)
 
-    def read_bucket_part(self, bucket: int, columns: Sequence[str], parts: int, part: int) -> pd.DataFrame:
-        """One of ``parts`` disjoint subject groups of a bucket: the subjects whose
-        ``(subject_id // buckets) % parts`` is ``part`` (ids in one bucket differ by multiples of
-        the bucket count, so the groups are even). Filtered in Arrow: only this part's rows become
-        pandas objects, so a bucket too large for one frame is read a part at a time."""
+    def iter_bucket_parts(self, bucket: int, columns: Sequence[str], parts: int) -> Iterator[pd.DataFrame]:
+        """A bucket as ``parts`` disjoint groups of whole subjects, part 0 first: part ``p`` holds
+        the subjects whose ``(subject_id // buckets) % parts`` is ``p`` (ids in one bucket differ
+        by multiples of the bucket count, so the groups are even), rows in their stored order.
+        The bucket is read once, as Arrow, and grouped by one stable sort; only the part being
+        handed over becomes pandas objects."""
         import numpy as np
+        import pyarrow as pa
 
-        if not 0 <= part < parts:
-            raise ValueError(f"part {part} is not between 0 and {parts - 1}")
+        if parts < 1:
+            raise ValueError(f"parts must be at least 1, not {parts}")
         wanted = list(dict.fromkeys([*columns, SUBJECT_COL]))
         table = self._read_files(self.bucket_files(bucket), [c for c in wanted if c != BUCKET_COL])
         ids = table.column(SUBJECT_COL).to_numpy().astype("int64", copy=False)
-        table = table.filter(np.mod(np.floor_divide(ids, self.buckets), parts) == part)
+        group = np.mod(np.floor_divide(ids, self.buckets), parts)
+        order = np.argsort(group, kind="stable")
+        table = table.take(pa.array(order))
         if SUBJECT_COL not in columns:
             table = table.drop_columns([SUBJECT_COL])
-        return self._to_pandas(table, bucket, columns)
+        bounds = np.searchsorted(group[order], np.arange(parts + 1))
+        for part in range(parts):
+            start, stop = int(bounds[part]), int(bounds[part + 1])
+            yield self._to_pandas(table.slice(start, stop - start), bucket, columns)
 
     def read_arrow(self, buckets: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
         """The rows of some buckets as one Arrow table (engines scan it without pandas)."""
