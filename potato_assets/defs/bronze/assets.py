@@ -61,28 +61,6 @@ BRONZE: dict[str, Any] = dict(
 )
 
 
-# Phase B's rows per group (all three files): a bucket larger than this is finished in groups of
-# whole subjects, so phase B's memory is a group's whatever the cohort and the bucket count.
-FINISH_GROUP_ROWS = 100_000
-
-
-def subject_groups(staged: dict[str, Any], buckets: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(bucket, staged rows keyed by landing file name) in bucket order: a whole bucket up to
-    FINISH_GROUP_ROWS staged rows, else its disjoint groups of subjects one after another
-    (DatasetRef.iter_bucket_parts: each staged bucket is read once)."""
-    names = {spec.asset_name: spec.file_name for spec in LANDING_FILES}
-    for bucket in range(buckets):
-        size = sum(f.rows for ref in staged.values() for f in ref.bucket_files(bucket))
-        parts = -(-size // FINISH_GROUP_ROWS)
-        if parts <= 1:
-            yield bucket, {names[a]: ref.read_bucket(bucket) for a, ref in staged.items()}
-            continue
-        groups = {names[a]: ref.iter_bucket_parts(bucket, ref.columns, parts) for a, ref in staged.items()}
-        for _ in range(parts):
-            yield bucket, {name: next(frames) for name, frames in groups.items()}
-        del groups  # the bucket's Arrow tables go before the next bucket is read
-
-
 @dg.multi_asset(
     name="ingest_landing",
     pool=LAKE_POOL,
@@ -124,8 +102,8 @@ def ingest_landing(
     context: dg.AssetExecutionContext, landing: LandingZone, lake_datasets: LakeDatasets
 ) -> Iterator[dg.MaterializeResult]:
     """Two phases, in bounded memory whatever the files' size. A: each file streams in batches
-    (decoded, typed, row defects quarantined) into subject buckets in a local scratch folder.
-    B: per bucket, the rules that need all of a subject's rows (duplicates, label
+    (decoded, typed, row defects quarantined) into staging: in memory while the rows are few,
+    else subject buckets in a local scratch folder (defs/bronze/staging.py). B: per bucket, the rules that need all of a subject's rows (duplicates, label
     contradictions), into the lake's new versions. A file-level defect anywhere fails the step
     before anything is committed: the lake keeps the last good snapshot of all three."""
     import contextlib
@@ -135,7 +113,7 @@ def ingest_landing(
 
     import pandas as pd
 
-    from potato_assets.lib.lake.datasets import BucketBuffer, DatasetWriter
+    from potato_assets.defs.bronze.staging import Staging
     from potato_assets.lib.process import release_freed_memory
     from potato_assets.study.ingest import FileDefect
     from potato_assets.study.ingest_stream import FileTotals, finish_bucket, stream_landing_csv
@@ -143,8 +121,8 @@ def ingest_landing(
     ingested_at = pd.Timestamp.now(tz="UTC")
     buckets = lake_datasets.buckets
     scratch = tempfile.mkdtemp(prefix="potato-bronze-")
+    staging = Staging(scratch, buckets)
     try:
-        staged: dict[str, Any] = {}
         totals: dict[str, FileTotals] = {}
         quarantine: dict[str, list[pd.DataFrame]] = {spec.file_name: [] for spec in LANDING_FILES}
         for spec in LANDING_FILES:
@@ -156,19 +134,14 @@ def ingest_landing(
                 source_file=spec.file_name,
                 ingested_at=ingested_at,
             )
-            # Scratch: a crash discards it, so no fsync per part.
-            with DatasetWriter(f"{scratch}/{spec.asset_name}", buckets, durable=False) as writer:
-                buffer = BucketBuffer(writer)
-                try:
-                    for batch in stream:
-                        buffer.add(batch.rows)
-                        if len(batch.quarantine):
-                            quarantine[spec.file_name].append(batch.quarantine)
-                except FileDefect as exc:
-                    raise dg.Failure(description=str(exc)) from None
-                buffer.close()
-                staged[spec.asset_name] = writer.commit()
-            del buffer
+            try:
+                for batch in stream:
+                    staging.add(spec.file_name, batch.rows, stream.size_bytes)
+                    if len(batch.quarantine):
+                        quarantine[spec.file_name].append(batch.quarantine)
+            except FileDefect as exc:
+                raise dg.Failure(description=str(exc)) from None
+            staging.close(spec.file_name)
             release_freed_memory()
             totals[spec.asset_name] = FileTotals.of(stream)
 
@@ -180,7 +153,7 @@ def ingest_landing(
                 spec.asset_name: stack.enter_context(lake_datasets.writer(bronze_key(spec.asset_name)))
                 for spec in LANDING_FILES
             }
-            for bucket, rows_by_file in subject_groups(staged, buckets):
+            for bucket, rows_by_file in staging.groups():
                 result = finish_bucket(rows_by_file)
                 moved += result.label_contradictions
                 for spec in LANDING_FILES:
@@ -193,6 +166,7 @@ def ingest_landing(
             for spec in LANDING_FILES:
                 refs[spec.asset_name] = writers[spec.asset_name].commit(totals[spec.asset_name].sha256[:16])
     finally:
+        staging.discard()
         shutil.rmtree(scratch, ignore_errors=True)
     # A row whose date and week label contradict its subject's calendar (set by most of its
     # rows in both labelled files) is quarantined by name; the rest goes on.
