@@ -112,3 +112,49 @@ def test_per_step_slots_are_not_held_for_the_whole_run(tmp_path):
         assert results == [True]
         (run,) = instance.get_runs()
         assert any("not holding the lake" in m for m in engine_messages(instance, run.run_id))
+
+
+@dg.asset
+def first_table() -> int:
+    return 1
+
+
+@dg.asset
+def second_table(first_table: int) -> int:
+    return first_table + 1
+
+
+def two_step_job() -> dg.JobDefinition:
+    job = dg.define_asset_job("two_steps", selection=[first_table, second_table])
+    return dg.Definitions(
+        assets=[first_table, second_table], jobs=[job], executor=in_process_lake_held
+    ).resolve_job_def("two_steps")
+
+
+def test_freed_memory_goes_back_after_every_step(monkeypatch):
+    from potato_assets.lib import process
+
+    released: list[int] = []
+    monkeypatch.setattr(process, "release_freed_memory", lambda: released.append(1))
+    with (
+        dg.instance_for_test() as instance,
+        dg.execute_job(dg.reconstructable(two_step_job), instance=instance) as result,
+    ):
+        assert result.success
+    assert len(released) == 2
+
+
+def test_release_hands_arrows_unused_pages_back(monkeypatch):
+    import pyarrow as pa
+
+    from potato_assets.lib import process
+
+    released: list[str] = []
+
+    class Pool:
+        def release_unused(self) -> None:
+            released.append("arrow")
+
+    monkeypatch.setattr(pa, "default_memory_pool", Pool)
+    process.release_freed_memory()
+    assert released == ["arrow"]

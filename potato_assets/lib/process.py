@@ -90,10 +90,14 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_freed_memory() -> None:
-    """Give the heap that a data phase freed back to the system: glibc keeps freed memory for
-    reuse, fragmented, and the next steps' peaks stack on it. Measured at 100k subjects: the
-    process's RSS after bronze ingest's phase A, 657 MB without, 503 MB with (its peak is the
-    phase's own either way). A no-op where the C library is not glibc."""
+    """Give the heap that a data phase freed back to the system: Arrow's allocator (mimalloc in
+    pyarrow's wheels) and glibc both keep freed memory for reuse, fragmented, and the next steps'
+    peaks stack on it. Measured at 100k subjects after bronze ingest: the process's RSS 730 MB,
+    630 MB after glibc's trim, 514 MB after Arrow's pool released its unused pages too. A no-op for
+    glibc where the C library is not glibc."""
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
