@@ -142,19 +142,3 @@ def test_freed_memory_goes_back_after_every_step(monkeypatch):
     ):
         assert result.success
     assert len(released) == 2
-
-
-def test_release_hands_arrows_unused_pages_back(monkeypatch):
-    import pyarrow as pa
-
-    from potato_assets.lib import process
-
-    released: list[str] = []
-
-    class Pool:
-        def release_unused(self) -> None:
-            released.append("arrow")
-
-    monkeypatch.setattr(pa, "default_memory_pool", Pool)
-    process.release_freed_memory()
-    assert released == ["arrow"]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from potato_assets.lib.process import long_lived_imports, release_freed_memory
+from potato_assets.lib.process import long_lived_imports
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -675,10 +675,7 @@ def run_contract_dataset(
     # Each batch in example order, so its first few examples are its smallest and the merged
     # first few the table's (buckets hold subjects, not file order).
     frames = (_sorted(read(), example_columns) for read in readers)
-    try:
-        return run_contract_batches(suite, frames, columns=ref.columns, order_examples_by=example_columns or None)
-    finally:
-        release_freed_memory()
+    return run_contract_batches(suite, frames, columns=ref.columns, order_examples_by=example_columns or None)
 
 
 def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:

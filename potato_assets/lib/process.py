@@ -93,8 +93,9 @@ def release_freed_memory() -> None:
     """Give the heap that a data phase freed back to the system: Arrow's allocator (mimalloc in
     pyarrow's wheels) and glibc both keep freed memory for reuse, fragmented, and the next steps'
     peaks stack on it. Measured at 100k subjects after bronze ingest: the process's RSS 730 MB,
-    630 MB after glibc's trim, 514 MB after Arrow's pool released its unused pages too. A no-op for
-    glibc where the C library is not glibc."""
+    630 MB after a garbage collection and glibc's trim, 514 MB once Arrow's pool released its
+    unused pages too. Called in a step between data phases and by the executor after every step.
+    glibc's part is a no-op where the C library is not glibc."""
     arrow = sys.modules.get("pyarrow")
     if arrow is not None:
         arrow.default_memory_pool().release_unused()

@@ -93,3 +93,19 @@ def test_preloading_the_model_libraries_leaves_nothing_for_the_fits_to_import():
         """
     )
     assert out == "[]"
+
+
+def test_release_hands_arrows_unused_pages_back(monkeypatch):
+    import pyarrow as pa
+
+    from potato_assets.lib import process
+
+    released: list[str] = []
+
+    class Pool:
+        def release_unused(self) -> None:
+            released.append("arrow")
+
+    monkeypatch.setattr(pa, "default_memory_pool", Pool)
+    process.release_freed_memory()
+    assert released == ["arrow"]

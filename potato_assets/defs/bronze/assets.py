@@ -103,8 +103,9 @@ def ingest_landing(
 ) -> Iterator[dg.MaterializeResult]:
     """Two phases, in bounded memory whatever the files' size. A: each file streams in batches
     (decoded, typed, row defects quarantined) into staging: in memory while the rows are few,
-    else subject buckets in a local scratch folder (defs/bronze/staging.py). B: per bucket, the rules that need all of a subject's rows (duplicates, label
-    contradictions), into the lake's new versions. A file-level defect anywhere fails the step
+    else subject buckets in a local scratch folder (defs/bronze/staging.py). B: per bucket, the
+    rules that need all of a subject's rows (duplicates, label contradictions), into the lake's
+    new versions. A file-level defect anywhere fails the step
     before anything is committed: the lake keeps the last good snapshot of all three."""
     import contextlib
     import functools
@@ -170,9 +171,9 @@ def ingest_landing(
         staging.discard()
         shutil.rmtree(scratch, ignore_errors=True)
     # Reference cycles among the phases' objects held 94 MB of Arrow buffers at 100k subjects
-    # until a collection: collect them here, once, rather than leave them under the next steps.
+    # until a collection: collect them here, once, so that the executor's release at the step's
+    # end (defs/executor.py) hands their memory back rather than leave it under the next steps.
     gc.collect()
-    release_freed_memory()
     # A row whose date and week label contradict its subject's calendar (set by most of its
     # rows in both labelled files) is quarantined by name; the rest goes on.
     if moved:

@@ -47,16 +47,12 @@ class Staging:
         self._buffers: dict[str, BucketBuffer] = {}
         self._refs: dict[str, DatasetRef] = {}
 
-    @property
-    def spilled(self) -> bool:
-        return self._spilled
-
     def add(self, file_name: str, rows: pd.DataFrame, file_bytes: int) -> None:
         """One batch of a file's rows; `file_bytes` is the whole file's size."""
         self._bytes.setdefault(file_name, file_bytes)
-        if not self.spilled and sum(self._bytes.values()) > IN_MEMORY_BYTES:
+        if not self._spilled and sum(self._bytes.values()) > IN_MEMORY_BYTES:
             self._spill()
-        if self.spilled:
+        if self._spilled:
             self._buffer(file_name).add(rows)
             return
         self._held.setdefault(file_name, []).append(rows)
@@ -67,7 +63,7 @@ class Staging:
     def close(self, file_name: str) -> None:
         """Every row of this file is added."""
         self._closed.append(file_name)
-        if self.spilled:
+        if self._spilled:
             self._commit(file_name)
 
     def discard(self) -> None:
@@ -81,7 +77,7 @@ class Staging:
         """(bucket, rows keyed by file name) for every bucket in order, each file's rows in line
         order. In memory: whole buckets. Spilled: a bucket up to FINISH_GROUP_ROWS rows whole, a
         larger one as disjoint groups of whole subjects (each scratch bucket is read once)."""
-        if self.spilled:
+        if self._spilled:
             yield from self._spilled_groups()
             return
         from potato_assets.lib.lake.datasets import split_by_bucket
