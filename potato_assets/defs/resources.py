@@ -319,6 +319,16 @@ class LandingZone(dg.ConfigurableResource):
         with self._refusals(file_name):
             yield from landing_chunks(self.landing_uri, file_name, self.max_bytes)
 
+    def digest(self, file_name: str) -> tuple[str, int]:
+        """The file's sha256 (hex) and size, streamed: a multi-GB export is never held whole."""
+        import hashlib
+
+        sha, size = hashlib.sha256(), 0
+        for chunk in self.chunks(file_name):
+            sha.update(chunk)
+            size += len(chunk)
+        return sha.hexdigest(), size
+
     def read_bytes(self, file_name: str) -> bytes:
         from potato_assets.lib.lake.landing import read_landing_bytes
 

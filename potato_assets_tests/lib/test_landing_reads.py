@@ -3,6 +3,7 @@ nothing of a refused file's content in any message; and inert Markdown for untru
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import threading
@@ -191,3 +192,16 @@ def test_the_sensor_names_a_fifo_study_file_instead_of_waiting_for_it(zone):
     reason = decision.reason()
     assert "Potato_tidy.csv in the landing zone is a named pipe (FIFO), not a regular file" in reason
     assert "waiting for Potato_tidy.csv" not in reason
+
+
+def test_the_digest_streams_the_file_with_the_same_refusals(tmp_path, sample_dir):
+    """observe_landing hashes through chunks: the same sha256 and size as the whole file, and a
+    file over the limit refused with the same sentence, without holding it in memory."""
+    shutil.copy(sample_dir / WEIGHT.file_name, tmp_path / WEIGHT.file_name)
+    raw = (sample_dir / WEIGHT.file_name).read_bytes()
+    zone = LandingZone(landing_uri=str(tmp_path))
+    assert zone.digest(WEIGHT.file_name) == (hashlib.sha256(raw).hexdigest(), len(raw))
+    with pytest.raises(dg.Failure, match="larger than the 3-byte limit"):
+        LandingZone(landing_uri=str(tmp_path), max_bytes=3).digest(WEIGHT.file_name)
+    with pytest.raises(dg.Failure, match="was not found in the landing zone"):
+        zone.digest("Potato_missing.csv")

@@ -44,11 +44,11 @@ def observe_landing(landing: LandingZone) -> Iterator[dg.ObserveResult]:
     """Data version of each landing file = its content hash, the same version its bronze table
     carries: an unchanged file leaves everything downstream up to date."""
     for spec in LANDING_FILES:
-        raw = landing.read_bytes(spec.file_name)
+        sha256, size_bytes = landing.digest(spec.file_name)
         yield dg.ObserveResult(
             asset_key=landing_key(spec.asset_name),
-            data_version=dg.DataVersion(storage.sha256_hex(raw)[:16]),
-            metadata={"uri": landing.uri(spec.file_name), "size_bytes": len(raw)},
+            data_version=dg.DataVersion(sha256[:16]),
+            metadata={"uri": landing.uri(spec.file_name), "size_bytes": size_bytes},
         )
 
 
