@@ -34,11 +34,17 @@ def _labelled_rows(labelled: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).dropna(subset=[GROUP_COL, "date", WEEK_COL]).reset_index(drop=True)
 
 
+def _anchor_days(rows: pd.DataFrame) -> np.ndarray:
+    """Per row: the day (since 1970-01-01) its date and week label put week 1's start on."""
+    days = rows["date"].to_numpy(dtype="datetime64[D]").astype("int64")
+    return days - 7 * (rows[WEEK_COL].to_numpy(dtype="int64") - 1)
+
+
 def _majority_start(rows: pd.DataFrame) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """Per row: its subject's week 1 start, how many of the subject's rows agree with it, and
-    how many rows the subject has. O(n log n): candidates are the rows' own anchors."""
-    anchor = rows["date"] - pd.to_timedelta(7 * (rows[WEEK_COL].astype("int64") - 1), unit="D")
-    days = (anchor.to_numpy(dtype="datetime64[D]").astype("int64")).astype("int64")
+    how many rows the subject has. O(n log n): candidates are the rows' own anchors. Day
+    numbers throughout: pandas' timedelta and datetime conversions cost more than the rule."""
+    days = _anchor_days(rows)
     subject = pd.factorize(rows[GROUP_COL])[0].astype("int64")
     span = int(days.max() - days.min()) + 7 if len(days) else 7
     combined = subject * span + (days - days.min())
@@ -46,23 +52,20 @@ def _majority_start(rows: pd.DataFrame) -> tuple[pd.Series, np.ndarray, np.ndarr
     ordered = combined[order]
     # Rows agreeing with a start s have anchors in [s, s + 6]; a row's own anchor as s.
     agree = np.searchsorted(ordered, combined + 6, side="right") - np.searchsorted(ordered, combined, side="left")
-    best = pd.DataFrame({"subject": subject, "agree": agree, "days": days})
-    # Most agreement first, then the latest start among those.
-    pick = best.sort_values(["subject", "agree", "days"], ascending=[True, False, False]).drop_duplicates("subject")
-    start_days = pd.Series(pick["days"].to_numpy(), index=pick["subject"].to_numpy())
-    agreeing = pd.Series(pick["agree"].to_numpy(), index=pick["subject"].to_numpy())
-    start = pd.to_datetime(start_days.reindex(subject).to_numpy().astype("datetime64[D]")).astype(rows["date"].dtype)
+    # Most agreement first, then the latest start among those: one lexsort, first row per subject.
+    pick = np.lexsort((-days, -agree, subject))
+    first = pick[np.r_[True, subject[pick][1:] != subject[pick][:-1]]]
+    start_days = np.empty(len(first), dtype="int64")
+    agreeing = np.empty(len(first), dtype=agree.dtype)
+    start_days[subject[first]] = days[first]
+    agreeing[subject[first]] = agree[first]
+    start = start_days[subject].astype("datetime64[D]").astype(rows["date"].dtype)
     sizes = np.bincount(subject)
-    return (
-        pd.Series(start, index=rows.index),
-        agreeing.reindex(subject).to_numpy(),
-        sizes[subject],
-    )
+    return pd.Series(start, index=rows.index), agreeing[subject], sizes[subject]
 
 
 def _contradicting(rows: pd.DataFrame, start: pd.Series) -> np.ndarray:
-    anchor = rows["date"] - pd.to_timedelta(7 * (rows[WEEK_COL].astype("int64") - 1), unit="D")
-    offset = (anchor - start).dt.days.to_numpy()
+    offset = _anchor_days(rows) - start.to_numpy(dtype="datetime64[D]").astype("int64")
     return (offset < 0) | (offset > 6)
 
 

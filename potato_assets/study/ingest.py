@@ -291,7 +291,7 @@ def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray, np.
         return raw.where(~is_missing, None).astype(STRING), np.zeros(len(raw), dtype=bool), reason
     present = stripped.where(~is_missing)
     if kind == "date":
-        parsed = pd.to_datetime(present, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+        parsed = _to_dates(present)
         bad = parsed.isna().to_numpy() & ~is_missing
         if bad.any():
             iso = stripped[bad].str.fullmatch(r"\d{4}-\d{2}-\d{2}").to_numpy(dtype=bool)
@@ -318,6 +318,19 @@ def _parse_column(raw: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray, np.
     bad |= inf
     numbers[inf] = np.nan
     return pd.Series(numbers, index=raw.index), bad, reason
+
+
+def _to_dates(present: pd.Series) -> pd.Series:
+    """Dates (datetime64[ns], NaT where missing or not a date) as pandas parses them with the
+    ISO format, each distinct text once: a batch repeats a few hundred dates over millions of
+    rows, and parsing every row cost 4-10 times as much."""
+    codes, distinct = pd.factorize(present)
+    parsed = pd.to_datetime(pd.Series(distinct, dtype=present.dtype), format="%Y-%m-%d", errors="coerce")
+    values = parsed.astype("datetime64[ns]").to_numpy()
+    out = np.full(len(present), np.datetime64("NaT"), dtype="datetime64[ns]")
+    known = codes >= 0
+    out[known] = values[codes[known]]
+    return pd.Series(out, index=present.index)
 
 
 def _to_float(values: pd.Series) -> np.ndarray:

@@ -204,3 +204,15 @@ def test_bad_whole_number_goes_to_quarantine_with_its_reason(value, reason):
     assert r.rows["source_line"].tolist() == [2, 3] and r.rows["subject_id"].dtype == "Int64"
     q = r.quarantine.iloc[0]
     assert (q["line"], q["column"], q["value"], q["reason"]) == (4, "subject_id", value, reason)
+
+
+def test_dates_parse_each_distinct_text_as_pandas_parses_every_row():
+    """_to_dates parses distinct texts once; every row must get what parsing it alone gives."""
+    from potato_assets.study.ingest import STRING, _to_dates
+
+    texts = ["2024-01-05", "2024-1-5", "2024-02-30", "99999-01-01", "5.1.2024", "", None, "2024-01-05", "0001-01-01"]
+    present = pd.Series(texts * 3, dtype=STRING, index=range(100, 100 + 3 * len(texts)))
+    expected = pd.to_datetime(present, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+    got = _to_dates(present)
+    pd.testing.assert_series_equal(got, expected, check_names=False)
+    assert _to_dates(present.iloc[:0]).dtype == "datetime64[ns]"
