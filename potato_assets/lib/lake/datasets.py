@@ -524,7 +524,10 @@ def split_by_bucket(df: pd.DataFrame | pa.Table, buckets: int) -> Iterator[tuple
         yield int(bucket), frame.iloc[order[start:end]]
 
 
-def _split_arrow(table: pa.Table, buckets: int) -> Iterator[tuple[int, pa.Table]]:
+def _bucket_ranges(table: pa.Table, buckets: int) -> tuple[Any, list[tuple[int, int, int]]]:
+    """The row order that groups an Arrow table by bucket (rows keep their order inside one),
+    and (bucket, start, end) of each non-empty bucket in it; every row needs a whole-number
+    subject_id."""
     import numpy as np
     import pyarrow as pa
 
@@ -535,17 +538,33 @@ def _split_arrow(table: pa.Table, buckets: int) -> Iterator[tuple[int, pa.Table]
         raise ValueError(f"{ids.null_count} rows have no {SUBJECT_COL}; every bucketed row needs one")
     if not pa.types.is_integer(ids.type):
         raise ValueError(f"{SUBJECT_COL} must be whole numbers to choose a bucket, not {ids.type}")
+    keys = bucket_of(ids.to_numpy(), buckets)
+    order = np.argsort(keys, kind="stable")
+    found, starts = np.unique(keys[order], return_index=True)
+    ends = [*starts[1:], len(order)]
+    return order, [(int(b), int(s), int(e)) for b, s, e in zip(found, starts, ends, strict=True)]
+
+
+def _bucket_indices(table: pa.Table, buckets: int) -> Iterator[tuple[int, pa.Array]]:
+    """(bucket, the row numbers of its rows in order) for each non-empty bucket."""
+    import pyarrow as pa
+
+    order, ranges = _bucket_ranges(table, buckets)
+    for bucket, start, end in ranges:
+        yield bucket, pa.array(order[start:end])
+
+
+def _split_arrow(table: pa.Table, buckets: int) -> Iterator[tuple[int, pa.Table]]:
+    import pyarrow as pa
+
     if BUCKET_COL in table.column_names:
         table = table.drop_columns([BUCKET_COL])
-    if not table.num_rows:
+    order, ranges = _bucket_ranges(table, buckets)
+    if not ranges:
         return
-    keys = bucket_of(ids.to_numpy(), buckets)
-    order = np.argsort(keys, kind="stable")  # stable: rows keep their order inside a bucket
-    found, starts = np.unique(keys[order], return_index=True)
     ordered = table.take(pa.array(order))
-    ends = [*starts[1:], len(order)]
-    for bucket, start, end in zip(found, starts, ends, strict=True):
-        yield int(bucket), ordered.slice(int(start), int(end - start))
+    for bucket, start, end in ranges:
+        yield bucket, ordered.slice(start, end - start)
 
 
 def _check_bucket_count(buckets: Any) -> None:
@@ -884,7 +903,7 @@ class BucketBuffer:
         self.writer = writer
         self.rows_per_part = rows_per_part
         self.max_rows = max_rows
-        self._pending: dict[int, list[pd.DataFrame]] = {}
+        self._pending: dict[int, list[pa.Table]] = {}
         self._rows: dict[int, int] = {}
         self._held = 0
         self._empty: pd.DataFrame | None = None
@@ -893,10 +912,17 @@ class BucketBuffer:
         if not len(df):
             self._empty = df
             return
-        for bucket, rows in split_by_bucket(df, self.writer.buckets):
+        import pyarrow as pa
+
+        # One conversion per batch, then Arrow takes per bucket: pandas' per-bucket iloc, concat
+        # and per-part conversion cost several times as much. A take copies its rows, so a held
+        # bucket pins only its own rows, not the whole batch.
+        table = pa.Table.from_pandas(df, preserve_index=False, nthreads=1)
+        for bucket, indices in _bucket_indices(table, self.writer.buckets):
+            rows = table.take(indices)
             self._pending.setdefault(bucket, []).append(rows)
-            self._rows[bucket] = self._rows.get(bucket, 0) + len(rows)
-            self._held += len(rows)
+            self._rows[bucket] = self._rows.get(bucket, 0) + rows.num_rows
+            self._held += rows.num_rows
             if self._rows[bucket] >= self.rows_per_part:
                 self._flush(bucket)
         if self._held > self.max_rows:
@@ -914,9 +940,12 @@ class BucketBuffer:
             self.writer.write(0, self._empty)
 
     def _flush(self, bucket: int) -> None:
-        import pandas as pd
+        import pyarrow as pa
 
         parts = self._pending.pop(bucket, [])
         self._held -= self._rows.pop(bucket, 0)
         if parts:
-            self.writer.write(bucket, parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True))
+            # "default" promotes a column that was all null in one batch to the others' type.
+            self.writer.write(
+                bucket, parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+            )
