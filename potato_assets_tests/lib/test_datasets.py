@@ -443,3 +443,33 @@ def test_a_bucket_buffer_holds_at_most_its_budget_and_keeps_each_buckets_rows_in
     assert max(held) <= 100 and ref.row_count == len(df)
     assert len(ref.files) > BUCKETS  # the budget wrote buckets early, in several parts
     pd.testing.assert_frame_equal(ref.read(), by_bucket(df))
+
+
+def test_a_bucket_buffer_promotes_a_column_all_missing_in_one_batch(root):
+    """Each batch becomes Arrow on its own: a text column with no value in one batch (null type)
+    must join the other batches' parts of the same bucket."""
+    df = frame(np.arange(40))
+    df["note"] = df["note"].astype(object)
+    first, second = df.iloc[:40].copy(), df.iloc[40:].copy()
+    first["note"] = None
+    with DatasetWriter(root, BUCKETS, durable=False) as writer:
+        buffer = datasets.BucketBuffer(writer, rows_per_part=1_000, max_rows=10_000)
+        buffer.add(first)
+        buffer.add(second)
+        buffer.close()
+        ref = writer.commit()
+    expected = pd.concat([first, second], ignore_index=True)
+    pd.testing.assert_frame_equal(ref.read(), by_bucket(expected))
+
+
+def test_arrow_strings_read_text_as_arrow_backed_strings_with_the_same_values(root):
+    df = frame(SUBJECTS)
+    df["note"] = df["note"].astype(pd.StringDtype("pyarrow"))
+    ref = write(root, df, parts=2)
+    for bucket in range(BUCKETS):
+        stored = ref.read_bucket(bucket)
+        arrow = ref.read_bucket(bucket, arrow_strings=True)
+        assert arrow["note"].dtype == pd.StringDtype("pyarrow")
+        pd.testing.assert_frame_equal(arrow, stored.astype({"note": pd.StringDtype("pyarrow")}))
+        parts = list(ref.iter_bucket_parts(bucket, list(df.columns), 2, arrow_strings=True))
+        assert all(p["note"].dtype == pd.StringDtype("pyarrow") for p in parts)
