@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -630,6 +631,18 @@ def _store_part(location: _Location, version_dir: str, relative: str, arrow: pa.
     return hashlib.sha256(data).hexdigest()
 
 
+def _store_part_in_turn(failed: threading.Event, *args: Any) -> str:
+    """_store_part on a writer's thread; once a part failed the later ones are not tried: the
+    version is aborted when the failure surfaces, and each try may wait out the store's retries."""
+    if failed.is_set():
+        raise DatasetWriteFailed("an earlier part of this version failed")  # never surfaces: FIFO
+    try:
+        return _store_part(*args)
+    except BaseException:
+        failed.set()
+        raise
+
+
 def new_version_id() -> str:
     """Sorts by creation time (UTC, microseconds), unique across processes."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
@@ -677,6 +690,7 @@ class DatasetWriter:
         # Started at the first part, shut down by commit or abort.
         self._pool: ThreadPoolExecutor | None = None
         self._in_flight: deque[tuple[int, Future[str]]] = deque()  # (index in _files, its hash)
+        self._part_failed = threading.Event()
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -716,7 +730,8 @@ class DatasetWriter:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-writer")
             # The thread gets the arguments, not the writer: an unclosed writer can be collected.
-            future = self._pool.submit(_store_part, self._location, version_dir, relative, arrow)
+            args = (self._location, version_dir, relative, arrow)
+            future = self._pool.submit(_store_part_in_turn, self._part_failed, *args)
             self._in_flight.append((len(self._files), future))
             digest = ""  # filled in by _collect
         self._parts_per_bucket[bucket] += 1
@@ -835,7 +850,9 @@ class DatasetWriter:
         if self._state != "open":
             return
         self._state = "aborted"
-        # Parts in flight finish (or fail) first: a late one would recreate files after the removal.
+        # The part being stored finishes (or fails) first: a late one would recreate files after
+        # the removal. Later ones are not tried.
+        self._part_failed.set()
         self._stop_thread()
         with contextlib.suppress(Exception):  # best-effort: the next commit removes what is left
             self._location.remove_tree(_version_dir(self.version))
