@@ -2,7 +2,10 @@
 scratch before, during or after any file, and a spilled bucket finished in groups of whole
 subjects all give the same tables and quarantine, duplicates and label contradictions included."""
 
+import threading
+
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -107,3 +110,55 @@ def test_held_and_spilled_rows_give_the_same_tables(seed_dir, tmp_path, monkeypa
         assert spills[0] == expected[budget[1]]
     for name, table in held.items():
         pd.testing.assert_frame_equal(other[name], table, obj=name)
+
+
+def _staged(tmp_path, buckets: int) -> staging.Staging:
+    """Two files' rows spilled to scratch in 7 buckets: bucket 1 empty, bucket 3 of 30 rows, the
+    others of 54-60 rows."""
+    rng = np.random.default_rng(11)
+    stage = staging.Staging(str(tmp_path / "scratch"), buckets)
+    for name, subjects, rows_each in (("a.csv", np.arange(1, 60), 6), ("b.csv", np.arange(2, 30, 2), 3)):
+        subjects = subjects[(subjects % buckets != 1) & ((subjects % buckets != 3) | (subjects < 30))]
+        ids = np.repeat(subjects, rows_each)
+        rows = pd.DataFrame(
+            {
+                "subject_id": ids,
+                "line": np.arange(len(ids)),
+                "value": rng.random(len(ids)),
+                "text": [f"r{i}" if i % 4 else None for i in range(len(ids))],
+            }
+        )
+        for start in range(0, len(rows), 50):
+            stage.add(name, rows.iloc[start : start + 50], 10**6)
+        stage.close(name)
+    return stage
+
+
+def test_prefetched_scratch_buckets_give_the_same_groups(tmp_path, monkeypatch):
+    monkeypatch.setattr(staging, "IN_MEMORY_ROWS", 0)
+    monkeypatch.setattr(staging, "FINISH_GROUP_ROWS", 40)  # buckets of 0, <=40 and >40 rows
+    seen = {}
+    for prefetch in (False, True):
+        monkeypatch.setattr(staging, "PREFETCH", prefetch)
+        stage = _staged(tmp_path / str(prefetch), buckets=7)
+        seen[prefetch] = list(stage.groups())
+        stage.discard()
+    assert [b for b, _ in seen[True]] == [b for b, _ in seen[False]]
+    # an empty bucket and one of 30 rows whole, the others in two groups
+    assert [b for b, _ in seen[True]] == [0, 0, 1, 2, 2, 3, 4, 4, 5, 5, 6, 6]
+    assert [sum(len(f) for f in frames.values()) for b, frames in seen[True] if b in (1, 3)] == [0, 30]
+    for (_, with_prefetch), (_, without) in zip(seen[True], seen[False], strict=True):
+        assert list(with_prefetch) == list(without) == ["a.csv", "b.csv"]
+        for name in without:
+            pd.testing.assert_frame_equal(with_prefetch[name], without[name], obj=name)
+    assert not [t for t in threading.enumerate() if t.name.startswith("staging-prefetch")]
+
+
+def test_discarding_mid_groups_waits_for_the_read_ahead(tmp_path, monkeypatch):
+    monkeypatch.setattr(staging, "IN_MEMORY_ROWS", 0)
+    stage = _staged(tmp_path, buckets=7)
+    groups = stage.groups()
+    next(groups)  # bucket 0 handed over, bucket 1 being read
+    stage.discard()
+    assert not [t for t in threading.enumerate() if t.name.startswith("staging-prefetch")]
+    groups.close()

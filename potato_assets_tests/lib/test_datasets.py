@@ -3,9 +3,13 @@ over HTTP): layout, round trips, schemas, the pointer's atomicity, garbage colle
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
+import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +234,7 @@ def test_a_failed_or_aborted_writer_leaves_the_previous_version(root, tmp_path):
     folder = tmp_path / "lake" / "silver" / "weekly_features"
     with pytest.raises(RuntimeError, match="the batch failed"), DatasetWriter(root, BUCKETS) as writer:
         writer.write_table(frame([1, 2, 3], seed=5))
+        writer.flush()  # the parts are stored on the writer's thread
         assert (folder / f"v-{writer.version}").is_dir()
         raise RuntimeError("the batch failed")
     assert not (folder / f"v-{writer.version}").exists()
@@ -473,3 +478,168 @@ def test_arrow_strings_read_text_as_arrow_backed_strings_with_the_same_values(ro
         pd.testing.assert_frame_equal(arrow, stored.astype({"note": pd.StringDtype("pyarrow")}))
         parts = list(ref.iter_bucket_parts(bucket, list(df.columns), 2, arrow_strings=True))
         assert all(p["note"].dtype == pd.StringDtype("pyarrow") for p in parts)
+
+
+# --- parts stored on the writer's thread ------------------------------------------------------------
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dataset-writer")]
+
+
+def write_parts(writer: DatasetWriter, df: pd.DataFrame, parts: int) -> None:
+    """Buckets interleaved, ``parts`` batches each: the order a streaming writer sees."""
+    chunks = {b: (rows, np.array_split(np.arange(len(rows)), parts)) for b, rows in split_by_bucket(df, writer.buckets)}
+    for i in range(parts):
+        for bucket, (rows, pieces) in chunks.items():
+            writer.write(bucket, rows.iloc[pieces[i]])
+
+
+@pytest.mark.parametrize("write_ahead", [1, 2, 5])
+def test_background_writes_store_what_synchronous_writes_store(tmp_path, write_ahead):
+    df = frame(np.arange(300), seed=3)
+    refs, manifests = [], []
+    for name, ahead in (("sync", 0), ("background", write_ahead)):
+        root = (tmp_path / name).as_uri()
+        with DatasetWriter(root, BUCKETS, write_ahead=ahead) as writer:
+            write_parts(writer, df, parts=4)
+            assert writer.rows_written == len(df)  # counted as handed over
+            refs.append(writer.commit())
+        manifest = json.loads((tmp_path / name / f"v-{refs[-1].version}" / "_manifest.json").read_text())
+        manifests.append({k: v for k, v in manifest.items() if k not in ("version", "created_at")})
+    sync, background = refs
+    assert background.data_version == sync.data_version and background.files == sync.files
+    assert manifests[1] == manifests[0]  # files, rows, sha256 and schema alike
+    for f in sync.files:
+        assert storage.to_upath(f"{background.version_uri}/{f.path}").read_bytes() == (
+            storage.to_upath(f"{sync.version_uri}/{f.path}").read_bytes()
+        )
+    pd.testing.assert_frame_equal(background.read(), by_bucket(df))
+    assert writer_threads() == []  # commit ended the thread
+
+
+def failing_on_part(monkeypatch, failing: int, error: BaseException) -> list[str]:
+    """write_part raises ``error`` on its ``failing``-th call; the parts stored are listed."""
+    stored: list[str] = []
+    calls = iter(range(1, 1_000_000))
+    original = datasets._Location.write_part
+
+    def write_part(self, data, *parts):
+        if next(calls) == failing:
+            raise error
+        original(self, data, *parts)
+        stored.append(parts[-1])
+
+    monkeypatch.setattr(datasets._Location, "write_part", write_part)
+    return stored
+
+
+@pytest.mark.parametrize("write_ahead", [0, 2])
+@pytest.mark.parametrize("failing", [3, 24], ids=["third-part", "last-part"])  # 24 parts in all
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(28, "No space left on device"),
+        datasets.DatasetWriteFailed("s3://lake/t/v-1/bucket=03/part-00000.parquet: the upload failed (cut)"),
+    ],
+    ids=["disk-full", "upload-cut"],
+)
+def test_a_failed_part_surfaces_as_it_was_and_the_version_is_never_committed(
+    root, tmp_path, monkeypatch, write_ahead, failing, error
+):
+    good = write(root, frame(SUBJECTS))
+    folder = tmp_path / "lake" / "silver" / "weekly_features"
+    stored = failing_on_part(monkeypatch, failing, error)
+    writer = DatasetWriter(root, BUCKETS, write_ahead=write_ahead)
+    with pytest.raises(type(error), match=re.escape(str(error))) as raised, writer:
+        write_parts(writer, frame(np.arange(100), seed=4), parts=3)
+        writer.commit()  # the last part can fail after the last write: commit raises it then
+    assert raised.value is error and len(stored) == failing - 1  # none tried after it
+    with pytest.raises(RuntimeError, match="this writer was aborted"):
+        writer.commit()
+    assert current(root) == good
+    assert sorted(os.listdir(folder)) == ["_current.json", f"v-{good.version}"]
+    assert writer_threads() == []
+
+
+def test_a_failure_surfaces_at_the_next_call_once_the_part_failed(root, monkeypatch):
+    failing_on_part(monkeypatch, 1, OSError(28, "No space left on device"))
+    writer = DatasetWriter(root, BUCKETS)
+    writer.write(1, frame([1]))
+    deadline = time.monotonic() + 30
+    while not writer._in_flight[0][1].done():  # the part has failed on the writer's thread
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(2, frame([2]))
+    assert current(root) is None and writer_threads() == []
+
+
+def test_abort_waits_for_the_part_in_flight_before_removing_the_version(root, tmp_path, monkeypatch):
+    folder = tmp_path / "lake" / "silver" / "weekly_features"
+    events: list[str] = []
+    started, release = threading.Event(), threading.Event()
+    original_write, original_remove = datasets._Location.write_part, datasets._Location.remove_tree
+
+    def slow_write(self, data, *parts):
+        started.set()
+        assert release.wait(30)
+        original_write(self, data, *parts)
+        events.append(f"stored {parts[-1]}")
+
+    def remove_tree(self, relative):
+        events.append("removed")
+        original_remove(self, relative)
+
+    monkeypatch.setattr(datasets._Location, "write_part", slow_write)
+    monkeypatch.setattr(datasets._Location, "remove_tree", remove_tree)
+    with pytest.raises(RuntimeError, match="the batch failed"), DatasetWriter(root, BUCKETS) as writer:
+        writer.write(1, frame([1]))
+        writer.write(2, frame([2]))  # queued behind the first
+        assert started.wait(30)
+        threading.Timer(0.3, release.set).start()
+        raise RuntimeError("the batch failed")  # __exit__ aborts while part 1 is being stored
+    # The part being stored finished first; the queued one never started; nothing came back.
+    assert events == ["stored bucket=01/part-00000.parquet", "removed"]
+    time.sleep(0.2)
+    assert not (folder / f"v-{writer.version}").exists() and writer_threads() == []
+
+
+def test_at_most_write_ahead_parts_are_in_flight(root, monkeypatch):
+    release = threading.Event()
+    original = datasets._Location.write_part
+
+    def gated_write(self, data, *parts):
+        assert release.wait(30)
+        original(self, data, *parts)
+
+    monkeypatch.setattr(datasets._Location, "write_part", gated_write)
+    handed: list[int] = []
+    writer = DatasetWriter(root, BUCKETS, write_ahead=2)
+
+    def produce() -> None:
+        for i in range(6):
+            writer.write(1, frame([1 + BUCKETS * i]))
+            handed.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    time.sleep(0.5)
+    assert handed == [0, 1]  # the third write waits while two parts are in flight
+    release.set()
+    producer.join(30)
+    assert handed == list(range(6))
+    assert writer.commit().row_count == 12
+
+
+def test_an_unclosed_writer_leaves_no_thread_behind(root):
+    writer = DatasetWriter(root, BUCKETS)
+    writer.write(1, frame([1]))
+    writer.flush()
+    assert len(writer_threads()) == 1
+    del writer
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while writer_threads():
+        assert time.monotonic() < deadline, "the writer's thread outlived it"
+        time.sleep(0.01)

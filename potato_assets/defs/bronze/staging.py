@@ -13,10 +13,14 @@ Both ways phase B sees the same rows in the same order (the tests compare them).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    # A bucket's first group (by file name), and the readers of its other groups.
+    _Read = tuple[dict[str, pd.DataFrame], dict[str, Iterator[pd.DataFrame]]]
 
     from potato_assets.lib.lake.datasets import BucketBuffer, DatasetRef, DatasetWriter
 
@@ -29,6 +33,10 @@ IN_MEMORY_ROWS = 2_000_000
 # Phase B's rows per group (all files) on the spilled path: a bucket larger than this is finished
 # in groups of whole subjects, so phase B's memory is a group's whatever the cohort.
 FINISH_GROUP_ROWS = 100_000
+
+# Phase B's next scratch bucket is read on a thread while the current one is finished (parquet
+# decoding releases the GIL): memory holds two buckets' rows instead of one.
+PREFETCH = True
 
 
 class Staging:
@@ -46,6 +54,7 @@ class Staging:
         self._writers: dict[str, DatasetWriter] = {}
         self._buffers: dict[str, BucketBuffer] = {}
         self._refs: dict[str, DatasetRef] = {}
+        self._prefetch: ThreadPoolExecutor | None = None  # while the spilled groups are read
 
     def add(self, file_name: str, rows: pd.DataFrame, file_bytes: int) -> None:
         """One batch of a file's rows; `file_bytes` is the whole file's size."""
@@ -67,6 +76,8 @@ class Staging:
             self._commit(file_name)
 
     def discard(self) -> None:
+        if self._prefetch is not None:  # a read in progress ends before scratch is removed
+            self._prefetch.shutdown(wait=True, cancel_futures=True)
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
@@ -120,16 +131,37 @@ class Staging:
 
     def _spilled_groups(self) -> Iterator[tuple[int, dict[str, pd.DataFrame]]]:
         refs = {name: self._refs[name] for name in self._closed}
-        for bucket in range(self.buckets):
-            size = sum(f.rows for ref in refs.values() for f in ref.bucket_files(bucket))
-            parts = -(-size // FINISH_GROUP_ROWS)
-            if parts <= 1:
-                yield bucket, {name: ref.read_bucket(bucket) for name, ref in refs.items()}
-                continue
-            readers = {name: ref.iter_bucket_parts(bucket, ref.columns, parts) for name, ref in refs.items()}
-            for _ in range(parts):
-                yield bucket, {name: next(frames) for name, frames in readers.items()}
-            del readers  # the bucket's Arrow tables go before the next bucket is read
+        parts = [
+            -(-sum(f.rows for ref in refs.values() for f in ref.bucket_files(bucket)) // FINISH_GROUP_ROWS)
+            for bucket in range(self.buckets)
+        ]
+
+        def read(bucket: int) -> _Read:
+            """The bucket's first group, and the readers of its other groups (none if it is whole)."""
+            if parts[bucket] <= 1:
+                return {name: ref.read_bucket(bucket) for name, ref in refs.items()}, {}
+            readers = {name: ref.iter_bucket_parts(bucket, ref.columns, parts[bucket]) for name, ref in refs.items()}
+            # The first next() reads the whole bucket, as Arrow: that is what is worth doing early.
+            return {name: next(frames) for name, frames in readers.items()}, readers
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="staging-prefetch") as pool:
+            self._prefetch = pool
+            ahead: Future[_Read] | None = pool.submit(read, 0)
+            for bucket in range(self.buckets):
+                assert ahead is not None
+                first, readers = ahead.result()
+                ahead = None  # the future would hold the first group
+                following = bucket + 1 < self.buckets
+                if following and PREFETCH:  # one bucket ahead: read while this one is finished
+                    ahead = pool.submit(read, bucket + 1)
+                yield bucket, first
+                del first
+                for _ in range(1, parts[bucket]):
+                    yield bucket, {name: next(frames) for name, frames in readers.items()}
+                del readers  # this bucket's Arrow tables go
+                if following and not PREFETCH:
+                    ahead = pool.submit(read, bucket + 1)
+        self._prefetch = None
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -27,8 +27,11 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +56,10 @@ FORMAT = 1
 COMPRESSION = "zstd"
 # Content versions are as long as the other tables' (lib/lake/data_version.py VERSION_LENGTH).
 DATA_VERSION_LENGTH = 16
+# Parts a writer hands to its thread before a further write waits: encoding and storing a part
+# (GIL-free) overlaps the caller's next one, and memory holds at most this many parts more.
+# 0 writes in the caller's thread.
+WRITE_AHEAD = 2
 _PART_PATH = re.compile(r"^bucket=(\d+)/part-(\d+)\.parquet$")
 
 
@@ -634,6 +641,43 @@ def _file_sha256(fs: Any, path: str) -> str:
     return digest.hexdigest()
 
 
+def _encode_part(arrow: pa.Table) -> pa.Buffer:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    # Same rows, same bytes (no timestamps in the file): content hashes are stable. Times are
+    # stored in microseconds: Spark and Athena refuse parquet's nanosecond timestamps, and
+    # readers get the manifest's types back (the scan casts to its schema).
+    pq.write_table(
+        arrow,
+        sink,
+        compression=COMPRESSION,
+        use_dictionary=_dictionary_columns(arrow.schema),
+        coerce_timestamps="us",
+    )
+    return sink.getvalue()
+
+
+def _store_part(location: _Location, version_dir: str, relative: str, arrow: pa.Table) -> str:
+    """Encode, store and hash one part (on a writer's thread, or the caller's); its sha256."""
+    data = _encode_part(arrow)
+    location.write_part(data, version_dir, relative)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _store_part_in_turn(failed: threading.Event, *args: Any) -> str:
+    """_store_part on a writer's thread; once a part failed the later ones are not tried: the
+    version is aborted when the failure surfaces, and each try may wait out the store's retries."""
+    if failed.is_set():
+        raise DatasetWriteFailed("an earlier part of this version failed")  # never surfaces: FIFO
+    try:
+        return _store_part(*args)
+    except BaseException:
+        failed.set()
+        raise
+
+
 def new_version_id() -> str:
     """Sorts by creation time (UTC, microseconds), unique across processes."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
@@ -645,20 +689,43 @@ class DatasetWriter:
     ``schema`` fixes the columns up front; otherwise the first part written (even an empty one)
     does. Parts are cast to it when that loses nothing (e.g. a column that is all null in one
     batch); any other difference is refused with a plain message.
+
+    ``write`` checks a part and names it in the caller's thread, then hands it to the writer's
+    own thread, which encodes, stores and hashes the parts in order, at most ``write_ahead`` at
+    a time. A part that could not be stored is raised by the next ``write``, ``adopt`` or
+    ``commit`` that finds it failed (at the latest ``commit``), and the version is aborted.
+    The tables handed over are encoded later: do not change a frame in place after writing it
+    (numeric columns may share its memory).
     """
 
-    def __init__(self, root: str, buckets: int, *, schema: pa.Schema | None = None, durable: bool = True) -> None:
-        """``durable=False`` skips fsync: for scratch datasets a crash throws away anyway."""
+    def __init__(
+        self,
+        root: str,
+        buckets: int,
+        *,
+        schema: pa.Schema | None = None,
+        durable: bool = True,
+        write_ahead: int | None = None,
+    ) -> None:
+        """``durable=False`` skips fsync: for scratch datasets a crash throws away anyway.
+        ``write_ahead`` parts in flight (default WRITE_AHEAD); 0 writes in the caller's thread."""
         _check_bucket_count(buckets)
+        self.write_ahead = WRITE_AHEAD if write_ahead is None else write_ahead
+        if self.write_ahead < 0:
+            raise ValueError(f"write_ahead must be 0 or more, not {write_ahead!r}")
         self.root = root.rstrip("/")
         self.buckets = buckets
         self.version = new_version_id()
         self._location = _Location(self.root, durable)
         self._schema = schema
         self._files: list[DatasetFile] = []
-        self._hashes: list[str] = []
+        self._hashes: list[str] = []  # one per file, in the same order; "" while in flight
         self._parts_per_bucket = [0] * buckets
         self._state = "open"
+        # Started at the first part, shut down by commit or abort.
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: deque[tuple[int, Future[str]]] = deque()  # (index in _files, its hash)
+        self._part_failed = threading.Event()
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -680,30 +747,36 @@ class DatasetWriter:
         self._check_open()
         if not isinstance(bucket, int) or isinstance(bucket, bool) or not 0 <= bucket < self.buckets:
             raise ValueError(f"{self.root}: bucket {bucket!r} is not between 0 and {self.buckets - 1}")
+        self._collect(wait_for=len(self._in_flight))  # an earlier part's failure surfaces here
         arrow = self._conform(self._to_arrow(table, bucket), bucket)
         self._check_subjects(arrow, bucket)
         if arrow.num_rows == 0:
             return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        sink = pa.BufferOutputStream()
-        # Same rows, same bytes (no timestamps in the file): content hashes are stable. Times are
-        # stored in microseconds: Spark and Athena refuse parquet's nanosecond timestamps, and
-        # readers get the manifest's types back (the scan casts to its schema).
-        pq.write_table(
-            arrow,
-            sink,
-            compression=COMPRESSION,
-            use_dictionary=_dictionary_columns(arrow.schema),
-            coerce_timestamps="us",
-        )
-        data = sink.getvalue()
         relative = f"{bucket_dir(bucket, self.buckets)}/part-{self._parts_per_bucket[bucket]:05d}.parquet"
-        self._location.write_part(data, _version_dir(self.version), relative)
+        version_dir = _version_dir(self.version)
+        if self.write_ahead == 0:
+            try:
+                digest = _store_part(self._location, version_dir, relative, arrow)
+            except BaseException:
+                self.abort()
+                raise
+        else:
+            self._collect(wait_for=self.write_ahead - 1)  # the bound: a slow store makes us wait
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dataset-writer")
+            # The thread gets the arguments, not the writer: an unclosed writer can be collected.
+            args = (self._location, version_dir, relative, arrow)
+            future = self._pool.submit(_store_part_in_turn, self._part_failed, *args)
+            self._in_flight.append((len(self._files), future))
+            digest = ""  # filled in by _collect
         self._parts_per_bucket[bucket] += 1
         self._files.append(DatasetFile(bucket, relative, arrow.num_rows))
-        self._hashes.append(hashlib.sha256(data).hexdigest())
+        self._hashes.append(digest)
+
+    def flush(self) -> None:
+        """Wait until every part handed over is stored; raises one that failed, as it was."""
+        self._check_open()
+        self._collect(wait_for=0)
 
     def staging_uri(self, name: str) -> str:
         """A folder inside this version for another engine to write parts into (see adopt):
@@ -715,7 +788,7 @@ class DatasetWriter:
         (``bucket=N/<any name>.parquet``, e.g. Spark's ``partitionBy("bucket")``) as this
         version's parts, without reading their rows: each is checked against the dataset's
         schema from its footer, moved into place and hashed as it is. Returns the rows taken."""
-        self._check_open()
+        self.flush()  # a failed part surfaces before any is moved
         if self._schema is None:
             raise ValueError(f"{self.root}: a writer adopting parts needs the dataset's schema up front")
         import pyarrow.parquet as pq
@@ -764,7 +837,8 @@ class DatasetWriter:
 
     def commit(self, data_version: str | None = None) -> DatasetRef:
         """Manifest, then the pointer (atomic); then older versions go, the previous one stays."""
-        self._check_open()
+        self.flush()
+        self._stop_thread()
         if self._schema is None:
             raise ValueError(f"{self.root}: nothing was written and no schema was given, so there is nothing to commit")
         files = sorted(self._files, key=lambda f: (f.bucket, f.path))
@@ -811,10 +885,36 @@ class DatasetWriter:
         if self._state != "open":
             return
         self._state = "aborted"
+        # The part being stored finishes (or fails) first: a late one would recreate files after
+        # the removal. Later ones are not tried.
+        self._part_failed.set()
+        self._stop_thread()
         with contextlib.suppress(Exception):  # best-effort: the next commit removes what is left
             self._location.remove_tree(_version_dir(self.version))
 
     # -- internals
+
+    def _collect(self, wait_for: int) -> None:
+        """Take the hashes of the parts stored so far, waiting until at most ``wait_for`` are in
+        flight; a part that failed aborts the version and is raised as it was."""
+        while self._in_flight:
+            index, future = self._in_flight[0]
+            if len(self._in_flight) <= wait_for and not future.done():
+                return
+            try:
+                self._hashes[index] = future.result()
+            except BaseException:
+                self.abort()
+                raise
+            self._in_flight.popleft()
+
+    def _stop_thread(self) -> None:
+        """End the writer's thread once the part it is storing is done; parts not yet started are
+        dropped (commit has none left; abort wants none)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._in_flight.clear()
 
     def _check_open(self) -> None:
         if self._state != "open":
