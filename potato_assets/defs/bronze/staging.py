@@ -137,10 +137,14 @@ class Staging:
         ]
 
         def read(bucket: int) -> _Read:
-            """The bucket's first group, and the readers of its other groups (none if it is whole)."""
+            """The bucket's first group, and the readers of its other groups (none if it is whole).
+            Text comes back Arrow-backed, as phase A typed it: no conversion in phase B."""
             if parts[bucket] <= 1:
-                return {name: ref.read_bucket(bucket) for name, ref in refs.items()}, {}
-            readers = {name: ref.iter_bucket_parts(bucket, ref.columns, parts[bucket]) for name, ref in refs.items()}
+                return {name: ref.read_bucket(bucket, arrow_strings=True) for name, ref in refs.items()}, {}
+            readers = {
+                name: ref.iter_bucket_parts(bucket, ref.columns, parts[bucket], arrow_strings=True)
+                for name, ref in refs.items()
+            }
             # The first next() reads the whole bucket, as Arrow: that is what is worth doing early.
             return {name: next(frames) for name, frames in readers.items()}, readers
 
