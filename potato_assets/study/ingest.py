@@ -375,6 +375,9 @@ EMPTY_QUARANTINE_DTYPES = {
 
 def _quarantine_frame(problems: list[pd.DataFrame]) -> pd.DataFrame:
     """Quarantine records in their one order: by line, then column (stable)."""
+    if all(not len(p) and list(p.columns) == QUARANTINE_COLUMNS for p in problems):
+        # Most batches and buckets have none: typed empty columns, no concat, cast or sort.
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in EMPTY_QUARANTINE_DTYPES.items()})
     frame = (
         pd.concat(problems, ignore_index=True)
         if problems
