@@ -683,10 +683,14 @@ def run_contract_batches(
 BATCH_ROWS = 250_000
 
 
-# A dataset of at least this many batches is judged in `processes` processes (run_contract_dataset):
-# below it a worker's start (a fresh interpreter importing GX, 3-5 s on 2 shared cores) costs
-# more than the work it takes over, and small tables never start one.
-SPLIT_MIN_BATCHES = 8
+# A dataset of at least this many batches (3M rows) is judged in `processes` processes
+# (run_contract_dataset). A worker's start is a fresh interpreter importing GX: 3.3 s of CPU
+# (4.3-5 s on 2 shared cores), once per run; a whole suite costs 0.2-0.5 s of CPU per batch (100k
+# cohort: fiber 0.18, nutrition 0.33, weight 0.54), and a split saves about half of it. From 12
+# batches the first split of a run nearly pays for the start and every later one saves half its
+# time; below, a cohort (up to ~45k subjects) would pay the start for a saving of about as much.
+# The sample and 10k subjects (1-3 batches) never start a process.
+SPLIT_MIN_BATCHES = 12
 
 
 def run_contract_dataset(
@@ -713,7 +717,7 @@ def run_contract_dataset(
     check_batchable(suite)
     expectations = judged_expectations(suite, rules)
     if processes > 1:
-        groups = rule_groups(expectations, processes)
+        groups = rule_groups(expectations, processes, text_columns(ref))
         if len(groups) > 1 and len(dataset_batches(ref, [], batch_rows)) >= min_split_batches:
             return _run_split(suite, ref, batch_rows, groups)
     return _judge_dataset(suite, ref, batch_rows, rules)
@@ -746,35 +750,61 @@ def _judge_dataset(
     )
 
 
-# What a rule costs per batch, relative to a row rule's one unit (rule_groups): a rule that
-# allows some bad rows has its details computed on every batch; table-level and type rules are
-# judged on the first batch only.
-ALLOWANCE_COST = 2.0
+# What judging a rule, and reading its column, costs per batch, in units of a row rule on a number
+# column (rule_groups). Measured per column on the 100k cohort's bronze datasets (27-32 batches,
+# this process alone, CPU s): a number column's range and type rules 0.5 s; a text column read
+# 2-2.3 s before any rule (pandas makes a Python string per value); a `mostly` rule (details on
+# every batch) ~1 s; subject_id's rules with the compound unique rule 1.8 s. Table-level and type
+# rules are judged on the first batch only.
+ROW_RULE_COST = 1.0
+ALLOWANCE_COST = 2.5
+UNIQUE_RULE_COST = 3.0
 TABLE_RULE_COST = 0.1
+READ_COST = 0.25
+TEXT_READ_COST = 5.0
 
 
-def rule_groups(expectations: list[dict[str, Any]], parts: int) -> list[list[str]]:
+def rule_groups(expectations: list[dict[str, Any]], parts: int, text_columns: Collection[str] = ()) -> list[list[str]]:
     """The rules shared out into at most ``parts`` groups of about equal cost, each group's rules in
-    suite order. Rules on the same column stay together (their process reads the column once);
-    the heaviest columns are placed first, each in the lightest group so far."""
+    suite order. Rules on the same column stay together (one process reads the column); the
+    costliest columns are placed first, each in the cheapest group so far. ``text_columns``: the
+    columns stored as text (the dearest to read)."""
     by_column: dict[str, list[dict[str, Any]]] = {}
     for exp in expectations:
         by_column.setdefault((_rule_columns(exp) or [""])[0], []).append(exp)
 
-    def cost(exp: dict[str, Any]) -> float:
-        if exp["type"] not in ROW_RULE_TYPES:
-            return TABLE_RULE_COST
-        return ALLOWANCE_COST if _needs_details(exp, True) else 1.0
+    def cost(column: str, rules: list[dict[str, Any]]) -> float:
+        total = 0.0 if not column else TEXT_READ_COST if column in text_columns else READ_COST
+        for exp in rules:
+            if exp["type"] not in ROW_RULE_TYPES:
+                total += TABLE_RULE_COST
+            elif exp["type"] in UNIQUE_RULE_TYPES:
+                total += UNIQUE_RULE_COST
+            else:
+                total += ALLOWANCE_COST if _needs_details(exp, True) else ROW_RULE_COST
+        return total
 
-    columns = sorted(by_column.values(), key=lambda rules: -sum(cost(e) for e in rules))  # stable
+    costs = {column: cost(column, rules) for column, rules in by_column.items()}
+    columns = sorted(by_column, key=lambda column: -costs[column])  # stable: suite order on ties
     groups: list[list[dict[str, Any]]] = [[] for _ in range(max(1, min(parts, len(columns))))]
     loads = [0.0] * len(groups)
-    for rules in columns:
-        lightest = loads.index(min(loads))
-        groups[lightest] += rules
-        loads[lightest] += sum(cost(e) for e in rules)
+    for column in columns:
+        cheapest = loads.index(min(loads))
+        groups[cheapest] += by_column[column]
+        loads[cheapest] += costs[column]
     order = {id(e): i for i, e in enumerate(expectations)}
     return [[e["meta"]["rule"] for e in sorted(g, key=lambda e: order[id(e)])] for g in groups]
+
+
+def text_columns(ref: DatasetRef) -> set[str]:
+    """The dataset's columns stored as text (or dictionary-encoded)."""
+    import pyarrow as pa
+
+    return {
+        f.name
+        for f in ref.schema
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+    }
 
 
 class ContractWorkerDied(RuntimeError):
