@@ -230,6 +230,7 @@ def test_a_worker_ends_when_its_parent_is_killed():
     finally:
         parent.kill()
         parent.wait()
+        parent.stdout.close()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if not _running(pid):
