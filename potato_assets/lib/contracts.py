@@ -20,7 +20,9 @@ its count is reported as 0 and its percent is not computed.
 
 A table too large for memory is validated in batches (``run_contract_batches``): GX judges each
 batch, and the results merge into the one a single run over all rows would give (see
-``run_contract_batches``).
+``run_contract_batches``). A large dataset's rules can be shared out among processes, each
+judging its own over the same batches (``run_contract_dataset``'s ``processes``; the workers are
+in lib/contract_workers.py), with the same result.
 """
 
 from __future__ import annotations
