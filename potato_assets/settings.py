@@ -58,6 +58,9 @@ class Settings:
     engine: str = "embedded"
     # The Spark Connect URL (sc://host:port[/;param=value...]); required when engine is spark.
     spark_remote: str | None = None
+    # Processes (1-8) that share out a large dataset's contract rules (lib/contracts.py,
+    # run_contract_dataset): 1 is the run's own only; each more holds GX and one batch (~0.5 GB).
+    contract_processes: int = 2
 
 
 def normalize_uri(value: str) -> str:
@@ -186,6 +189,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
         engine=engine,
         spark_remote=_spark_remote(env, engine),
+        contract_processes=_whole(env, "POTATO_CONTRACT_PROCESSES", 2, 1, 8),
     )
 
 

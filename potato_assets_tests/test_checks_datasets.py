@@ -80,3 +80,22 @@ def test_a_good_bronze_dataset_passes_and_silver_reads_it(sample_dir, tmp_path):
     result = run_dataset_bronze(tmp_path, tables["bronze_weight"], tables["bronze_fiber"])
     assert evaluation(result, WEIGHT_KEY).passed and evaluation(result, FIBER_KEY).passed
     assert result.success
+
+
+def test_the_check_judges_a_dataset_in_the_processes_the_settings_say(sample_dir, tmp_path, monkeypatch):
+    from potato_assets.defs import contract_checks
+    from potato_assets.settings import Settings
+
+    settings = Settings(lake_uri=tmp_path.as_uri(), landing_uri=tmp_path.as_uri(), contract_processes=3)
+    monkeypatch.setattr(contract_checks, "get_settings", lambda: settings)
+    asked: list[int] = []
+    judge = contracts.run_contract_dataset
+
+    def recording(suite, ref, **kwargs):
+        asked.append(kwargs["processes"])
+        return judge(suite, ref, **kwargs)
+
+    monkeypatch.setattr(contracts, "run_contract_dataset", recording)
+    tables = study_tables(sample_dir)
+    result = run_dataset_bronze(tmp_path, tables["bronze_weight"], tables["bronze_fiber"])
+    assert evaluation(result, WEIGHT_KEY).passed and asked == [3, 3]

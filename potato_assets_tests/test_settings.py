@@ -122,3 +122,16 @@ def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
 def test_bad_engine_settings_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         load_settings(env)
+
+
+def test_contract_processes_default_to_two_and_bad_values_are_named():
+    assert load_settings({}).contract_processes == 2
+    assert load_settings({"POTATO_CONTRACT_PROCESSES": " 1 "}).contract_processes == 1
+    for raw, message in (
+        ("0", "POTATO_CONTRACT_PROCESSES='0' must lie between 1 and 8"),
+        ("9", "POTATO_CONTRACT_PROCESSES='9' must lie between 1 and 8"),
+        ("two", "POTATO_CONTRACT_PROCESSES='two' is not a whole number"),
+    ):
+        with pytest.raises(ValueError) as bad:
+            load_settings({"POTATO_CONTRACT_PROCESSES": raw})
+        assert str(bad.value) == message

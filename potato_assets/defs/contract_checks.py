@@ -5,8 +5,9 @@ everything downstream in the run; broken soft rules only ("warning") fail it wit
 which shows in the UI but lets the run go on.
 
 The checked value is what the lake IO manager gives: a DatasetRef for a bucketed dataset (read in
-bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset), or a
-DataFrame for an asset still stored as one parquet table.
+bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset; a large one
+with its rules shared out among POTATO_CONTRACT_PROCESSES processes), or a DataFrame for an asset
+still stored as one parquet table.
 """
 
 from typing import Any
@@ -128,7 +129,8 @@ def contract_check(
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
         if isinstance(value, DatasetRef):
-            return contract_check_result(contracts.run_contract_dataset(suite, value), source_file)
+            result = contracts.run_contract_dataset(suite, value, processes=get_settings().contract_processes)
+            return contract_check_result(result, source_file)
         return contract_check_result(contracts.run_contract(suite, value), source_file)
 
     return _contract
