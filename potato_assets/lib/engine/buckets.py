@@ -99,19 +99,22 @@ def run_batches(
     before: Sequence[str] = (),
     after: Sequence[str] = (),
 ) -> Iterator[BatchResult]:
-    """The query's table batch by batch, with the rows of the ``before`` queries (run on the
-    same relations first: checks whose findings stop the caller) and ``after`` queries (counts
-    for metadata). Relations are the inputs plus nothing else: tables a query reads must be in
-    ``inputs``."""
+    """The query's table batch by batch, with the rows of the ``before`` queries (checks whose
+    findings stop the caller) and ``after`` queries (counts for metadata), run after the table
+    on the same relations and the batch's table, under its own name: the calendar's check
+    compares each labelled row with the calendar just computed instead of computing it again.
+    Relations are the inputs plus the table: tables a query reads must be in ``inputs``."""
     missing = [name for name in query.reads if name not in inputs]
     if missing:
         raise ValueError(f"silver {query.table} reads {', '.join(missing)}, which the asset was not given")
+    if query.table in query.reads:
+        raise ValueError(f"silver {query.table} reads itself")
     for batch in bucket_batches(inputs, buckets, batch_rows):
-        relations = batch_relations(inputs, query.reads, batch)
-        checks = [engine.rows(sql, relations) for sql in before]
+        relations: dict[str, Any] = dict(batch_relations(inputs, query.reads, batch))
         table = engine.table_arrow(query, relations)
-        counts = [engine.rows(sql, relations) for sql in after]
-        yield BatchResult(table=table, summaries=checks + counts)
+        relations[query.table] = table
+        summaries = [engine.rows(sql, relations) for sql in (*before, *after)]
+        yield BatchResult(table=table, summaries=summaries)
 
 
 def silver_schema(query: SilverQuery) -> pa.Schema:

@@ -83,16 +83,21 @@ class EmbeddedEngine:
         after: Sequence[str] = (),
     ) -> list[list[list[dict[str, Any]]]]:
         """The query's table written into ``writer`` batch by batch, and per ``before``/``after``
-        query its rows of each batch."""
+        query its rows of each batch. Once a ``before`` query found rows the caller commits
+        nothing: later batches are still checked (the findings are counted over all) but not
+        written."""
         from potato_assets.lib.engine.buckets import run_batches, write_by_bucket
 
         found: list[list[list[dict[str, Any]]]] = [[] for _ in (*before, *after)]
+        findings = False
         for batch in run_batches(
             self, query, inputs, buckets=buckets, batch_rows=self.batch_rows, before=before, after=after
         ):
             for per_batch, rows in zip(found, batch.summaries, strict=True):
                 per_batch.append(rows)
-            write_by_bucket(writer.write, batch.table, buckets)
+            findings = findings or any(batch.summaries[: len(before)])
+            if not findings:
+                write_by_bucket(writer.write, batch.table, buckets)
         return found
 
     def table_arrow(self, query: SilverQuery, relations: Mapping[str, Any]) -> pa.Table:
