@@ -25,6 +25,17 @@ DEFAULT_LAKE_BUCKETS = 32
 MAX_LAKE_BUCKETS = 4096
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform says, e.g. in a cgroup)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+# Silver batches computed at once: two (each holds a batch in memory), fewer on one CPU.
+DEFAULT_SILVER_WORKERS = min(2, _cpus())
+MAX_SILVER_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class Settings:
     lake_uri: str
@@ -58,6 +69,8 @@ class Settings:
     engine: str = "embedded"
     # The Spark Connect URL (sc://host:port[/;param=value...]); required when engine is spark.
     spark_remote: str | None = None
+    # Batches of subject buckets the embedded engine computes at once, one thread each.
+    silver_workers: int = DEFAULT_SILVER_WORKERS
 
 
 def normalize_uri(value: str) -> str:
@@ -186,6 +199,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
         engine=engine,
         spark_remote=_spark_remote(env, engine),
+        silver_workers=_whole(env, "POTATO_SILVER_WORKERS", DEFAULT_SILVER_WORKERS, 1, MAX_SILVER_WORKERS),
     )
 
 

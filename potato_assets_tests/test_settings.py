@@ -65,6 +65,8 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
         ({"POTATO_LAKE_BUCKETS": "0"}, r"POTATO_LAKE_BUCKETS='0' must lie between 1 and 4096"),
         ({"POTATO_LAKE_BUCKETS": "8.5"}, r"POTATO_LAKE_BUCKETS='8.5' is not a whole number"),
         ({"POTATO_LAKE_BUCKETS": "5000"}, "must lie between 1 and 4096"),
+        ({"POTATO_SILVER_WORKERS": "0"}, r"POTATO_SILVER_WORKERS='0' must lie between 1 and 64"),
+        ({"POTATO_SILVER_WORKERS": "two"}, r"POTATO_SILVER_WORKERS='two' is not a whole number"),
     ],
 )
 def test_bad_settings_are_named(env, message):
@@ -122,3 +124,15 @@ def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
 def test_bad_engine_settings_are_named(env, message):
     with pytest.raises(ValueError, match=message):
         load_settings(env)
+
+
+def test_silver_workers_default_to_two_cpus_at_most_and_reach_the_engine():
+    from potato_assets.defs.resources import build_resources
+    from potato_assets.settings import DEFAULT_SILVER_WORKERS
+
+    assert load_settings({}).silver_workers == DEFAULT_SILVER_WORKERS == min(2, len(os.sched_getaffinity(0)))
+    settings = load_settings({"POTATO_SILVER_WORKERS": " 3 "})
+    assert settings.silver_workers == 3
+    engine = build_resources(settings)["silver_engine"].engine()
+    # Three batches at once, a third of the default batch each: the same rows in flight.
+    assert engine.workers == 3 and engine.batch_rows == 4_000_000 // 3
