@@ -186,20 +186,24 @@ def test_the_same_rows_in_another_file_order_give_the_same_bits(tmp_path) -> Non
     from potato_assets.lib.engine.buckets import run_batches
     from potato_assets.lib.lake.datasets import DatasetWriter
 
-    def weekly(bronze: dict[str, pd.DataFrame], where: str) -> pd.DataFrame:
-        refs = {}
+    def silver(bronze: dict[str, pd.DataFrame], where: str) -> dict[str, pd.DataFrame]:
+        refs, tables = {}, {}
         for name, table in bronze.items():
             with DatasetWriter((tmp_path / where / name).as_uri(), 3) as writer:
                 writer.write_table(table)
                 refs[name] = writer.commit()
-        for query in (sql.STUDY_CALENDAR, sql.WEEKLY_FEATURES):
-            parts = [b.table.to_pandas() for b in run_batches(ENGINE, query, refs, buckets=3)]
+        for query in sql.QUERIES.values():
+            # Batches of about one bucket: several batches, as a large study runs.
+            parts = [b.table.to_pandas() for b in run_batches(ENGINE, query, refs, buckets=3, batch_rows=500)]
             with DatasetWriter((tmp_path / where / query.table).as_uri(), 3) as writer:
                 for part in parts:
                     writer.write_table(part)
                 refs[query.table] = writer.commit()
-        return pd.concat(parts, ignore_index=True)
+            tables[query.table] = pd.concat(parts, ignore_index=True)
+        return tables
 
     bronze = messy_bronze(7)
     shuffled = {name: t.sample(frac=1.0, random_state=3).reset_index(drop=True) for name, t in bronze.items()}
-    pd.testing.assert_frame_equal(weekly(bronze, "a"), weekly(shuffled, "b"), check_exact=True)
+    want, got = silver(bronze, "a"), silver(shuffled, "b")
+    for name in sql.QUERIES:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
