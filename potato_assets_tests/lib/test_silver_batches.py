@@ -100,23 +100,31 @@ def test_workers_give_the_bits_of_one_batch_after_another(tmp_path: Path, worker
 
 class Scripted(EmbeddedEngine):
     """An embedded engine whose workers hold up (a long DuckDB query, interruptible) or fail
-    on the batch that holds a given subject."""
+    on the batch that holds a given subject; the failure waits for the slow batch to be under
+    way."""
 
-    def __init__(self, slow: set[int] = frozenset(), fail: set[int] = frozenset(), **kwargs: Any) -> None:
+    def __init__(
+        self, slow: set[int] = frozenset(), fail: set[int] = frozenset(), under_way=None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.slow, self.fail = slow, fail
+        self.under_way = under_way or threading.Event()
 
     def worker(self) -> Scripted:
-        engine = Scripted(self.slow, self.fail, batch_rows=self.batch_rows)
+        engine = Scripted(self.slow, self.fail, self.under_way, batch_rows=self.batch_rows)
         engine._connection()
         return engine
 
     def table_arrow(self, query: sql.SilverQuery, relations: Any) -> Any:
         subjects = set(relations["weight"].column("subject_id").to_pylist())
         if subjects & self.fail:
+            self.under_way.wait(10)
             raise RuntimeError("this batch fails")
         if subjects & self.slow:
-            # About a minute unless interrupted; then a pause for the other batches to get ahead.
+            self.under_way.set()
+            # The stop comes before the query starts (the race the build must win), then a query
+            # of about a minute unless interrupted.
+            time.sleep(0.5)
             self.rows("SELECT COUNT(*) AS n FROM range(20000000000) t(i) WHERE i % 7 = 3", {})
         return super().table_arrow(query, relations)
 

@@ -242,8 +242,13 @@ def _in_threads(
         stop.set()
         for future in pending:
             future.cancel()
-        for each in engines:
-            each.interrupt()
+        # Again and again until they end: a query that was about to start when the stop came
+        # starts after the first interrupt (DuckDB's interrupt reaches only a running query).
+        running = [f for f in pending if not f.done()]
+        while running:
+            for each in engines:
+                each.interrupt()
+            running = list(wait(running, timeout=0.05).not_done)
         pool.shutdown(wait=True)
         for worker in engines:
             worker.close()
