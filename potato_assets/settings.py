@@ -25,6 +25,19 @@ DEFAULT_LAKE_BUCKETS = 32
 MAX_LAKE_BUCKETS = 4096
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform says, e.g. in a cgroup)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+# Silver batches computed at once: two (each holds a batch in memory), fewer on one CPU.
+DEFAULT_SILVER_WORKERS = min(2, _cpus())
+MAX_SILVER_WORKERS = 64
+# Processes sharing out a large contract's rules: likewise two, one on one CPU.
+DEFAULT_CONTRACT_PROCESSES = min(2, _cpus())
+
+
 @dataclass(frozen=True)
 class Settings:
     lake_uri: str
@@ -60,7 +73,9 @@ class Settings:
     spark_remote: str | None = None
     # Processes (1-8) that share out a large dataset's contract rules (lib/contracts.py,
     # run_contract_dataset): 1 is the run's own only; each more holds GX and one batch (~0.5 GB).
-    contract_processes: int = 2
+    contract_processes: int = DEFAULT_CONTRACT_PROCESSES
+    # Batches of subject buckets the embedded engine computes at once, one thread each.
+    silver_workers: int = DEFAULT_SILVER_WORKERS
 
 
 def normalize_uri(value: str) -> str:
@@ -189,7 +204,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
         engine=engine,
         spark_remote=_spark_remote(env, engine),
-        contract_processes=_whole(env, "POTATO_CONTRACT_PROCESSES", 2, 1, 8),
+        contract_processes=_whole(env, "POTATO_CONTRACT_PROCESSES", DEFAULT_CONTRACT_PROCESSES, 1, 8),
+        silver_workers=_whole(env, "POTATO_SILVER_WORKERS", DEFAULT_SILVER_WORKERS, 1, MAX_SILVER_WORKERS),
     )
 
 

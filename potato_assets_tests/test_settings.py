@@ -65,6 +65,8 @@ def test_relative_path_resolves_against_cwd(tmp_path, monkeypatch):
         ({"POTATO_LAKE_BUCKETS": "0"}, r"POTATO_LAKE_BUCKETS='0' must lie between 1 and 4096"),
         ({"POTATO_LAKE_BUCKETS": "8.5"}, r"POTATO_LAKE_BUCKETS='8.5' is not a whole number"),
         ({"POTATO_LAKE_BUCKETS": "5000"}, "must lie between 1 and 4096"),
+        ({"POTATO_SILVER_WORKERS": "0"}, r"POTATO_SILVER_WORKERS='0' must lie between 1 and 64"),
+        ({"POTATO_SILVER_WORKERS": "two"}, r"POTATO_SILVER_WORKERS='two' is not a whole number"),
     ],
 )
 def test_bad_settings_are_named(env, message):
@@ -124,8 +126,8 @@ def test_bad_engine_settings_are_named(env, message):
         load_settings(env)
 
 
-def test_contract_processes_default_to_two_and_bad_values_are_named():
-    assert load_settings({}).contract_processes == 2
+def test_contract_processes_default_to_two_cpus_at_most_and_bad_values_are_named():
+    assert load_settings({}).contract_processes == min(2, len(os.sched_getaffinity(0)))
     assert load_settings({"POTATO_CONTRACT_PROCESSES": " 1 "}).contract_processes == 1
     for raw, message in (
         ("0", "POTATO_CONTRACT_PROCESSES='0' must lie between 1 and 8"),
@@ -135,3 +137,15 @@ def test_contract_processes_default_to_two_and_bad_values_are_named():
         with pytest.raises(ValueError) as bad:
             load_settings({"POTATO_CONTRACT_PROCESSES": raw})
         assert str(bad.value) == message
+
+
+def test_silver_workers_default_to_two_cpus_at_most_and_reach_the_engine():
+    from potato_assets.defs.resources import build_resources
+    from potato_assets.settings import DEFAULT_SILVER_WORKERS
+
+    assert load_settings({}).silver_workers == DEFAULT_SILVER_WORKERS == min(2, len(os.sched_getaffinity(0)))
+    settings = load_settings({"POTATO_SILVER_WORKERS": " 3 "})
+    assert settings.silver_workers == 3
+    engine = build_resources(settings)["silver_engine"].engine()
+    # Three batches at once, a third of the default batch each: the same rows in flight.
+    assert engine.workers == 3 and engine.batch_rows == 4_000_000 // 3

@@ -16,7 +16,6 @@ from potato_assets.defs.common import (
     LAKE_DATASET_TYPE_NAME,
     from_environment,
 )
-from potato_assets.lib.engine.buckets import DEFAULT_BATCH_ROWS
 from potato_assets.lib.engine.embedded import DEFAULT_MEMORY_LIMIT
 from potato_assets.lib.lake import storage
 from potato_assets.lib.observe import alerts
@@ -243,7 +242,10 @@ class SilverEngine(dg.ConfigurableResource):
     kind: str = "embedded"
     spark_remote: str | None = None
     memory_limit: str = DEFAULT_MEMORY_LIMIT
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    # Input rows per batch; unset: lib/engine/buckets.DEFAULT_BATCH_ROWS shared by the workers.
+    batch_rows: int | None = None
+    # Batches computed at once by the embedded engine (POTATO_SILVER_WORKERS).
+    workers: int = 1
 
     def label(self) -> str:
         """Which engine, for the UI: the Connect server's host and port, never its parameters
@@ -265,7 +267,7 @@ class SilverEngine(dg.ConfigurableResource):
             raise dg.Failure(description=f"silver engine {self.kind!r} is neither embedded nor spark")
         from potato_assets.lib.engine.embedded import EmbeddedEngine
 
-        return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows)
+        return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows, workers=self.workers)
 
 
 class LakeFiles(dg.ConfigurableResource):
@@ -507,6 +509,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             kind=settings.engine,
             # A Connect URL may carry a token (sc://host:port/;token=...): kept out of run config.
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
+            workers=settings.silver_workers,
         ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),

@@ -50,7 +50,7 @@ _CALENDAR_COLUMNS = ("subject_id", "week1_start")
 
 # Rows that label a date with a study week, from both labelled files; `frame` and `source_line`
 # say where each came from (the calendar's error messages name them).
-_LABELLED = f"""
+_LABELLED_ROWS = f"""
 labelled AS (
     SELECT subject_id, {_days("date")} AS day, week, {_days("date")} - 7 * (week - 1) AS anchor_day,
            0 AS frame, source_line
@@ -59,7 +59,9 @@ labelled AS (
     SELECT subject_id, {_days("date")} AS day, week, {_days("date")} - 7 * (week - 1) AS anchor_day,
            1 AS frame, source_line
     FROM fiber WHERE subject_id IS NOT NULL AND date IS NOT NULL AND week IS NOT NULL
-),
+)"""
+
+_LABELLED = f"""{_LABELLED_ROWS},
 agreement AS (
     -- Rows agreeing with a start s have anchors in [s, s + 6]: each row's own anchor as s.
     SELECT subject_id, day, week, anchor_day, frame, source_line,
@@ -92,14 +94,19 @@ ORDER BY subject_id
 )
 
 # The labelled rows that contradict their subject's calendar (ingestion quarantines them, so on
-# a lake built by bronze there are none): how many, and the first few in file order.
+# a lake built by bronze there are none): how many, and the first few in file order. It reads
+# the calendar STUDY_CALENDAR has just computed from the same rows (`study_calendar`, as the
+# dataset stores it): recomputing its window functions here cost more than the table itself.
+# A row contradicts when its anchor lies outside [week1_start, week1_start + 6].
 CALENDAR_CONTRADICTIONS = f"""
-WITH {_LABELLED}
-SELECT a.subject_id, a.day, a.week, a.frame, a.source_line, s.week1_start, s.agree, s.labelled_rows,
-       COUNT(*) OVER () AS contradictions
-FROM agreement a JOIN starts s ON a.subject_id = s.subject_id
-WHERE a.anchor_day < s.week1_start OR a.anchor_day > s.week1_start + 6
-ORDER BY a.frame, a.source_line
+WITH {_LABELLED_ROWS},
+starts AS (
+    SELECT subject_id, {_days("week1_start")} AS week1_start FROM study_calendar
+)
+SELECT l.subject_id, l.day, l.week, l.frame, l.source_line, COUNT(*) OVER () AS contradictions
+FROM labelled l JOIN starts s ON l.subject_id = s.subject_id
+WHERE l.anchor_day < s.week1_start OR l.anchor_day > s.week1_start + 6
+ORDER BY l.frame, l.source_line
 LIMIT 5
 """
 

@@ -50,12 +50,20 @@ def only_read(query: sql.SilverQuery, relations: dict[str, pd.DataFrame]) -> dic
     return {name: relations[name][list(columns)] for name, columns in query.reads.items()}
 
 
+def contradictions(relations: dict[str, pd.DataFrame]) -> list[dict]:
+    """CALENDAR_CONTRADICTIONS as the silver asset runs it: over the calendar just computed."""
+    read = only_read(sql.STUDY_CALENDAR, relations)
+    return ENGINE.rows(
+        sql.CALENDAR_CONTRADICTIONS, {**read, "study_calendar": ENGINE.table_arrow(sql.STUDY_CALENDAR, read)}
+    )
+
+
 def by_sql(bronze: dict[str, pd.DataFrame], buckets: int) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in sql.QUERIES}
     counts: dict[str, int] = {}
     for bucket in range(buckets):
         relations = {name: t[t["subject_id"] % buckets == bucket].reset_index(drop=True) for name, t in bronze.items()}
-        assert ENGINE.rows(sql.CALENDAR_CONTRADICTIONS, only_read(sql.STUDY_CALENDAR, relations)) == []
+        assert contradictions(relations) == []
         for name, query in sql.QUERIES.items():
             # Each query gets only the columns it declares: `reads` is complete.
             relations[name] = ENGINE.table(query, only_read(query, relations))
@@ -153,7 +161,7 @@ def test_a_contradicting_label_is_found_with_its_line() -> None:
     subject = weight["subject_id"].value_counts().index[0]
     row = weight.index[weight["subject_id"] == subject][0]
     weight.loc[row, "date"] = weight.loc[row, "date"] + pd.Timedelta(days=21)
-    found = ENGINE.rows(sql.CALENDAR_CONTRADICTIONS, only_read(sql.STUDY_CALENDAR, bronze))
+    found = contradictions(bronze)
     assert [(r["subject_id"], r["frame"], r["source_line"]) for r in found] == [
         (subject, 0, int(weight.loc[row, "source_line"]))
     ]
@@ -178,20 +186,24 @@ def test_the_same_rows_in_another_file_order_give_the_same_bits(tmp_path) -> Non
     from potato_assets.lib.engine.buckets import run_batches
     from potato_assets.lib.lake.datasets import DatasetWriter
 
-    def weekly(bronze: dict[str, pd.DataFrame], where: str) -> pd.DataFrame:
-        refs = {}
+    def silver(bronze: dict[str, pd.DataFrame], where: str) -> dict[str, pd.DataFrame]:
+        refs, tables = {}, {}
         for name, table in bronze.items():
             with DatasetWriter((tmp_path / where / name).as_uri(), 3) as writer:
                 writer.write_table(table)
                 refs[name] = writer.commit()
-        for query in (sql.STUDY_CALENDAR, sql.WEEKLY_FEATURES):
-            parts = [b.table.to_pandas() for b in run_batches(ENGINE, query, refs, buckets=3)]
+        for query in sql.QUERIES.values():
+            # Batches of about one bucket: several batches, as a large study runs.
+            parts = [b.table.to_pandas() for b in run_batches(ENGINE, query, refs, buckets=3, batch_rows=500)]
             with DatasetWriter((tmp_path / where / query.table).as_uri(), 3) as writer:
                 for part in parts:
                     writer.write_table(part)
                 refs[query.table] = writer.commit()
-        return pd.concat(parts, ignore_index=True)
+            tables[query.table] = pd.concat(parts, ignore_index=True)
+        return tables
 
     bronze = messy_bronze(7)
     shuffled = {name: t.sample(frac=1.0, random_state=3).reset_index(drop=True) for name, t in bronze.items()}
-    pd.testing.assert_frame_equal(weekly(bronze, "a"), weekly(shuffled, "b"), check_exact=True)
+    want, got = silver(bronze, "a"), silver(shuffled, "b")
+    for name in sql.QUERIES:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)

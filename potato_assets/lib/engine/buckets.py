@@ -4,11 +4,17 @@ Every silver rule is per subject and a subject's rows share one bucket, so any s
 a complete small study: the query's result on a batch is exactly that batch's share of the
 table. Batches gather consecutive buckets up to a row budget, so a small study is one batch (one
 query, no per-bucket overhead) and a large one is many, each bounded in memory.
+
+Being independent, batches can also run side by side, each on an engine of its own (one thread
+each, so each batch's result is what it is alone); their results still come back in batch
+order, so the parts written, hence the data versions, are the same with any number of workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +33,21 @@ class Engine(Protocol):
     def table_arrow(self, query: SilverQuery, relations: Mapping[str, Any]) -> pa.Table: ...
 
     def rows(self, sql: str, relations: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+
+    def worker(self) -> Engine:
+        """Another engine like this one, with a connection of its own (for a batch on another
+        thread)."""
+        ...
+
+    def interrupt(self) -> None:
+        """Stop the query running on this engine now (from another thread); its caller raises."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BatchesStopped(RuntimeError):
+    """A batch was abandoned because another one failed (never reaches the caller)."""
 
 
 class BucketMismatch(ValueError):
@@ -71,15 +92,23 @@ def batch_relations(
     inputs: Mapping[str, DatasetRef], reads: Mapping[str, Sequence[str]], batch: Sequence[int]
 ) -> dict[str, pa.Table]:
     """Each relation a query reads, restricted to the batch's buckets and its columns, as Arrow
-    tables (engines scan Arrow directly), in a canonical row order: sorted by those columns.
+    tables (engines scan Arrow directly); one with a float column in a canonical row order:
+    sorted by those columns.
 
     Sums of floats depend on the order they are added in; one-threaded, the engine adds in scan
     order. Sorting makes that order the data's, not the file's: the same log with its rows
-    shuffled gives the same bits, hence the same data versions and the same model estimates."""
+    shuffled gives the same bits, hence the same data versions and the same model estimates.
+    Nothing else in silver's SQL depends on the scan order (integer counts and sums are exact,
+    every ORDER BY ends on a row's key, picks among ties take equal values), so a relation
+    without floats is left as read: sorting the calendar's and the food entries' rows was a
+    tenth of their steps."""
+    import pyarrow as pa
+
     relations = {}
     for name, columns in reads.items():
         table = inputs[name].read_arrow(batch, list(columns))
-        relations[name] = table.sort_by([(c, "ascending") for c in columns]) if table.num_rows > 1 else table
+        floats = any(pa.types.is_floating(field.type) for field in table.schema)
+        relations[name] = table.sort_by([(c, "ascending") for c in columns]) if floats and table.num_rows > 1 else table
     return relations
 
 
@@ -87,6 +116,36 @@ def batch_relations(
 class BatchResult:
     table: pa.Table
     summaries: list[list[dict[str, Any]]]
+
+
+def run_batch(
+    engine: Engine,
+    query: SilverQuery,
+    inputs: Mapping[str, DatasetRef],
+    batch: Sequence[int],
+    *,
+    before: Sequence[str] = (),
+    after: Sequence[str] = (),
+    stop: threading.Event | None = None,
+) -> BatchResult:
+    """One batch: its table, then its ``before`` and ``after`` rows, computed over the batch's
+    relations and its table, under the table's own name (the calendar's check compares each
+    labelled row with the calendar just computed instead of computing it again). ``stop`` set
+    (another batch failed) abandons the batch between its queries."""
+
+    def check() -> None:
+        if stop is not None and stop.is_set():
+            raise BatchesStopped("another batch failed")
+
+    relations: dict[str, Any] = dict(batch_relations(inputs, query.reads, batch))
+    check()
+    table = engine.table_arrow(query, relations)
+    relations[query.table] = table
+    summaries = []
+    for sql in (*before, *after):
+        check()
+        summaries.append(engine.rows(sql, relations))
+    return BatchResult(table=table, summaries=summaries)
 
 
 def run_batches(
@@ -98,20 +157,101 @@ def run_batches(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     before: Sequence[str] = (),
     after: Sequence[str] = (),
-) -> Iterator[BatchResult]:
-    """The query's table batch by batch, with the rows of the ``before`` queries (run on the
-    same relations first: checks whose findings stop the caller) and ``after`` queries (counts
-    for metadata). Relations are the inputs plus nothing else: tables a query reads must be in
-    ``inputs``."""
+    workers: int = 1,
+) -> Generator[BatchResult, None, None]:
+    """The query's table batch by batch, in batch order, with the rows of the ``before`` queries
+    (checks whose findings stop the caller) and ``after`` queries (counts for metadata), which
+    read the batch's relations and its table (see ``run_batch``). Relations are the inputs plus
+    the table: tables a query reads must be in ``inputs``.
+
+    With ``workers`` > 1 and more than one batch, up to that many batches are computed at once
+    on threads, each on an engine of its own (``engine.worker()``); at most
+    ``workers`` batches are in flight, counting the one the caller holds. Close the iterator
+    (``contextlib.closing``) when not exhausting it: that stops and joins the threads."""
     missing = [name for name in query.reads if name not in inputs]
     if missing:
         raise ValueError(f"silver {query.table} reads {', '.join(missing)}, which the asset was not given")
-    for batch in bucket_batches(inputs, buckets, batch_rows):
-        relations = batch_relations(inputs, query.reads, batch)
-        checks = [engine.rows(sql, relations) for sql in before]
-        table = engine.table_arrow(query, relations)
-        counts = [engine.rows(sql, relations) for sql in after]
-        yield BatchResult(table=table, summaries=checks + counts)
+    if query.table in query.reads:
+        raise ValueError(f"silver {query.table} reads itself")
+    batches = bucket_batches(inputs, buckets, batch_rows)
+    if workers <= 1 or len(batches) <= 1:
+        # No thread at all: a small study is one batch.
+        for batch in batches:
+            yield run_batch(engine, query, inputs, batch, before=before, after=after)
+        return
+    yield from _in_threads(engine, query, inputs, batches, before, after, min(workers, len(batches)))
+
+
+def _in_threads(
+    engine: Engine,
+    query: SilverQuery,
+    inputs: Mapping[str, DatasetRef],
+    batches: list[list[int]],
+    before: Sequence[str],
+    after: Sequence[str],
+    workers: int,
+) -> Generator[BatchResult, None, None]:
+    """``run_batch`` of each batch on ``workers`` threads, results in batch order. The first
+    failure (in batch order among those seen) is raised at once: the other batches are
+    interrupted mid-query and every thread is joined before it propagates."""
+    import queue
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+    engines: list[Engine] = []
+    idle: queue.SimpleQueue[Engine] = queue.SimpleQueue()
+
+    def task(batch: list[int]) -> BatchResult:
+        if stop.is_set():
+            raise BatchesStopped("another batch failed")
+        # Never waits: there are as many engines as tasks at once.
+        own = idle.get()
+        try:
+            return run_batch(own, query, inputs, batch, before=before, after=after, stop=stop)
+        finally:
+            idle.put(own)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"silver-{query.table}")
+    pending: deque[Future[BatchResult]] = deque()
+    todo = iter(batches)
+    try:
+        for _ in range(workers):
+            # Opened here, on the calling thread, so that a stop reaches every connection.
+            worker = engine.worker()
+            engines.append(worker)
+            idle.put(worker)
+        for batch in todo:
+            pending.append(pool.submit(task, batch))
+            if len(pending) == workers:
+                break
+        while pending:
+            head = pending[0]
+            while not head.done():
+                wait([f for f in pending if not f.done()], return_when=FIRST_COMPLETED)
+                for future in pending:
+                    if future.done() and future.exception() is not None:
+                        future.result()  # raises: the finally below stops the others
+            result = pending.popleft().result()
+            yield result
+            # The caller has written it: only now may the next batch start (memory stays bounded).
+            del result
+            for batch in todo:
+                pending.append(pool.submit(task, batch))
+                break
+    finally:
+        stop.set()
+        for future in pending:
+            future.cancel()
+        # Again and again until they end: a query that was about to start when the stop came
+        # starts after the first interrupt (DuckDB's interrupt reaches only a running query).
+        running = [f for f in pending if not f.done()]
+        while running:
+            for each in engines:
+                each.interrupt()
+            running = list(wait(running, timeout=0.05).not_done)
+        pool.shutdown(wait=True)
+        for worker in engines:
+            worker.close()
 
 
 def silver_schema(query: SilverQuery) -> pa.Schema:

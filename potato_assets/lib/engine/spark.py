@@ -118,17 +118,20 @@ class SparkEngine:
         after: Sequence[str] = (),
     ) -> list[list[list[dict[str, Any]]]]:
         """The query's table written into ``writer`` by the cluster, and per ``before``/``after``
-        query its rows (one list: the whole table is one batch). A ``before`` query that finds
-        anything stops it before the table is computed."""
+        query its rows (one list: the whole table is one batch). As in the embedded engine, the
+        ``before``/``after`` queries may read the table under its own name (a view: Spark
+        computes it for them). A ``before`` query that finds anything stops it before the table
+        is written."""
         spark = self.session()
         # The cluster's jobs say which table they built (the driver's REST API lists job tags).
         spark.addTag(job_tag(query.table))
         for name, columns in query.reads.items():
             self._view(spark, name, inputs[name], columns)
+        table = self._typed(query, spark.sql(spark_sql(query.sql, unordered=True)), buckets)
+        table.createOrReplaceTempView(query.table)
         checks = [[self.rows(sql)] for sql in before]
         if any(rows for (rows,) in checks):
             return checks + [[] for _ in after]
-        table = self._typed(query, spark.sql(spark_sql(query.sql, unordered=True)), buckets)
         staging = writer.staging_uri(self.name)
         (
             table.repartition(min(buckets, 200), "bucket")
