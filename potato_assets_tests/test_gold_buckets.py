@@ -1,5 +1,5 @@
 """Gold on silver tables handed over as bucketed references: the models, figures and report read
-them bucket by bucket (``iter_buckets``), never as one table, and give the whole-table numbers."""
+them a group of whole buckets at a time (``iter_bucket_groups``), never as one table, and give the whole-table numbers."""
 
 from __future__ import annotations
 
@@ -23,21 +23,22 @@ BUCKETS = 7
 
 
 class BucketedTable:
-    """Test stand-in for lib/lake/datasets.DatasetRef: ``iter_buckets`` only, no whole-table read."""
+    """Test stand-in for lib/lake/datasets.DatasetRef: ``iter_bucket_groups`` (here one bucket a
+    group) only, no whole-table read."""
 
     def __init__(self, frame: pd.DataFrame, buckets: int = BUCKETS) -> None:
         self._frame, self.buckets = frame, buckets
         self.calls: list[list[str]] = []
         self.largest_frame = 0
 
-    def iter_buckets(self, columns=None):
+    def iter_bucket_groups(self, columns=None):
         columns = list(self._frame.columns if columns is None else columns)
         self.calls.append(columns)
         bucket = self._frame["subject_id"].to_numpy() % self.buckets
         for b in range(self.buckets):
             part = self._frame.loc[bucket == b, columns].reset_index(drop=True)
             self.largest_frame = max(self.largest_frame, len(part))
-            yield b, part
+            yield part
 
 
 def panel(n_subjects: int = 560, weeks: int = 8, seed: int = 21) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def test_gold_reads_silver_bucket_by_bucket_and_matches_the_whole_table_fits(tmp
         resources={**resources_for(tmp_path / "landing", lake), "refs": dg.InMemoryIOManager()},
     )
     assert result.success
-    # Every read went through iter_buckets with named columns; no frame held the whole table.
+    # Every read went through iter_bucket_groups with named columns; no frame held the whole table.
     assert modeling_ref.calls and all(modeling_ref.calls)
     assert trajectories_ref.calls and all(trajectories_ref.calls)
     assert modeling_ref.largest_frame < len(table) / 3

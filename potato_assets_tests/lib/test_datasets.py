@@ -643,3 +643,26 @@ def test_an_unclosed_writer_leaves_no_thread_behind(root):
     while writer_threads():
         assert time.monotonic() < deadline, "the writer's thread outlived it"
         time.sleep(0.01)
+
+
+@pytest.mark.parametrize("max_rows", [1, 3, 7, 1_000])
+def test_bucket_groups_are_whole_buckets_in_order_read_once_per_group(root, max_rows):
+    df = frame(SUBJECTS)
+    ref = write(root, df, parts=2)
+    groups = list(ref.iter_bucket_groups(["subject_id", "week", "note", BUCKET_COL], max_rows=max_rows))
+    together = pd.concat(groups, ignore_index=True)
+    expected = ref.read(["subject_id", "week", "note", BUCKET_COL])
+    pd.testing.assert_frame_equal(together, expected)
+    # No bucket is split between two groups, and a group stays within the budget unless it is one bucket.
+    buckets = [set(g[BUCKET_COL]) for g in groups]
+    assert all(not (a & b) for i, a in enumerate(buckets) for b in buckets[i + 1 :])
+    assert all(len(g) <= max_rows or len(b) == 1 for g, b in zip(groups, buckets, strict=True))
+    assert len(groups) == (1 if max_rows >= len(df) else len(groups)) and all(len(g) for g in groups)
+
+
+def test_an_empty_dataset_gives_one_empty_bucket_group(root):
+    with DatasetWriter(root, BUCKETS) as writer:
+        writer.write(0, frame(SUBJECTS).iloc[:0])
+        ref = writer.commit()
+    groups = list(ref.iter_bucket_groups(["subject_id", "week"]))
+    assert len(groups) == 1 and groups[0].empty and list(groups[0].columns) == ["subject_id", "week"]

@@ -61,13 +61,12 @@ def model_key(name: str) -> dg.AssetKey:
 def table_frames(table: Any, columns: Sequence[str]) -> Iterator["pd.DataFrame"]:
     """A silver table's columns, one frame of whole subjects at a time.
 
-    A bucketed dataset (``DatasetRef``, lib/lake/datasets.py) gives its buckets; a table the lake
-    still stores as one parquet object arrives as a DataFrame and is one frame.
+    A bucketed dataset (``DatasetRef``, lib/lake/datasets.py) gives groups of whole buckets; a
+    table the lake still stores as one parquet object arrives as a DataFrame and is one frame.
     """
-    iter_buckets = getattr(table, "iter_buckets", None)
-    if iter_buckets is not None:
-        for _bucket, frame in iter_buckets(list(columns)):
-            yield frame
+    iter_bucket_groups = getattr(table, "iter_bucket_groups", None)
+    if iter_bucket_groups is not None:
+        yield from iter_bucket_groups(list(columns))
     else:
         yield table.loc[:, [c for c in columns if c in table.columns]]
 
