@@ -14,17 +14,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
 from potato_assets.defs.resources import build_resources
 from potato_assets.lib.lake import storage
 from potato_assets.settings import Settings, normalize_uri
-from potato_assets.study.schema import LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
+from potato_assets.study.schema import FOOD_CATEGORIES, LANDING_FILES, NUTRITION_FILE, WEIGHT_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO / "potato_assets" / "sample_data"
@@ -533,3 +535,127 @@ def spark_cluster(state: Path):
     from potato_assets.lib.engine import spark_cluster as sc
 
     return sc.start_cluster(state, workers=2, worker_memory="1g", executor_memory="512m")
+
+
+# --- tables for the silver SQL and the batched contracts (shared by several test modules) ---
+
+
+def messy_bronze(seed: int, subjects: int = 40) -> dict[str, pd.DataFrame]:
+    """Bronze-shaped tables with what real logs have: missing weights and daily values, gaps in
+    weeks, subjects with one weigh-in or none, daily rows and food entries outside the study's
+    weeks or of subjects without weigh-ins, dates before week 1, unknown-to-calendar subjects."""
+    rng = np.random.default_rng(seed)
+    weight, fiber, food = [], [], []
+    for subject in range(1, subjects + 1):
+        start = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 60)))
+        weeks = sorted(rng.choice(np.arange(1, 13), size=int(rng.integers(0, 13)), replace=False).tolist())
+        for week in weeks:
+            day = start + pd.Timedelta(days=7 * (week - 1) + int(rng.integers(0, 7)))
+            kg = np.nan if rng.random() < 0.2 else round(float(rng.normal(80, 8)), 2)
+            weight.append((subject, day, week, kg))
+        for week in range(1, 14):
+            for _ in range(int(rng.integers(0, 8))):
+                day = start + pd.Timedelta(days=7 * (week - 1) + int(rng.integers(0, 7)))
+                kcal = np.nan if rng.random() < 0.15 else round(float(rng.normal(2000, 300)), 1)
+                fib = np.nan if rng.random() < 0.15 else round(float(rng.normal(25, 6)), 1)
+                fiber.append((subject, day, week, kcal, fib))
+        for _ in range(int(rng.integers(0, 60))):
+            day = start + pd.Timedelta(days=int(rng.integers(-10, 95)))
+            food.append((subject, day, str(rng.choice(FOOD_CATEGORIES))))
+    # Food entries of a subject nobody weighed (no calendar).
+    food.append((subjects + 5, pd.Timestamp("2024-02-01"), "potato"))
+    w = pd.DataFrame(weight, columns=["subject_id", "date", "week", "weight_kg"])
+    f = pd.DataFrame(fiber, columns=["subject_id", "date", "week", "total_calories", "total_fiber_g"])
+    n = pd.DataFrame(food, columns=["subject_id", "date", "category"])
+    # Daily rows keep the calendar consistent: their dates follow the same starts as the weigh-ins.
+    out = {"weight": w, "fiber": f, "nutrition": n}
+    for name, t in out.items():
+        t["subject_id"] = t["subject_id"].astype("Int64")
+        if "week" in t:
+            t["week"] = t["week"].astype("Int64")
+        t["source_line"] = np.arange(2, len(t) + 2, dtype="int64")
+        if name == "nutrition":
+            t["category"] = t["category"].astype("string")
+        # File order is not key order.
+        out[name] = t.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    return out
+
+
+CONTRACT_SUITES = (
+    "bronze_fiber",
+    "bronze_nutrition",
+    "bronze_weight",
+    "silver_study_calendar",
+    "silver_subject_trajectories",
+    "silver_weekly_features",
+    "silver_modeling_dataset",
+)
+
+
+def set_cells(df: pd.DataFrame, rows: list[int], column: str, values: list) -> pd.DataFrame:
+    df = df.copy()
+    df.loc[df.index[rows], column] = values
+    return df
+
+
+def nulls_in_half(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    df = df.copy()
+    df.loc[df.index[: len(df) // 2], column] = None
+    return df
+
+
+# Broken tables: (suite, the sample table broken one way, rules that must fail).
+BROKEN_TABLES: dict[str, tuple[str, Callable[[pd.DataFrame], pd.DataFrame], set[str]]] = {
+    "out_of_range": (
+        "bronze_weight",
+        lambda d: set_cells(d, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0]),
+        {"weight_kg_range"},
+    ),
+    "nulls": (
+        "bronze_weight",
+        lambda d: set_cells(d.astype({"week": "Int64"}), [0, 77, 300], "week", [pd.NA] * 3),
+        set(),
+    ),
+    "null_subjects": (
+        "bronze_fiber",
+        lambda d: set_cells(d.astype({"subject_id": "Int64"}), [1, 2, 500], "subject_id", [pd.NA] * 3),
+        {"subject_id_present"},
+    ),
+    "duplicates": (
+        "bronze_fiber",
+        lambda d: pd.concat([d, d.iloc[[5, 6, 700]], d.iloc[[5]]], ignore_index=True),
+        {"one_row_per_subject_day"},
+    ),
+    "duplicate_weeks": (
+        "bronze_weight",
+        lambda d: set_cells(d, [1, 2, 100, 101], "week", [1, 1, 5, 5]),
+        {"one_row_per_subject_week"},
+    ),
+    "wrong_type": ("bronze_weight", lambda d: d.astype({"weight_kg": "string"}), {"weight_kg_numeric"}),
+    "missing_column": ("bronze_fiber", lambda d: d.drop(columns=["total_fiber_g"]), {"required_columns"}),
+    "mostly_failed": ("bronze_weight", lambda d: nulls_in_half(d, "weight_kg"), {"weight_kg_present"}),
+    "vocabulary": (
+        "bronze_nutrition",
+        lambda d: set_cells(d, [0, 40, 900], "category", ["chips", "Potato", None]),
+        {"category_known", "category_present"},
+    ),
+    "few_subjects": (
+        "silver_modeling_dataset",
+        lambda d: set_cells(d[d["subject_id"].isin(d["subject_id"].unique()[:3])], [0], "fiber_g_week", [np.nan]),
+        {"enough_subjects_to_fit", "fiber_g_week_present"},
+    ),
+    "duplicate_subject": (
+        "silver_study_calendar",
+        lambda d: pd.concat([d, d.iloc[[0, 3]]], ignore_index=True),
+        {"one_row_per_subject"},
+    ),
+    "empty": ("bronze_weight", lambda d: d.iloc[:0], {"not_empty"}),
+}
+
+
+def write_dataset(root, df: pd.DataFrame, buckets: int):
+    from potato_assets.lib.lake.datasets import DatasetWriter
+
+    with DatasetWriter(str(root), buckets) as writer:
+        writer.write_table(df)
+        return writer.commit()

@@ -3,24 +3,13 @@ one run over all rows, on the seed study, the sample and broken tables, in 1, 3 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from potato_assets.lib import contracts
-from potato_assets_tests.helpers import study_tables
+from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, set_cells, study_tables, write_dataset
 
-SUITES = (
-    "bronze_fiber",
-    "bronze_nutrition",
-    "bronze_weight",
-    "silver_study_calendar",
-    "silver_subject_trajectories",
-    "silver_weekly_features",
-    "silver_modeling_dataset",
-)
 BATCH_COUNTS = (1, 3, 12)
 
 
@@ -54,78 +43,21 @@ def seed_tables(seed_dir) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.parametrize("n", BATCH_COUNTS)
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", CONTRACT_SUITES)
 def test_batches_equal_one_run_on_the_sample(sample_tables, suite, n):
     assert assert_same(suite, sample_tables[suite], n).success
 
 
 @pytest.mark.parametrize("n", (3, 12))
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", CONTRACT_SUITES)
 def test_batches_equal_one_run_on_the_seed_study(seed_tables, suite, n):
     assert_same(suite, seed_tables[suite], n)
 
 
-def _set(df: pd.DataFrame, rows: list[int], column: str, values: list) -> pd.DataFrame:
-    df = df.copy()
-    df.loc[df.index[rows], column] = values
-    return df
-
-
-def _nulls_in_half(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    df = df.copy()
-    df.loc[df.index[: len(df) // 2], column] = None
-    return df
-
-
-# Broken tables: (suite, the sample table broken one way, rules that must fail).
-BROKEN: dict[str, tuple[str, Callable[[pd.DataFrame], pd.DataFrame], set[str]]] = {
-    "out_of_range": (
-        "bronze_weight",
-        lambda d: _set(d, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0]),
-        {"weight_kg_range"},
-    ),
-    "nulls": ("bronze_weight", lambda d: _set(d.astype({"week": "Int64"}), [0, 77, 300], "week", [pd.NA] * 3), set()),
-    "null_subjects": (
-        "bronze_fiber",
-        lambda d: _set(d.astype({"subject_id": "Int64"}), [1, 2, 500], "subject_id", [pd.NA] * 3),
-        {"subject_id_present"},
-    ),
-    "duplicates": (
-        "bronze_fiber",
-        lambda d: pd.concat([d, d.iloc[[5, 6, 700]], d.iloc[[5]]], ignore_index=True),
-        {"one_row_per_subject_day"},
-    ),
-    "duplicate_weeks": (
-        "bronze_weight",
-        lambda d: _set(d, [1, 2, 100, 101], "week", [1, 1, 5, 5]),
-        {"one_row_per_subject_week"},
-    ),
-    "wrong_type": ("bronze_weight", lambda d: d.astype({"weight_kg": "string"}), {"weight_kg_numeric"}),
-    "missing_column": ("bronze_fiber", lambda d: d.drop(columns=["total_fiber_g"]), {"required_columns"}),
-    "mostly_failed": ("bronze_weight", lambda d: _nulls_in_half(d, "weight_kg"), {"weight_kg_present"}),
-    "vocabulary": (
-        "bronze_nutrition",
-        lambda d: _set(d, [0, 40, 900], "category", ["chips", "Potato", None]),
-        {"category_known", "category_present"},
-    ),
-    "few_subjects": (
-        "silver_modeling_dataset",
-        lambda d: _set(d[d["subject_id"].isin(d["subject_id"].unique()[:3])], [0], "fiber_g_week", [np.nan]),
-        {"enough_subjects_to_fit", "fiber_g_week_present"},
-    ),
-    "duplicate_subject": (
-        "silver_study_calendar",
-        lambda d: pd.concat([d, d.iloc[[0, 3]]], ignore_index=True),
-        {"one_row_per_subject"},
-    ),
-    "empty": ("bronze_weight", lambda d: d.iloc[:0], {"not_empty"}),
-}
-
-
 @pytest.mark.parametrize("n", BATCH_COUNTS)
-@pytest.mark.parametrize("case", sorted(BROKEN))
+@pytest.mark.parametrize("case", sorted(BROKEN_TABLES))
 def test_batches_equal_one_run_on_broken_tables(sample_tables, case, n):
-    suite, breaking, failing = BROKEN[case]
+    suite, breaking, failing = BROKEN_TABLES[case]
     whole = assert_same(suite, breaking(sample_tables[suite]), n)
     failed = {o.rule for o in whole.hard_failures + whole.soft_failures}
     assert failing <= failed, (case, failed)
@@ -150,7 +82,7 @@ def test_mostly_is_judged_on_the_merged_counts(sample_tables):
 
 def test_examples_are_the_first_ones_in_order_or_the_smallest(sample_tables):
     fiber = sample_tables["bronze_fiber"]
-    broken = _set(fiber, list(range(0, len(fiber), 50)), "total_fiber_g", [500.0] * len(range(0, len(fiber), 50)))
+    broken = set_cells(fiber, list(range(0, len(fiber), 50)), "total_fiber_g", [500.0] * len(range(0, len(fiber), 50)))
     batches = subject_batches(broken, 3)
     plain = contracts.run_contract_batches("bronze_fiber", batches)
     rule = next(o for o in plain.outcomes if o.rule == "total_fiber_g_range")
@@ -243,14 +175,6 @@ def test_the_columns_set_rule_sees_the_whole_table_when_batches_hold_some_column
 # --- lake datasets ---------------------------------------------------------------------------------
 
 
-def write_dataset(root, df: pd.DataFrame, buckets: int):
-    from potato_assets.lib.lake.datasets import DatasetWriter
-
-    with DatasetWriter(str(root), buckets) as writer:
-        writer.write_table(df)
-        return writer.commit()
-
-
 @pytest.mark.parametrize(("buckets", "batch_rows"), [(1, 10**9), (4, 10**9), (8, 150), (2, 100)])
 @pytest.mark.parametrize("suite", ["bronze_weight", "bronze_nutrition", "silver_weekly_features"])
 def test_a_dataset_read_in_batches_gives_the_one_run_result(sample_tables, tmp_path, suite, buckets, batch_rows):
@@ -258,7 +182,7 @@ def test_a_dataset_read_in_batches_gives_the_one_run_result(sample_tables, tmp_p
     one run over the table as the asset made it (its order, all its columns)."""
     table = sample_tables[suite]
     if suite == "bronze_weight":  # broken a little: examples and percentages to compare
-        table = _set(table, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0])
+        table = set_cells(table, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0])
     ref = write_dataset(tmp_path / "ds", table, buckets)
     result = contracts.run_contract_dataset(suite, ref, batch_rows=batch_rows)
     whole = contracts.run_contract(suite, table)

@@ -19,8 +19,7 @@ import pytest
 
 from potato_assets.lib import contract_workers, contracts
 from potato_assets.lib.lake.datasets import VERSION_PREFIX
-from potato_assets_tests.helpers import REPO, study_tables
-from potato_assets_tests.lib.test_contracts_batches import BROKEN, SUITES, _set, write_dataset
+from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, REPO, set_cells, study_tables, write_dataset
 
 SPLIT = {"processes": 2, "min_split_batches": 1}
 
@@ -47,14 +46,14 @@ def assert_split_same(suite: str, ref, batch_rows: int) -> contracts.ContractRes
     return one
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", CONTRACT_SUITES)
 def test_two_processes_give_the_one_process_result_on_the_sample(sample_tables, tmp_path, suite):
     ref = write_dataset(tmp_path / "ds", sample_tables[suite], 4)
     assert len(contracts.rule_groups(contracts.load_suite(suite)["expectations"], 2)) == 2
     assert assert_split_same(suite, ref, batch_rows=300).success
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", CONTRACT_SUITES)
 def test_two_processes_give_the_one_process_result_on_the_seed_study(seed_tables, tmp_path, suite):
     ref = write_dataset(tmp_path / "ds", seed_tables[suite], 8)
     assert_split_same(suite, ref, batch_rows=200)
@@ -63,16 +62,16 @@ def test_two_processes_give_the_one_process_result_on_the_seed_study(seed_tables
 def _broken_everywhere(weight: pd.DataFrame) -> pd.DataFrame:
     """bronze_weight broken in rules of both processes' shares: ranges, a duplicate week, missing
     weeks (a nullable column in some batches only), a soft rule's allowance used up."""
-    weight = _set(weight, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0])
-    weight = _set(weight, [5, 6, 300], "energy_1_10", [0, 11, 99])
-    weight = _set(weight, [1, 2], "week", [1, 1])
-    weight = _set(weight.astype({"week": "Int64"}), [50, 51], "week", [pd.NA, pd.NA])
+    weight = set_cells(weight, [3, 10, 200, 401], "weight_kg", [500.0, 12.0, 301.0, 29.0])
+    weight = set_cells(weight, [5, 6, 300], "energy_1_10", [0, 11, 99])
+    weight = set_cells(weight, [1, 2], "week", [1, 1])
+    weight = set_cells(weight.astype({"week": "Int64"}), [50, 51], "week", [pd.NA, pd.NA])
     weight.loc[weight.index[: len(weight) // 3], "mood_1_10"] = np.nan
     return weight.assign(weight_kg=weight["weight_kg"].where(weight.index % 3 != 0))
 
 
 # A dataset cannot hold a row without a subject (its bucket): null_subjects stays a frame case.
-CASES = {case: (suite, breaking) for case, (suite, breaking, _) in BROKEN.items() if case != "null_subjects"}
+CASES = {case: (suite, breaking) for case, (suite, breaking, _) in BROKEN_TABLES.items() if case != "null_subjects"}
 CASES["everywhere"] = ("bronze_weight", _broken_everywhere)
 
 
@@ -89,7 +88,7 @@ def test_two_processes_give_the_one_process_result_on_broken_datasets(sample_tab
 
 
 def test_rule_groups_share_out_whole_columns_evenly_in_suite_order():
-    for name in SUITES:
+    for name in CONTRACT_SUITES:
         expectations = contracts.load_suite(name)["expectations"]
         order = [e["meta"]["rule"] for e in expectations]
         groups = contracts.rule_groups(expectations, 2)

@@ -24,7 +24,7 @@ from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
 from potato_assets.study import calendar
 from potato_assets.study import silver as sql
 from potato_assets.study.schema import FIBER, WEIGHT
-from potato_assets_tests.lib.test_silver_sql import messy_bronze
+from potato_assets_tests.helpers import messy_bronze
 
 BUCKETS = 7
 # A few hundred input rows a batch: every test input is several batches.

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,8 +13,8 @@ from potato_assets.lib.engine.embedded import EmbeddedEngine
 from potato_assets.study import calendar, features
 from potato_assets.study import silver as sql
 from potato_assets.study.ingest import parse_landing_csv, quarantine_label_contradictions
-from potato_assets.study.schema import FIBER, FOOD_CATEGORIES, LANDING_FILES, WEIGHT
-from potato_assets_tests.helpers import SAMPLE_DIR
+from potato_assets.study.schema import FIBER, LANDING_FILES, WEIGHT
+from potato_assets_tests.helpers import SAMPLE_DIR, messy_bronze
 
 ENGINE = EmbeddedEngine()
 TABLE_KEYS = {"study_calendar": ["subject_id"]}
@@ -102,47 +101,6 @@ def test_the_seed_study_gives_the_reference_tables(seed_dir: Path) -> None:
     got, counts = by_sql(bronze, 4)
     assert_same(got, want)
     assert counts == want_counts
-
-
-def messy_bronze(seed: int, subjects: int = 40) -> dict[str, pd.DataFrame]:
-    """Bronze-shaped tables with what real logs have: missing weights and daily values, gaps in
-    weeks, subjects with one weigh-in or none, daily rows and food entries outside the study's
-    weeks or of subjects without weigh-ins, dates before week 1, unknown-to-calendar subjects."""
-    rng = np.random.default_rng(seed)
-    weight, fiber, food = [], [], []
-    for subject in range(1, subjects + 1):
-        start = pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(rng.integers(0, 60)))
-        weeks = sorted(rng.choice(np.arange(1, 13), size=int(rng.integers(0, 13)), replace=False).tolist())
-        for week in weeks:
-            day = start + pd.Timedelta(days=7 * (week - 1) + int(rng.integers(0, 7)))
-            kg = np.nan if rng.random() < 0.2 else round(float(rng.normal(80, 8)), 2)
-            weight.append((subject, day, week, kg))
-        for week in range(1, 14):
-            for _ in range(int(rng.integers(0, 8))):
-                day = start + pd.Timedelta(days=7 * (week - 1) + int(rng.integers(0, 7)))
-                kcal = np.nan if rng.random() < 0.15 else round(float(rng.normal(2000, 300)), 1)
-                fib = np.nan if rng.random() < 0.15 else round(float(rng.normal(25, 6)), 1)
-                fiber.append((subject, day, week, kcal, fib))
-        for _ in range(int(rng.integers(0, 60))):
-            day = start + pd.Timedelta(days=int(rng.integers(-10, 95)))
-            food.append((subject, day, str(rng.choice(FOOD_CATEGORIES))))
-    # Food entries of a subject nobody weighed (no calendar).
-    food.append((subjects + 5, pd.Timestamp("2024-02-01"), "potato"))
-    w = pd.DataFrame(weight, columns=["subject_id", "date", "week", "weight_kg"])
-    f = pd.DataFrame(fiber, columns=["subject_id", "date", "week", "total_calories", "total_fiber_g"])
-    n = pd.DataFrame(food, columns=["subject_id", "date", "category"])
-    # Daily rows keep the calendar consistent: their dates follow the same starts as the weigh-ins.
-    out = {"weight": w, "fiber": f, "nutrition": n}
-    for name, t in out.items():
-        t["subject_id"] = t["subject_id"].astype("Int64")
-        if "week" in t:
-            t["week"] = t["week"].astype("Int64")
-        t["source_line"] = np.arange(2, len(t) + 2, dtype="int64")
-        if name == "nutrition":
-            t["category"] = t["category"].astype("string")
-        # File order is not key order.
-        out[name] = t.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    return out
 
 
 @pytest.mark.parametrize(("seed", "buckets"), [(0, 1), (1, 5), (2, 3), (3, 1), (4, 5)])
