@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-from potato_assets_tests.helpers import SAMPLE_DIR, SEED_DIR, SEED_DIR_ENV, free_port  # noqa: E402
+from potato_assets_tests.helpers import SAMPLE_DIR, SEED_DIR, SEED_DIR_ENV, free_port, study_tables  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +36,18 @@ def seed_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="module")
+def sample_tables(sample_dir):
+    """The sample's bronze and silver tables as the assets make them (helpers.study_tables)."""
+    return study_tables(sample_dir)
+
+
+@pytest.fixture(scope="module")
+def seed_tables(seed_dir):
+    """The seed study's bronze and silver tables as the assets make them."""
+    return study_tables(seed_dir)
 
 
 @pytest.fixture(scope="session")

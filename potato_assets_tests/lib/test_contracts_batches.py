@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from potato_assets.lib import contracts
-from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, set_cells, study_tables, write_dataset
+from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, set_cells, write_dataset
 
 BATCH_COUNTS = (1, 3, 12)
 
@@ -30,16 +30,6 @@ def assert_same(suite: str | dict, df: pd.DataFrame, n: int) -> contracts.Contra
         assert got.as_dict() == want.as_dict(), got.rule
     assert batched == whole
     return whole
-
-
-@pytest.fixture(scope="module")
-def sample_tables(sample_dir) -> dict[str, pd.DataFrame]:
-    return study_tables(sample_dir)
-
-
-@pytest.fixture(scope="module")
-def seed_tables(seed_dir) -> dict[str, pd.DataFrame]:
-    return study_tables(seed_dir)
 
 
 @pytest.mark.parametrize("n", BATCH_COUNTS)

@@ -19,19 +19,9 @@ import pytest
 
 from potato_assets.lib import contract_workers, contracts
 from potato_assets.lib.lake.datasets import VERSION_PREFIX
-from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, REPO, set_cells, study_tables, write_dataset
+from potato_assets_tests.helpers import BROKEN_TABLES, CONTRACT_SUITES, REPO, set_cells, write_dataset
 
 SPLIT = {"processes": 2, "min_split_batches": 1}
-
-
-@pytest.fixture(scope="module")
-def sample_tables(sample_dir) -> dict[str, pd.DataFrame]:
-    return study_tables(sample_dir)
-
-
-@pytest.fixture(scope="module")
-def seed_tables(seed_dir) -> dict[str, pd.DataFrame]:
-    return study_tables(seed_dir)
 
 
 def assert_split_same(suite: str, ref, batch_rows: int) -> contracts.ContractResult:
