@@ -721,7 +721,7 @@ def run_contract_dataset(
     if processes > 1:
         groups = rule_groups(expectations, processes, text_columns(ref))
         if len(groups) > 1 and len(dataset_batches(ref, [], batch_rows)) >= min_split_batches:
-            return _run_split(suite, ref, batch_rows, groups)
+            return _run_split(suite, ref, batch_rows, groups, rules)
     return _judge_dataset(suite, ref, batch_rows, rules)
 
 
@@ -821,11 +821,18 @@ class _OtherPartFailed(Exception):
 _SPLIT_LOCK = threading.Lock()
 
 
-def _run_split(suite: dict[str, Any], ref: DatasetRef, batch_rows: int, groups: list[list[str]]) -> ContractResult:
+def _run_split(
+    suite: dict[str, Any],
+    ref: DatasetRef,
+    batch_rows: int,
+    groups: list[list[str]],
+    rules: Collection[str] | None = None,
+) -> ContractResult:
     """The first group's rules judged here, each other group's in a worker, at the same time; the
     outcomes put back in suite order. Any error in any part: the whole suite is judged once more
     here, in one process, so the error raised is exactly the one (the first one) a single run
-    raises. A worker that dies fails the check with ContractWorkerDied (no result is made up)."""
+    raises. A worker that dies fails the check with ContractWorkerDied (no result is made up).
+    ``rules``: the rules the caller asked for (all for None), which ``groups`` share out."""
     from potato_assets.lib import contract_workers
 
     with _SPLIT_LOCK:
@@ -861,11 +868,11 @@ def _run_split(suite: dict[str, Any], ref: DatasetRef, batch_rows: int, groups: 
                 if worker.busy:
                     contract_workers.discard(worker)
     if failed:
-        return _judge_dataset(suite, ref, batch_rows, None)
+        return _judge_dataset(suite, ref, batch_rows, rules)
     parts = [mine, *(replies[i][1] for i in range(len(pool)))]
     if any((p.rows, p.batches) != (mine.rows, mine.batches) for p in parts):
         # Cannot happen (every part reads the same batches); never merge parts that disagree.
-        return _judge_dataset(suite, ref, batch_rows, None)
+        return _judge_dataset(suite, ref, batch_rows, rules)
     by_rule = {o.rule: o for p in parts for o in p.outcomes}
     return ContractResult(
         suite=suite["name"],

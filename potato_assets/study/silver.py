@@ -20,9 +20,14 @@ hold these queries to them. Rules, as there:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from potato_assets.study.schema import FOOD_CATEGORIES, PREDICTORS
+
+if TYPE_CHECKING:
+    from potato_assets.study.calendar import CalendarError
 
 EPOCH = "DATE '1970-01-01'"
 
@@ -109,6 +114,30 @@ WHERE l.anchor_day < s.week1_start OR l.anchor_day > s.week1_start + 6
 ORDER BY l.frame, l.source_line
 LIMIT 5
 """
+
+
+def calendar_contradictions_error(per_batch: Sequence[Sequence[Mapping[str, Any]]]) -> CalendarError:
+    """The one sentence for CALENDAR_CONTRADICTIONS' rows of every batch: each batch counted its
+    own, and the first few in file order across batches are quoted."""
+    import datetime as dt
+
+    from potato_assets.study.calendar import Contradiction, contradiction_error
+    from potato_assets.study.schema import FIBER, WEIGHT
+
+    count = sum(int(rows[0]["contradictions"]) for rows in per_batch if rows)
+    files = (WEIGHT.file_name, FIBER.file_name)  # the query's `frame`
+    first = sorted((r for rows in per_batch for r in rows), key=lambda r: (r["frame"], r["source_line"]))[:5]
+    examples = [
+        Contradiction(
+            r["subject_id"],
+            dt.date(1970, 1, 1) + dt.timedelta(days=int(r["day"])),
+            r["week"],
+            f"{files[int(r['frame'])]} line {int(r['source_line'])}",
+        )
+        for r in first
+    ]
+    return contradiction_error(count, examples)
+
 
 # More than one weigh-in row for a subject-week: trajectories are undefined (bronze drops exact
 # duplicates and quarantines conflicting ones, so this finds none on a lake bronze built).

@@ -666,3 +666,16 @@ def test_an_empty_dataset_gives_one_empty_bucket_group(root):
         ref = writer.commit()
     groups = list(ref.iter_bucket_groups(["subject_id", "week"]))
     assert len(groups) == 1 and groups[0].empty and list(groups[0].columns) == ["subject_id", "week"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_rows", "groups"),
+    [
+        ([0, 0, 0], 5, [[0, 1, 2]]),  # all empty: one group
+        ([3, 0, 2, 4, 0], 5, [[0, 1, 2], [3, 4]]),  # empty buckets ride along, trailing ones too
+        ([0, 9, 1, 1, 0], 5, [[0, 1], [2, 3, 4]]),  # a leading empty bucket joins the next, a big one stands alone
+        ([2, 2, 2], 1, [[0], [1], [2]]),
+    ],
+)
+def test_consecutive_bucket_groups(sizes, max_rows, groups):
+    assert datasets.consecutive_bucket_groups(sizes, max_rows) == groups

@@ -18,7 +18,7 @@ from potato_assets.defs.common import (
 )
 from potato_assets.defs.resources import LakeDatasets, SilverEngine
 from potato_assets.lib.lake.datasets import LAYOUT, LAYOUT_KEY
-from potato_assets.study.schema import FIBER, PREDICTOR_UNITS, WEIGHT
+from potato_assets.study.schema import PREDICTOR_UNITS
 
 if TYPE_CHECKING:
     from potato_assets.lib.lake.datasets import DatasetRef
@@ -109,9 +109,7 @@ def _totals(per_batch: list[list[dict[str, Any]]]) -> dict[str, int]:
 def study_calendar(
     weight: LakeDataset, fiber: LakeDataset, lake_datasets: LakeDatasets, silver_engine: SilverEngine
 ) -> dg.MaterializeResult:
-    import datetime as dt
-
-    from potato_assets.study import calendar, silver
+    from potato_assets.study import silver
 
     ref, (contradictions,) = build_table(
         silver.STUDY_CALENDAR,
@@ -121,20 +119,7 @@ def study_calendar(
         before=[silver.CALENDAR_CONTRADICTIONS],
     )
     if ref is None:
-        # Each batch counted its own; the first few in file order across batches are quoted.
-        count = sum(int(rows[0]["contradictions"]) for rows in contradictions if rows)
-        files = (WEIGHT.file_name, FIBER.file_name)
-        first = sorted((r for rows in contradictions for r in rows), key=lambda r: (r["frame"], r["source_line"]))[:5]
-        examples = [
-            calendar.Contradiction(
-                r["subject_id"],
-                dt.date(1970, 1, 1) + dt.timedelta(days=int(r["day"])),
-                r["week"],
-                f"{files[int(r['frame'])]} line {int(r['source_line'])}",
-            )
-            for r in first
-        ]
-        raise dg.Failure(description=str(calendar.contradiction_error(count, examples)))
+        raise dg.Failure(description=str(silver.calendar_contradictions_error(contradictions)))
     if ref.row_count == 0:
         raise dg.Failure(description="no rows with subject_id, date and week: the study calendar is undefined")
     return versioned(ref, silver_engine)

@@ -70,22 +70,13 @@ def common_buckets(inputs: Mapping[str, DatasetRef], expected: int | None = None
 def bucket_batches(inputs: Mapping[str, DatasetRef], buckets: int, batch_rows: int) -> list[list[int]]:
     """Consecutive buckets grouped so that each group's input rows stay within ``batch_rows``
     (a bucket larger than that is a batch of its own); empty buckets ride along."""
+    from potato_assets.lib.lake.datasets import consecutive_bucket_groups
+
     rows = [0] * buckets
     for ref in inputs.values():
         for f in ref.files:
             rows[f.bucket] += f.rows
-    batches: list[list[int]] = []
-    current: list[int] = []
-    total = 0
-    for bucket, n in enumerate(rows):
-        if current and total + n > batch_rows:
-            batches.append(current)
-            current, total = [], 0
-        current.append(bucket)
-        total += n
-    if current:
-        batches.append(current)
-    return batches
+    return consecutive_bucket_groups(rows, batch_rows)
 
 
 def batch_relations(

@@ -296,22 +296,11 @@ class DatasetRef:
         ``max_rows`` rows by the manifest (a larger bucket alone): one scan per frame instead of
         one per bucket, whose setup (~10 ms) made a small table's 32 reads cost more than its
         rows. At least one frame, empty for an empty dataset."""
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, not {max_rows}")
         self._check_columns(columns)
-        group: list[DatasetFile] = []
-        rows = 0
-        yielded = False
-        for bucket in range(self.buckets):
-            files = self.bucket_files(bucket)
-            size = sum(f.rows for f in files)
-            if group and rows + size > max_rows:
-                yield self._to_pandas(self._read_files(group, columns), None, columns, files=group)
-                group, rows, yielded = [], 0, True
-            group += files
-            rows += size
-        if group or not yielded:
-            yield self._to_pandas(self._read_files(group, columns), None, columns, files=group)
+        sizes = [sum(f.rows for f in self.bucket_files(bucket)) for bucket in range(self.buckets)]
+        for group in consecutive_bucket_groups(sizes, max_rows):
+            files = [f for bucket in group for f in self.bucket_files(bucket)]
+            yield self._to_pandas(self._read_files(files, columns), None, columns, files=files)
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The whole table, buckets in order (for small tables and tests)."""
@@ -541,6 +530,28 @@ def _ref_from_manifest(location: _Location, manifest: dict[str, Any], uri: str, 
 
 
 # --- buckets -----------------------------------------------------------------------------------------
+
+
+def consecutive_bucket_groups(sizes: Sequence[int], max_rows: int) -> list[list[int]]:
+    """Buckets 0, 1, ... (``sizes[b]`` rows each) grouped in order so that each group's rows stay
+    within ``max_rows`` (a larger bucket is a group of its own). Empty buckets ride along with
+    their neighbours: every group has rows, unless all buckets are empty (then one group)."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, not {max_rows}")
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for bucket, n in enumerate(sizes):
+        if total and total + n > max_rows:
+            groups.append(current)
+            current, total = [], 0
+        current.append(bucket)
+        total += n
+    if groups and not total:
+        groups[-1] += current  # trailing empty buckets
+    else:
+        groups.append(current)
+    return groups
 
 
 def bucket_of(subject_ids: Any, buckets: int) -> Any:
