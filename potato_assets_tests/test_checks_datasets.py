@@ -8,9 +8,16 @@ import pandas as pd
 
 from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.common import LakeDataset
-from potato_assets.defs.resources import LakeDatasets, LakeIOManager, SilverEngine, dataset_root
+from potato_assets.defs.resources import (
+    ContractJudges,
+    LakeDatasets,
+    LakeIOManager,
+    SilverEngine,
+    build_resources,
+    dataset_root,
+)
 from potato_assets.defs.silver.assets import study_calendar
-from potato_assets.lib import contracts
+from potato_assets.lib import contract_workers, contracts
 from potato_assets.lib.lake.datasets import DatasetWriter
 from potato_assets_tests.helpers import study_tables
 
@@ -18,7 +25,15 @@ WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
 FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
 
 
-def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buckets: int = 4):
+def run_dataset_bronze(
+    tmp_path,
+    weight: pd.DataFrame,
+    fiber: pd.DataFrame,
+    buckets: int = 4,
+    judges: ContractJudges | None = None,
+    workers_seen: list[int] | None = None,
+):
+    """``workers_seen``: gets the number of live contract workers when the first step starts."""
     lake = tmp_path.as_uri()
 
     def commit(key: dg.AssetKey, df: pd.DataFrame):
@@ -33,6 +48,8 @@ def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buck
         }
     )
     def given_bronze():
+        if workers_seen is not None:
+            workers_seen.append(sum(w.alive() for w in contract_workers._WORKERS))
         yield dg.Output(commit(WEIGHT_KEY, weight), output_name="weight")
         yield dg.Output(commit(FIBER_KEY, fiber), output_name="fiber")
 
@@ -43,6 +60,7 @@ def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buck
             "io_manager": LakeIOManager(lake_uri=lake),
             "lake_datasets": LakeDatasets(lake_uri=lake, buckets=buckets),
             "silver_engine": SilverEngine(),
+            "contract_judges": judges or ContractJudges(),
         },
         raise_on_error=False,
     )
@@ -82,20 +100,27 @@ def test_a_good_bronze_dataset_passes_and_silver_reads_it(sample_dir, tmp_path):
     assert result.success
 
 
-def test_the_check_judges_a_dataset_in_the_processes_the_settings_say(sample_dir, tmp_path, monkeypatch):
-    from potato_assets.defs import contract_checks
+def test_the_checks_judge_in_the_resources_processes_started_with_the_run_and_ended_after_its_last_check(
+    sample_dir, tmp_path
+):
     from potato_assets.settings import Settings
 
     settings = Settings(lake_uri=tmp_path.as_uri(), landing_uri=tmp_path.as_uri(), contract_processes=3)
-    monkeypatch.setattr(contract_checks, "get_settings", lambda: settings)
-    asked: list[int] = []
-    judge = contracts.run_contract_dataset
-
-    def recording(suite, ref, **kwargs):
-        asked.append(kwargs["processes"])
-        return judge(suite, ref, **kwargs)
-
-    monkeypatch.setattr(contracts, "run_contract_dataset", recording)
+    assert build_resources(settings)["contract_judges"].processes == 3
+    contract_workers.close_all()
     tables = study_tables(sample_dir)
-    result = run_dataset_bronze(tmp_path, tables["bronze_weight"], tables["bronze_fiber"])
-    assert evaluation(result, WEIGHT_KEY).passed and asked == [3, 3]
+    weight = tables["bronze_weight"].copy()
+    weight.loc[[7, 300], "weight_kg"] = [500.0, 12.0]
+    alone = run_dataset_bronze(tmp_path / "one", weight, tables["bronze_fiber"])
+    assert contract_workers._WORKERS == []
+    seen: list[int] = []
+    two = run_dataset_bronze(
+        tmp_path / "two", weight, tables["bronze_fiber"], judges=ContractJudges(processes=2), workers_seen=seen
+    )
+    # one worker, up before the first step; gone after the run's last contract check
+    assert seen == [1]
+    assert contract_workers._WORKERS == []
+    for key in (WEIGHT_KEY, FIBER_KEY):
+        one_check, two_check = evaluation(alone, key), evaluation(two, key)
+        assert (two_check.passed, two_check.description) == (one_check.passed, one_check.description)
+        assert two_check.metadata["rules"] == one_check.metadata["rules"]

@@ -5,15 +5,16 @@ everything downstream in the run; broken soft rules only ("warning") fail it wit
 which shows in the UI but lets the run go on.
 
 The checked value is what the lake IO manager gives: a DatasetRef for a bucketed dataset (read in
-bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset; a large one
-with its rules shared out among POTATO_CONTRACT_PROCESSES processes), or a DataFrame for an asset
-still stored as one parquet table.
+bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset, in the
+processes of the contract_judges resource), or a DataFrame for an asset still stored as one
+parquet table.
 """
 
 from typing import Any
 
 import dagster as dg
 
+from potato_assets.defs.resources import ContractJudges
 from potato_assets.lib import contracts, markdown
 from potato_assets.settings import BUNDLED_CONTRACTS_DIR, PROJECT_DIR, get_settings
 
@@ -123,14 +124,25 @@ def contract_check(
             f"{_plural(soft, 'soft rule')} (WARN). " + str(suite.get("notes", ""))
         ),
     )
-    def _contract(value: Any) -> dg.AssetCheckResult:
+    def _contract(
+        context: dg.AssetCheckExecutionContext, value: Any, contract_judges: ContractJudges
+    ) -> dg.AssetCheckResult:
         from potato_assets.lib.lake.datasets import DatasetRef
 
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
         if isinstance(value, DatasetRef):
-            result = contracts.run_contract_dataset(suite, value, processes=get_settings().contract_processes)
+            result = contract_judges.judge(suite, value, context.op_execution_context.op_def.name)
             return contract_check_result(result, source_file)
         return contract_check_result(contracts.run_contract(suite, value), source_file)
 
+    _CONTRACT_CHECK_STEPS.add(_contract.node_def.name)
     return _contract
+
+
+# The op name of every contract check defined: a top-level op runs as the step of its name.
+_CONTRACT_CHECK_STEPS: set[str] = set()
+
+
+def contract_check_steps() -> frozenset[str]:
+    return frozenset(_CONTRACT_CHECK_STEPS)

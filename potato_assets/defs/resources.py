@@ -1,5 +1,5 @@
 """Every resource, built from settings in one place: the lake IO manager, lake files, the landing
-zone, the experiment tracker and the alert sink."""
+zone, the silver engine, the contract judges, the experiment tracker and the alert sink."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from potato_assets.defs.common import (
     DATA_FRAME_TYPE_NAME,
@@ -270,6 +271,40 @@ class SilverEngine(dg.ConfigurableResource):
         return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows, workers=self.workers)
 
 
+class ContractJudges(dg.ConfigurableResource):
+    """Where the contract checks judge their suites (lib/contracts.run_contract_dataset): in
+    ``processes`` processes, the run's own and worker processes (POTATO_CONTRACT_PROCESSES).
+
+    The workers start with any run that has a contract check, before its first step (Dagster
+    sets a run's resources up at its start), so GX's seconds-long import overlaps ingest on the
+    other core instead of delaying the first check. They end after the run's last contract check
+    (its step keys are known at the start), so the steps after it have their memory."""
+
+    processes: int = 1
+    _checks_left: set[str] | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from potato_assets.defs.contract_checks import contract_check_steps
+        from potato_assets.lib import contracts
+
+        steps = context.run.step_keys_to_execute if context.run else None
+        # Unknown (None): the workers stay until the process ends, as they would without this.
+        self._checks_left = None if steps is None else set(steps) & contract_check_steps()
+        if self._checks_left != set():
+            contracts.start_workers(self.processes)
+
+    def judge(self, suite: dict[str, Any], ref: DatasetRef, step_key: str) -> Any:
+        from potato_assets.lib import contracts
+
+        try:
+            return contracts.run_contract_dataset(suite, ref, processes=self.processes)
+        finally:
+            if self._checks_left is not None:
+                self._checks_left.discard(step_key)
+                if not self._checks_left:
+                    contracts.stop_workers()
+
+
 class LakeFiles(dg.ConfigurableResource):
     """Non-table lake objects (reports, figures) under the same lake root."""
 
@@ -511,6 +546,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
             workers=settings.silver_workers,
         ),
+        "contract_judges": ContractJudges(processes=settings.contract_processes),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),

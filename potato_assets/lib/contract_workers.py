@@ -181,6 +181,7 @@ def serve(task_fd: int, reply_fd: int, life_fd: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(life_fd,), name="lifeline", daemon=True).start()
     tasks = Connection(task_fd, writable=False)
     replies = Connection(reply_fd, readable=False)
+    _without_gx_extras()
     from potato_assets.lib import contracts
     from potato_assets.lib.process import release_freed_memory
 
@@ -200,6 +201,24 @@ def serve(task_fd: int, reply_fd: int, life_fd: int) -> None:
             replies.send(reply)
         except Exception as exc:  # an unpicklable value: say so rather than die
             replies.send(("error", f"the reply could not be sent back ({type(exc).__name__}: {exc})"))
+
+
+# GX's optional integrations, which it imports when installed and skips when not (its
+# compatibility modules catch the ImportError). A worker judges pandas batches only: without them
+# it starts in about a second less and holds ~60 MB less.
+# The outcomes are the same (the tests compare the workers' with the calling process').
+GX_EXTRAS_NOT_IMPORTED = ("pyspark", "sqlalchemy", "google.cloud", "google.oauth2", "google.auth")
+
+
+def _without_gx_extras() -> None:
+    for name in GX_EXTRAS_NOT_IMPORTED:
+        # None in sys.modules makes `import name` raise ImportError in this process only.
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def imported(names: list[str]) -> dict[str, bool]:
+    """Which of these modules this process has imported (a task: what a worker holds)."""
+    return {name: sys.modules.get(name) is not None for name in names}
 
 
 def _exit_with_parent(life_fd: int) -> None:

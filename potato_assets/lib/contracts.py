@@ -685,13 +685,12 @@ def run_contract_batches(
 BATCH_ROWS = 250_000
 
 
-# A dataset of at least this many batches (3M rows) is judged in `processes` processes
-# (run_contract_dataset). A worker's start is a fresh interpreter importing GX: 3.3 s of CPU
-# (4.3-5 s on 2 shared cores), once per run; a whole suite costs 0.2-0.5 s of CPU per batch (100k
-# cohort: fiber 0.18, nutrition 0.33, weight 0.54), and a split saves about half of it. From 12
-# batches the first split of a run nearly pays for the start and every later one saves half its
-# time; below, a cohort (up to ~45k subjects) would pay the start for a saving of about as much.
-# The sample and 10k subjects (1-3 batches) never start a process.
+# A dataset of at least this many batches (3M rows) has its rules shared out between the caller
+# and a worker (run_contract_dataset). A whole suite costs 0.2-0.5 s of CPU per batch (100k
+# cohort: fiber 0.18, nutrition 0.33, weight 0.54), and a split saves about half of it; but the
+# caller then needs GX itself (its import: 3.3 s of CPU, 4.3-5 s on 2 shared cores, ~190 MB).
+# From 12 batches the split pays for that import; below, the whole suite goes to the worker, and
+# the run's process never imports GX.
 SPLIT_MIN_BATCHES = 12
 
 
@@ -709,11 +708,14 @@ def run_contract_dataset(
     source_line; silver: subject_id, week), which is what one run over the table in its
     original order shows.
 
-    ``processes`` > 1: a dataset of at least ``min_split_batches`` batches has its rules shared
-    out between this process and ``processes - 1`` worker processes (lib/contract_workers.py),
-    each reading the same batches but only its rules' columns; the result is the one a single
-    process gives (each rule's outcome depends on no other rule: run_contract_batches's
-    ``rules``). ``rules``: judge only these (as run_contract_batches)."""
+    ``processes`` > 1: the suite is judged in worker processes (lib/contract_workers.py; start
+    them early with ``start_workers`` and GX's import overlaps the run's earlier steps). A
+    dataset of at least ``min_split_batches`` batches has its rules shared out between this
+    process and ``processes - 1`` workers, each reading the same batches but only its rules'
+    columns; a smaller one is judged whole by one worker while this process waits (it never
+    imports GX). Either way the result is the one a single process gives (each rule's outcome
+    depends on no other rule: run_contract_batches's ``rules``). ``rules``: judge only these
+    (as run_contract_batches)."""
     if isinstance(suite, str):
         suite = load_suite(suite)
     check_batchable(suite)
@@ -721,8 +723,25 @@ def run_contract_dataset(
     if processes > 1:
         groups = rule_groups(expectations, processes, text_columns(ref))
         if len(groups) > 1 and len(dataset_batches(ref, [], batch_rows)) >= min_split_batches:
-            return _run_split(suite, ref, batch_rows, groups, rules)
+            return _run_in_workers(suite, ref, batch_rows, groups[0], groups[1:], rules)
+        return _run_in_workers(suite, ref, batch_rows, None, [[e["meta"]["rule"] for e in expectations]], rules)
     return _judge_dataset(suite, ref, batch_rows, rules)
+
+
+def start_workers(processes: int) -> None:
+    """Start the worker processes ``run_contract_dataset(processes=...)`` will use, now: each
+    imports GX while the caller gets on with other work (a run's ingest)."""
+    if processes > 1:
+        from potato_assets.lib import contract_workers
+
+        contract_workers.workers(processes - 1)
+
+
+def stop_workers() -> None:
+    """End the worker processes (the next ``run_contract_dataset`` that needs one starts it)."""
+    from potato_assets.lib import contract_workers
+
+    contract_workers.close_all()
 
 
 def _judge_dataset(
@@ -821,22 +840,24 @@ class _OtherPartFailed(Exception):
 _SPLIT_LOCK = threading.Lock()
 
 
-def _run_split(
+def _run_in_workers(
     suite: dict[str, Any],
     ref: DatasetRef,
     batch_rows: int,
-    groups: list[list[str]],
+    mine: list[str] | None,
+    theirs: list[list[str]],
     rules: Collection[str] | None = None,
 ) -> ContractResult:
-    """The first group's rules judged here, each other group's in a worker, at the same time; the
-    outcomes put back in suite order. Any error in any part: the whole suite is judged once more
-    here, in one process, so the error raised is exactly the one (the first one) a single run
-    raises. A worker that dies fails the check with ContractWorkerDied (no result is made up).
-    ``rules``: the rules the caller asked for (all for None), which ``groups`` share out."""
+    """Each of ``theirs`` judged in a worker and ``mine`` here (None: nothing here, this process
+    waits), at the same time; the outcomes put back in suite order. Any error in any part: the
+    whole suite is judged once more here, in one process, so the error raised is exactly the one
+    (the first one) a single run raises. A worker that dies fails the check with
+    ContractWorkerDied (no result is made up). ``rules``: the rules the caller asked for (all for
+    None), which ``mine`` and ``theirs`` share out."""
     from potato_assets.lib import contract_workers
 
     with _SPLIT_LOCK:
-        pool = contract_workers.workers(len(groups) - 1)
+        pool = contract_workers.workers(len(theirs))
         replies: dict[int, tuple[str, Any]] = {}
 
         def others_go_on() -> None:
@@ -848,9 +869,9 @@ def _run_split(
 
         failed = False
         try:
-            for worker, rules in zip(pool, groups[1:], strict=True):
-                worker.submit(_judge_dataset, suite, ref, batch_rows, rules)
-            mine = _judge_dataset(suite, ref, batch_rows, groups[0], before_batch=others_go_on)
+            for worker, group in zip(pool, theirs, strict=True):
+                worker.submit(_judge_dataset, suite, ref, batch_rows, group)
+            own = None if mine is None else _judge_dataset(suite, ref, batch_rows, mine, before_batch=others_go_on)
             for i, worker in enumerate(pool):
                 if i not in replies:
                     replies[i] = worker.reply()
@@ -869,16 +890,17 @@ def _run_split(
                     contract_workers.discard(worker)
     if failed:
         return _judge_dataset(suite, ref, batch_rows, rules)
-    parts = [mine, *(replies[i][1] for i in range(len(pool)))]
-    if any((p.rows, p.batches) != (mine.rows, mine.batches) for p in parts):
+    parts = [*([] if own is None else [own]), *(replies[i][1] for i in range(len(pool)))]
+    first = parts[0]
+    if any((p.rows, p.batches) != (first.rows, first.batches) for p in parts):
         # Cannot happen (every part reads the same batches); never merge parts that disagree.
         return _judge_dataset(suite, ref, batch_rows, rules)
     by_rule = {o.rule: o for p in parts for o in p.outcomes}
     return ContractResult(
         suite=suite["name"],
         outcomes=tuple(by_rule[e["meta"]["rule"]] for e in suite["expectations"] if e["meta"]["rule"] in by_rule),
-        rows=mine.rows,
-        batches=mine.batches,
+        rows=first.rows,
+        batches=first.batches,
     )
 
 

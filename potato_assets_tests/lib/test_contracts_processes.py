@@ -1,11 +1,12 @@
 """A dataset's contract judged in two processes (lib/contracts.run_contract_dataset with
 processes=2, lib/contract_workers.py): exactly the one-process result, the same refusals and
 errors; a worker that dies fails the check in seconds and the next run gets a new one; below the
-batch threshold no process starts; a worker never outlives its parent. The split is forced on
-small data with min_split_batches=1."""
+batch threshold a worker judges the whole suite and the calling process never imports GX; a
+worker never outlives its parent. The split is forced on small data with min_split_batches=1."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -104,15 +105,61 @@ def no_worker_may_start(monkeypatch):
     monkeypatch.setattr(contract_workers, "Worker", refuse)
 
 
-def test_below_the_threshold_no_process_starts(sample_tables, tmp_path, no_worker_may_start):
+def test_one_process_never_starts_a_worker(sample_tables, tmp_path, no_worker_may_start):
     ref = write_dataset(tmp_path / "ds", sample_tables["bronze_nutrition"], 4)
-    batches = len(contracts.dataset_batches(ref, [], 1000))
+    result = contracts.run_contract_dataset("bronze_nutrition", ref, batch_rows=10, processes=1)
+    assert result.batches > 8 and result.success
+
+
+@pytest.mark.parametrize("suite", CONTRACT_SUITES)
+def test_below_the_threshold_a_worker_judges_the_whole_suite(sample_tables, tmp_path, suite):
+    ref = write_dataset(tmp_path / "ds", sample_tables[suite], 4)
+    rows = ref.row_count // 3  # a few batches of whole buckets
+    batches = len(contracts.dataset_batches(ref, [], rows))
     assert 1 < batches < contracts.SPLIT_MIN_BATCHES
-    result = contracts.run_contract_dataset("bronze_nutrition", ref, batch_rows=1000, processes=2)
-    assert result.batches == batches and result.success
-    # the sample as the checks see it (one batch), and a setting of one process
-    assert contracts.run_contract_dataset("bronze_nutrition", ref, processes=8).batches == 1
-    assert contracts.run_contract_dataset("bronze_nutrition", ref, batch_rows=10, processes=1).batches > 8
+    one = contracts.run_contract_dataset(suite, ref, batch_rows=rows)
+    two = contracts.run_contract_dataset(suite, ref, batch_rows=rows, processes=2)
+    assert two == one and [o.as_dict() for o in two.outcomes] == [o.as_dict() for o in one.outcomes]
+    assert two.batches == batches
+
+
+# A small dataset judged with two processes: the calling process never imports GX (the worker
+# does, with GX's optional Spark, SQL and Google integrations left out).
+JUDGED_ELSEWHERE = """
+import json, sys
+from potato_assets.lib import contract_workers, contracts
+from potato_assets.lib.lake.datasets import current
+contracts.start_workers(2)
+result = contracts.run_contract_dataset("bronze_weight", current(sys.argv[1]), processes=2)
+(worker,) = contract_workers._WORKERS
+worker.submit(contract_workers.imported, ["great_expectations", "pyspark", "sqlalchemy", "google.cloud"])
+print(json.dumps({
+    "here": "great_expectations" in sys.modules,
+    "worker": worker.reply()[1],
+    "success": result.success,
+    "rows": result.rows,
+}))
+"""
+
+
+def test_below_the_threshold_the_calling_process_never_imports_gx(sample_tables, tmp_path):
+    ref = write_dataset(tmp_path / "ds", sample_tables["bronze_weight"], 4)
+    out = subprocess.run(
+        [sys.executable, "-c", JUDGED_ELSEWHERE, str(tmp_path / "ds")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
+        timeout=300,
+        check=True,
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {
+        "here": False,
+        "worker": {"great_expectations": True, "pyspark": False, "sqlalchemy": False, "google.cloud": False},
+        "success": True,
+        "rows": ref.row_count,
+    }
 
 
 def test_an_unbatchable_suite_is_refused_the_same_before_any_worker_starts(
