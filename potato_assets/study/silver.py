@@ -248,7 +248,9 @@ WEEKLY_FEATURES = SilverQuery(
     table="weekly_features",
     reads={
         "weight": ("subject_id", "week"),
-        "fiber": ("subject_id", "week", "total_calories", "total_fiber_g"),
+        # The date (unused by the SQL) second: a subject's days sorted by it are in a log's own
+        # order, so batch_relations need not sort (lib/engine/buckets.batch_relations).
+        "fiber": ("subject_id", "date", "week", "total_calories", "total_fiber_g"),
         # Not the free-text food column: decoding it costs more than the rest.
         "nutrition": ("subject_id", "date", "category"),
         "study_calendar": _CALENDAR_COLUMNS,

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from potato_assets.defs.resources import LakeDatasets, SilverEngine
@@ -254,3 +255,79 @@ def test_the_calendar_check_per_batch_rows_are_the_old_ones(tmp_path: Path) -> N
             old = engine.rows(OLD_CALENDAR_CONTRADICTIONS, batch_relations(inputs, sql.STUDY_CALENDAR.reads, batch))
             assert [tuple(r[k] for k in keys) for r in new.summaries[0]] == [tuple(r[k] for k in keys) for r in old]
             assert old
+
+
+def _random_relation(rng, rows: int) -> pa.Table:
+    """subject_id, a date with ties, a week and two floats with missing values and NaN."""
+    import numpy as np
+
+    def floats() -> pa.Array:
+        values = rng.choice([1.5, 2.25, -0.5, np.nan], rows)
+        return pa.array(values, mask=rng.random(rows) < 0.2, from_pandas=False)
+
+    days = rng.integers(0, 4, rows).astype("datetime64[D]").astype("datetime64[us]")
+    return pa.table(
+        {
+            "subject_id": pa.array(rng.integers(0, 9, rows), pa.int64()),
+            "date": pa.array(days, mask=rng.random(rows) < 0.1),
+            "week": pa.array(rng.integers(1, 3, rows), pa.int64()),
+            "a": floats(),
+            "b": floats(),
+        }
+    )
+
+
+def test_subjects_in_order_says_whether_a_sort_by_bucket_and_columns_would_move_a_row():
+    """Against Arrow's own sort: a relation is in order exactly when sorting it by (bucket,
+    columns) changes nothing, whatever the missing values, NaN and ties."""
+    import numpy as np
+
+    from potato_assets.lib.engine.buckets import subjects_in_order
+
+    columns = ["subject_id", "date", "week", "a", "b"]
+    rng = np.random.default_rng(5)
+    seen = {True: 0, False: 0}
+    for trial in range(400):
+        table = _random_relation(rng, int(rng.integers(2, 30)))
+        buckets = int(rng.integers(1, 5))
+        keyed = table.append_column("bucket", pa.array(table.column("subject_id").to_numpy() % buckets))
+        ordered = keyed.sort_by([(c, "ascending") for c in ["bucket", *columns]]).drop_columns(["bucket"])
+        if trial % 2:
+            table = ordered  # sorted, or sorted with two neighbouring rows swapped
+            if trial % 4 == 3:
+                i = int(rng.integers(0, table.num_rows - 1))
+                order = list(range(table.num_rows))
+                order[i], order[i + 1] = order[i + 1], order[i]
+                table = table.take(pa.array(order))
+        in_order = table.to_pandas().equals(ordered.to_pandas())  # NaN equal to NaN
+        assert subjects_in_order(table, columns, buckets) == in_order, (trial, table.to_pandas())
+        seen[in_order] += 1
+    assert min(seen.values()) > 50
+    # not keyed by subject first, or a subject missing: never taken as in order
+    table = _random_relation(rng, 10)
+    assert not subjects_in_order(table.select(["week", "subject_id"]), ["week", "subject_id"], 3)
+    assert not subjects_in_order(table.set_column(0, "subject_id", pa.nulls(10, pa.int64())), columns, 3)
+
+
+def test_a_float_relation_read_in_order_is_handed_over_as_read_and_a_shuffled_one_is_sorted(tmp_path):
+    from potato_assets.lib.engine.buckets import batch_relations
+
+    fiber = messy_bronze(3)["fiber"]
+    columns = sql.WEEKLY_FEATURES.reads["fiber"]
+    ordered = fiber.sort_values(list(columns), na_position="last", kind="stable", ignore_index=True)
+    shuffled = ordered.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    got = {}
+    for name, frame in (("ordered", ordered), ("shuffled", shuffled)):
+        with DatasetWriter((tmp_path / name).as_uri(), BUCKETS) as writer:
+            writer.write_table(frame)
+            ref = writer.commit()
+        batch = list(range(BUCKETS))
+        read = ref.read_arrow(batch, list(columns))
+        got[name] = batch_relations({"fiber": ref}, {"fiber": columns}, batch)["fiber"]
+        assert got[name].equals(read) == (name == "ordered")
+
+    # each subject's rows in the same order either way (a stable sort by subject keeps it)
+    def per_subject(table: pa.Table) -> pd.DataFrame:
+        return table.to_pandas().sort_values("subject_id", kind="stable", ignore_index=True)
+
+    pd.testing.assert_frame_equal(per_subject(got["shuffled"]), per_subject(got["ordered"]), check_exact=True)

@@ -84,23 +84,79 @@ def batch_relations(
 ) -> dict[str, pa.Table]:
     """Each relation a query reads, restricted to the batch's buckets and its columns, as Arrow
     tables (engines scan Arrow directly); one with a float column in a canonical row order:
-    sorted by those columns.
+    each subject's rows sorted by those columns.
 
     Sums of floats depend on the order they are added in; one-threaded, the engine adds in scan
-    order. Sorting makes that order the data's, not the file's: the same log with its rows
-    shuffled gives the same bits, hence the same data versions and the same model estimates.
-    Nothing else in silver's SQL depends on the scan order (integer counts and sums are exact,
-    every ORDER BY ends on a row's key, picks among ties take equal values), so a relation
-    without floats is left as read: sorting the calendar's and the food entries' rows was a
-    tenth of their steps."""
+    order. A canonical order makes that order the data's, not the file's: the same log with its
+    rows shuffled gives the same bits, hence the same data versions and the same model
+    estimates. Every float sum and mean in silver's SQL is within one subject, so only each
+    subject's order matters: a relation already sorted bucket by bucket (a landing file in
+    subject and date order, a silver table, which is written sorted) is left as read; any other
+    is sorted (the sort and its copy were a fifth of a step). Nothing else in silver's SQL
+    depends on the scan order (integer counts and sums are exact, every ORDER BY ends on a row's
+    key, picks among ties take equal values), so a relation without floats is left as read."""
     import pyarrow as pa
 
     relations = {}
     for name, columns in reads.items():
-        table = inputs[name].read_arrow(batch, list(columns))
+        ref = inputs[name]
+        table = ref.read_arrow(batch, list(columns))
         floats = any(pa.types.is_floating(field.type) for field in table.schema)
-        relations[name] = table.sort_by([(c, "ascending") for c in columns]) if floats and table.num_rows > 1 else table
+        if floats and not subjects_in_order(table, columns, ref.buckets):
+            table = table.sort_by([(c, "ascending") for c in columns])
+        relations[name] = table
     return relations
+
+
+def subjects_in_order(table: pa.Table, columns: Sequence[str], buckets: int) -> bool:
+    """Whether ``table``'s rows are sorted by (subject bucket, ``columns``), which must start with
+    subject_id: each subject's rows in the order ``table.sort_by(columns)`` gives them (Arrow's
+    order: values, then NaN, then null)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from potato_assets.lib.lake.datasets import SUBJECT_COL, bucket_of
+
+    if table.num_rows < 2:
+        return True
+    ids = table.column(SUBJECT_COL) if SUBJECT_COL in table.column_names else None
+    if not columns or columns[0] != SUBJECT_COL or ids is None or not pa.types.is_integer(ids.type) or ids.null_count:
+        return False
+    keys = [bucket_of(ids.to_numpy(), buckets)]
+    for column in columns:
+        keys.extend(_sort_keys(table.column(column)))
+    # Row i and i+1 are in order when the first key where they differ grows.
+    tied = np.ones(table.num_rows - 1, dtype=bool)
+    for key in keys:
+        before, after = key[:-1], key[1:]
+        if np.any(tied & (after < before)):
+            return False
+        tied &= after == before
+        if not tied.any():
+            break
+    return True
+
+
+def _sort_keys(values: pa.ChunkedArray) -> list[Any]:
+    """Numpy keys that compare as Arrow's sort compares ``values``: missing last, NaN before it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = []
+    if values.null_count:
+        keys.append(values.is_null().to_numpy(zero_copy_only=False))
+        if values.null_count == len(values):
+            return keys
+        # Any present value will do: missing rows are told apart by the key above.
+        values = pc.fill_null(values, pc.min(values))
+    if pa.types.is_floating(values.type):
+        nan = pc.is_nan(values).to_numpy(zero_copy_only=False)
+        if nan.any():
+            keys.append(nan)
+            values = pc.if_else(pc.is_nan(values), 0.0, values)
+    keys.append(values.to_numpy())
+    return keys
 
 
 @dataclass
