@@ -139,7 +139,6 @@ def subjects_in_order(table: pa.Table, columns: Sequence[str], buckets: int) -> 
 
 def _sort_keys(values: pa.ChunkedArray) -> list[Any]:
     """Numpy keys that compare as Arrow's sort compares ``values``: missing last, NaN before it."""
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
