@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: help setup run checks dev check-defs test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon spark-up spark-down
+.PHONY: help setup run checks dev check-defs test test-quick lint sample-data clean-lake infra-tools infra-plan infra-apply bench mlflow-ui daemon spark-up spark-down spark-job-bundle
 
 help:
 	@echo "make run         set up .venv and materialise every asset on the bundled sample data"
@@ -26,6 +26,7 @@ help:
 	@echo "                 BENCH_SIZES=100000,1000000 BENCH_REPEATS=1 BENCH_LANDING=DIR: the big sizes, landing files kept in DIR"
 	@echo "make spark-up    a local Spark cluster (master, 2 one-core workers, Connect) on 127.0.0.1; prints the sc:// URL"
 	@echo "make spark-down  stop every process of that cluster"
+	@echo "make spark-job-bundle  build/spark-jobs/: the silver Spark job for EMR Serverless (POTATO_ENGINE=emr-serverless)"
 	@echo "make mlflow-ui   browse the MLflow runs of the model fits on http://127.0.0.1:5000"
 	@echo "make infra-plan  terraform init + plan for terraform/envs/dev (needs backend.hcl, AWS credentials)"
 
@@ -142,3 +143,8 @@ spark-up: setup
 
 spark-down:
 	$(BIN)/python -m potato_assets.lib.engine.spark_cluster down --state-dir $(SPARK_STATE)
+
+# The silver Spark job for EMR Serverless: build/spark-jobs/emr_job.py and potato_job.zip, to be
+# uploaded to POTATO_EMR_JOB_CODE_URI (docs/spark.md, "AWS").
+spark-job-bundle: setup
+	$(BIN)/python scripts/spark_job_bundle.py --out build/spark-jobs

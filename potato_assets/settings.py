@@ -67,10 +67,18 @@ class Settings:
     max_landing_bytes: int = DEFAULT_MAX_LANDING_BYTES
     # Subject buckets of the bronze and silver datasets (lib/lake/datasets.py): subject_id % this.
     lake_buckets: int = DEFAULT_LAKE_BUCKETS
-    # Where silver runs (#17): embedded (DuckDB, in the run's process) or spark (a Connect server).
+    # Where silver runs (#17): embedded (DuckDB, in the run's process), spark (a Connect server)
+    # or emr-serverless (one Spark job per table, submitted over Dagster Pipes).
     engine: str = "embedded"
     # The Spark Connect URL (sc://host:port[/;param=value...]); required when engine is spark.
     spark_remote: str | None = None
+    # Where silver's Spark jobs run when engine is emr-serverless (all four required then): the
+    # application, the role its jobs run as, the s3:// folder holding emr_job.py and
+    # potato_job.zip, and the CloudWatch log group Dagster Pipes reads the jobs' messages from.
+    emr_application_id: str | None = None
+    emr_execution_role_arn: str | None = None
+    emr_job_code_uri: str | None = None
+    emr_log_group: str | None = None
     # Processes (1-8) that share out a large dataset's contract rules (lib/contracts.py,
     # run_contract_dataset): 1 is the run's own only; each more holds GX and one batch (~0.5 GB).
     contract_processes: int = DEFAULT_CONTRACT_PROCESSES
@@ -156,7 +164,23 @@ def _directory(env: Mapping[str, str], name: str, default: Path) -> Path:
     return path
 
 
-ENGINES = ("embedded", "spark")
+ENGINES = ("embedded", "spark", "emr-serverless")
+EMR_SETTINGS = {
+    # name -> what its value must look like, and how that is said
+    "POTATO_EMR_APPLICATION_ID": (
+        re.compile(r"[0-9a-z]{16}"),
+        "an EMR Serverless application id (16 letters and digits)",
+    ),
+    "POTATO_EMR_EXECUTION_ROLE_ARN": (
+        re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+"),
+        "an IAM role ARN",
+    ),
+    "POTATO_EMR_JOB_CODE_URI": (
+        re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?"),
+        "an s3://bucket/prefix location",
+    ),
+    "POTATO_EMR_LOG_GROUP": (re.compile(r"[\w/.#-]{1,512}"), "a CloudWatch log group name"),
+}
 # sc://host:port, optionally followed by /;key=value parameters (Spark Connect's URL form).
 SPARK_REMOTE_URL = re.compile(
     r"sc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})(/(;[^;=/]+=[^;]*)*)?"
@@ -177,9 +201,23 @@ def _spark_remote(env: Mapping[str, str], engine: str) -> str | None:
     return value
 
 
+def _emr(env: Mapping[str, str], engine: str) -> dict[str, str | None]:
+    """The EMR Serverless settings, each checked when set; all required with emr-serverless."""
+    values = {}
+    for name, (pattern, kind) in EMR_SETTINGS.items():
+        value = _optional(env, name)
+        if value is None and engine == "emr-serverless":
+            raise ValueError(f"{name} must be set to {kind} when POTATO_ENGINE=emr-serverless")
+        if value is not None and not pattern.fullmatch(value):
+            raise ValueError(f"{name}={value!r} is not {kind}")
+        values[name] = value
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     engine = _choice(env, "POTATO_ENGINE", "embedded", ENGINES)
+    emr = _emr(env, engine)
     return Settings(
         lake_uri=normalize_uri(env.get("POTATO_LAKE_URI") or str(DEFAULT_DATA_DIR / "lake")),
         landing_uri=normalize_uri(env.get("POTATO_LANDING_URI") or str(SAMPLE_DATA_DIR)),
@@ -204,6 +242,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lake_buckets=_whole(env, "POTATO_LAKE_BUCKETS", DEFAULT_LAKE_BUCKETS, 1, MAX_LAKE_BUCKETS),
         engine=engine,
         spark_remote=_spark_remote(env, engine),
+        emr_application_id=emr["POTATO_EMR_APPLICATION_ID"],
+        emr_execution_role_arn=emr["POTATO_EMR_EXECUTION_ROLE_ARN"],
+        emr_job_code_uri=emr["POTATO_EMR_JOB_CODE_URI"],
+        emr_log_group=emr["POTATO_EMR_LOG_GROUP"],
         contract_processes=_whole(env, "POTATO_CONTRACT_PROCESSES", DEFAULT_CONTRACT_PROCESSES, 1, 8),
         silver_workers=_whole(env, "POTATO_SILVER_WORKERS", DEFAULT_SILVER_WORKERS, 1, MAX_SILVER_WORKERS),
     )

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from potato_assets.defs.resources import build_resources
 from potato_assets.settings import DEFAULT_DATA_DIR, SAMPLE_DATA_DIR, load_settings, normalize_uri
 
 
@@ -109,16 +110,44 @@ def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
     assert load_settings({"POTATO_SPARK_REMOTE": "sc://[::1]:15002"}).spark_remote == "sc://[::1]:15002"
 
 
+EMR = {
+    "POTATO_ENGINE": "emr-serverless",
+    "POTATO_EMR_APPLICATION_ID": "00fm4oe0607u5a1d",
+    "POTATO_EMR_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/potato-dev-spark-job",
+    "POTATO_EMR_JOB_CODE_URI": "s3://potato-lake/spark-jobs/r1/",
+    "POTATO_EMR_LOG_GROUP": "/potato-dev/pipeline/emr-serverless",
+}
+
+
+def test_emr_serverless_takes_its_four_settings_and_they_reach_the_engine():
+    s = load_settings(EMR)
+    assert (s.engine, s.emr_application_id, s.emr_job_code_uri) == (
+        "emr-serverless",
+        "00fm4oe0607u5a1d",
+        "s3://potato-lake/spark-jobs/r1/",
+    )
+    engine = build_resources(s)["silver_engine"]
+    assert engine.label() == "emr-serverless (00fm4oe0607u5a1d)"
+    assert (engine.emr_execution_role_arn, engine.emr_log_group) == (
+        EMR["POTATO_EMR_EXECUTION_ROLE_ARN"],
+        EMR["POTATO_EMR_LOG_GROUP"],
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"POTATO_ENGINE": "flink"}, "POTATO_ENGINE='flink' must be one of embedded, spark"),
+        ({"POTATO_ENGINE": "flink"}, "POTATO_ENGINE='flink' must be one of embedded, spark, emr-serverless"),
         ({"POTATO_ENGINE": "spark"}, "POTATO_SPARK_REMOTE must be set .* when POTATO_ENGINE=spark"),
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "  "}, "POTATO_SPARK_REMOTE must be set"),
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "http://127.0.0.1:15002"}, "is not a Spark Connect URL"),
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1"}, "of the form sc://host:port"),
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:99999"}, "is not a Spark Connect URL"),
         ({"POTATO_SPARK_REMOTE": "sc://host:0"}, "is not a Spark Connect URL"),
+        ({**EMR, "POTATO_EMR_LOG_GROUP": ""}, "POTATO_EMR_LOG_GROUP must be set to a CloudWatch log group name when"),
+        ({**EMR, "POTATO_EMR_APPLICATION_ID": "app-1"}, "POTATO_EMR_APPLICATION_ID='app-1' is not an EMR Serverless"),
+        ({**EMR, "POTATO_EMR_EXECUTION_ROLE_ARN": "potato-dev-spark-job"}, "is not an IAM role ARN"),
+        ({**EMR, "POTATO_EMR_JOB_CODE_URI": "/tmp/spark-jobs"}, "is not an s3://bucket/prefix location"),
     ],
 )
 def test_bad_engine_settings_are_named(env, message):

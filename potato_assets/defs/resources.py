@@ -236,9 +236,10 @@ class LakeDatasets(dg.ConfigurableResource):
 
 class SilverEngine(dg.ConfigurableResource):
     """Where silver's SQL (study/silver.py) runs (lib/engine/): ``embedded``, DuckDB in the step's
-    own process, a batch of subject buckets at a time; or ``spark``, the Spark Connect server at
-    ``spark_remote``, whose cluster reads and writes the datasets (POTATO_ENGINE,
-    POTATO_SPARK_REMOTE)."""
+    own process, a batch of subject buckets at a time; ``spark``, the Spark Connect server at
+    ``spark_remote``, whose cluster reads and writes the datasets; or ``emr-serverless``, one
+    Spark job per table on that EMR Serverless application, submitted over Dagster Pipes
+    (POTATO_ENGINE, POTATO_SPARK_REMOTE, POTATO_EMR_*)."""
 
     kind: str = "embedded"
     spark_remote: str | None = None
@@ -247,25 +248,46 @@ class SilverEngine(dg.ConfigurableResource):
     batch_rows: int | None = None
     # Batches computed at once by the embedded engine (POTATO_SILVER_WORKERS).
     workers: int = 1
+    emr_application_id: str | None = None
+    emr_execution_role_arn: str | None = None
+    emr_job_code_uri: str | None = None
+    emr_log_group: str | None = None
 
     def label(self) -> str:
         """Which engine, for the UI: the Connect server's host and port, never its parameters
-        (a token may be one)."""
+        (a token may be one); the EMR Serverless application's id."""
         if self.kind == "spark" and self.spark_remote:
             from potato_assets.lib.engine.spark import without_parameters
 
             return f"spark ({without_parameters(self.spark_remote)})"
+        if self.kind == "emr-serverless":
+            return f"emr-serverless ({self.emr_application_id})"
         return self.kind
 
-    def engine(self) -> Any:
+    def engine(self, context: dg.AssetExecutionContext | None = None) -> Any:
+        """The engine for one step; ``context`` is the step's (emr-serverless: its jobs report
+        to it over Pipes)."""
         if self.kind == "spark":
             if not self.spark_remote:
                 raise dg.Failure(description="the spark engine needs POTATO_SPARK_REMOTE (sc://host:port)")
             from potato_assets.lib.engine.spark import SparkEngine
 
             return SparkEngine(self.spark_remote)
+        if self.kind == "emr-serverless":
+            from potato_assets.lib.engine.spark_job import EmrServerlessJobs, SparkJobEngine
+
+            emr = (self.emr_application_id, self.emr_execution_role_arn, self.emr_job_code_uri, self.emr_log_group)
+            if context is None:
+                raise dg.Failure(description="the emr-serverless engine runs inside an asset's step only")
+            if not all(emr):
+                raise dg.Failure(
+                    description="the emr-serverless engine needs POTATO_EMR_APPLICATION_ID, "
+                    "POTATO_EMR_EXECUTION_ROLE_ARN, POTATO_EMR_JOB_CODE_URI and POTATO_EMR_LOG_GROUP"
+                )
+            jobs = EmrServerlessJobs(*emr)  # type: ignore[arg-type]
+            return SparkJobEngine(self.kind, context, jobs.submit)
         if self.kind != "embedded":
-            raise dg.Failure(description=f"silver engine {self.kind!r} is neither embedded nor spark")
+            raise dg.Failure(description=f"silver engine {self.kind!r} is none of embedded, spark, emr-serverless")
         from potato_assets.lib.engine.embedded import EmbeddedEngine
 
         return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows, workers=self.workers)
@@ -545,6 +567,10 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             # A Connect URL may carry a token (sc://host:port/;token=...): kept out of run config.
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
             workers=settings.silver_workers,
+            emr_application_id=settings.emr_application_id,
+            emr_execution_role_arn=settings.emr_execution_role_arn,
+            emr_job_code_uri=settings.emr_job_code_uri,
+            emr_log_group=settings.emr_log_group,
         ),
         "contract_judges": ContractJudges(processes=settings.contract_processes),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),

@@ -400,3 +400,12 @@ WHERE delta_kg_next IS NOT NULL AND NOT ({_PREDICTOR_MISSING})
 QUERIES: dict[str, SilverQuery] = {
     q.table: q for q in (STUDY_CALENDAR, SUBJECT_TRAJECTORIES, WEEKLY_FEATURES, MODELING_DATASET)
 }
+
+# The check and count queries by name, so a Spark job can be told which to run (emr_job.py).
+NAMED_QUERIES: dict[str, str] = {
+    "calendar_contradictions": CALENDAR_CONTRADICTIONS,
+    "duplicate_weigh_ins": DUPLICATE_WEIGH_INS,
+    "weekly_left_out": WEEKLY_LEFT_OUT,
+    "modeling_dropped": MODELING_DROPPED,
+    "modeling_subjects": MODELING_SUBJECTS,
+}

@@ -82,7 +82,8 @@ def test_the_engine_follows_the_settings_and_the_remote_stays_out_of_run_config(
     ("resource", "message"),
     [
         (SilverEngine(kind="spark"), "the spark engine needs POTATO_SPARK_REMOTE"),
-        (SilverEngine(kind="flink"), "silver engine 'flink' is neither embedded nor spark"),
+        (SilverEngine(kind="flink"), "silver engine 'flink' is none of embedded, spark, emr-serverless"),
+        (SilverEngine(kind="emr-serverless"), "runs inside an asset's step only"),
     ],
 )
 def test_an_engine_that_cannot_run_says_why(resource, message):

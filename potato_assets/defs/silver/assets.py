@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SILVER: dict[str, Any] = dict(
     dagster_type=LakeDataset,
     group_name="silver",
-    # Either engine runs the same SQL (POTATO_ENGINE); each materialisation names the one it used.
+    # Every engine runs the same SQL (POTATO_ENGINE); each materialisation names the one it used.
     kinds={"duckdb", "spark", "parquet"},
     code_version=CODE_VERSION,
     automation_condition=DOWNSTREAM_AUTOMATION,
@@ -46,25 +46,26 @@ def build_table(
     *,
     before: Sequence[str] = (),
     after: Sequence[str] = (),
+    context: dg.AssetExecutionContext | None = None,
 ) -> tuple["DatasetRef | None", list[list[list[dict[str, Any]]]]]:
     """Run ``query`` over ``inputs`` batch by batch into a new version of its dataset; returns the
     committed ref and, per ``before``/``after`` query, its rows of each batch. Nothing is
     committed (the ref is None) when a batch fails or when a ``before`` query finds anything:
     the caller reports the findings."""
-    from potato_assets.lib.engine import EngineUnreachable
+    from potato_assets.lib.engine import EngineJobFailed, EngineUnreachable
     from potato_assets.lib.engine.buckets import BucketMismatch, common_buckets, silver_schema
 
     try:
         buckets = common_buckets(inputs, lake_datasets.buckets)
     except BucketMismatch as exc:
         raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
-    engine = silver_engine.engine()
+    engine = silver_engine.engine(context)
     try:
         key = dg.AssetKey(["silver", query.table])
         with lake_datasets.writer(key, schema=silver_schema(query)) as writer:
             try:
                 found = engine.build(query, inputs, writer, buckets=buckets, before=before, after=after)
-            except EngineUnreachable as exc:
+            except (EngineUnreachable, EngineJobFailed) as exc:
                 raise dg.Failure(description=f"silver/{query.table}: {exc}") from None
             if any(rows for per_batch in found[: len(before)] for rows in per_batch):
                 writer.abort()
@@ -107,7 +108,11 @@ def _totals(per_batch: list[list[dict[str, Any]]]) -> dict[str, int]:
     **SILVER,
 )
 def study_calendar(
-    weight: LakeDataset, fiber: LakeDataset, lake_datasets: LakeDatasets, silver_engine: SilverEngine
+    context: dg.AssetExecutionContext,
+    weight: LakeDataset,
+    fiber: LakeDataset,
+    lake_datasets: LakeDatasets,
+    silver_engine: SilverEngine,
 ) -> dg.MaterializeResult:
     from potato_assets.study import silver
 
@@ -117,6 +122,7 @@ def study_calendar(
         lake_datasets,
         silver_engine,
         before=[silver.CALENDAR_CONTRADICTIONS],
+        context=context,
     )
     if ref is None:
         raise dg.Failure(description=str(silver.calendar_contradictions_error(contradictions)))
@@ -137,7 +143,11 @@ def study_calendar(
     **SILVER,
 )
 def subject_trajectories(
-    weight: LakeDataset, study_calendar: LakeDataset, lake_datasets: LakeDatasets, silver_engine: SilverEngine
+    context: dg.AssetExecutionContext,
+    weight: LakeDataset,
+    study_calendar: LakeDataset,
+    lake_datasets: LakeDatasets,
+    silver_engine: SilverEngine,
 ) -> dg.MaterializeResult:
     from potato_assets.study import silver
 
@@ -147,6 +157,7 @@ def subject_trajectories(
         lake_datasets,
         silver_engine,
         before=[silver.DUPLICATE_WEIGH_INS],
+        context=context,
     )
     if ref is None:
         shown = [{"subject_id": r["subject_id"], "week": r["week"]} for rows in duplicates for r in rows][:3]
@@ -188,6 +199,7 @@ def weekly_features(
         lake_datasets,
         silver_engine,
         after=[silver.WEEKLY_LEFT_OUT],
+        context=context,
     )
     assert ref is not None
     context.add_output_metadata(_totals(left_out))
@@ -248,6 +260,7 @@ def modeling_dataset(
         lake_datasets,
         silver_engine,
         after=[silver.MODELING_DROPPED, silver.MODELING_SUBJECTS],
+        context=context,
     )
     assert ref is not None
     context.add_output_metadata({**_totals(dropped), **_totals(subjects)})

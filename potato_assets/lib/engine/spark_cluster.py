@@ -50,8 +50,8 @@ class SparkCluster:
     master_url: str  # spark://127.0.0.1:PORT, what executors register with
     master_ui: str  # http://127.0.0.1:PORT; /json/ lists workers and applications
     worker_uis: tuple[str, ...]  # http://127.0.0.1:PORT each; /json/ lists its executors
-    connect_url: str  # sc://127.0.0.1:PORT, for SparkSession.builder.remote(...)
-    driver_ui: str  # the Connect server's (the driver's) UI; /api/v1/applications/...
+    connect_url: str  # sc://127.0.0.1:PORT, for SparkSession.builder.remote(...); "" without Connect
+    driver_ui: str  # the Connect server's (the driver's) UI; /api/v1/applications/...; "" without
     pids: dict[str, int] = field(default_factory=dict)  # name -> pid of each JVM started
 
     @property
@@ -228,6 +228,8 @@ def _ready(cluster: SparkCluster, workers: int) -> str | None:
     alive = [w for w in state.get("workers", []) if w.get("state") == "ALIVE"]
     if len(alive) < workers:
         return f"{len(alive)} of {workers} workers ALIVE"
+    if "connect" not in cluster.pids:
+        return None  # started without a Connect server
     if not state.get("activeapps"):
         return "the Connect server has not registered with the master yet"
     try:
@@ -263,18 +265,26 @@ def start_cluster(
     driver_memory: str = "1g",
     python: str | None = None,
     timeout: float = 600.0,
+    connect: bool = True,
 ) -> SparkCluster:
     """Start (or reuse) the cluster in `state_dir` and wait until it serves Spark Connect.
 
     `python` is what the executors' Python workers run (pandas UDFs): the calling interpreter,
-    i.e. the project's .venv, by default. Raises SparkClusterError naming the log to read.
+    i.e. the project's .venv, by default. `connect=False` starts no Connect server (it would
+    hold every core), for Spark jobs submitted with `spark_submit_command`. Raises
+    SparkClusterError naming the log to read.
     """
     reason = java_missing_reason()
     if reason:
         raise SparkClusterError(reason)
     state_dir = Path(state_dir).resolve()
     running = read_state(state_dir)
-    if running is not None and len(running.worker_uis) == workers and _ready(running, workers) is None:
+    if (
+        running is not None
+        and len(running.worker_uis) == workers
+        and ("connect" in running.pids) == connect
+        and _ready(running, workers) is None
+    ):
         return running
     stop_cluster(state_dir)
 
@@ -353,13 +363,14 @@ def start_cluster(
         "spark.sql.shuffle.partitions": workers * worker_cores * 2,
         "spark.ui.showConsoleProgress": "false",
     }
-    commands["connect"] = [
-        str(home / "bin" / "spark-submit"),
-        *("--class", CONNECT_CLASS, "--name", "potato-spark-connect", "--master", master_url),
-        *("--driver-memory", driver_memory),
-        *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
-        str(jar),
-    ]
+    if connect:
+        commands["connect"] = [
+            str(home / "bin" / "spark-submit"),
+            *("--class", CONNECT_CLASS, "--name", "potato-spark-connect", "--master", master_url),
+            *("--driver-memory", driver_memory),
+            *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
+            str(jar),
+        ]
 
     pids: dict[str, int] = {}
     cluster = SparkCluster(
@@ -367,8 +378,8 @@ def start_cluster(
         master_url=master_url,
         master_ui=f"http://{LOOPBACK}:{master_ui_port}",
         worker_uis=tuple(worker_uis),
-        connect_url=f"sc://{LOOPBACK}:{connect_port}",
-        driver_ui=f"http://{LOOPBACK}:{driver_ui_port}",
+        connect_url=f"sc://{LOOPBACK}:{connect_port}" if connect else "",
+        driver_ui=f"http://{LOOPBACK}:{driver_ui_port}" if connect else "",
         pids=pids,
     )
     try:
@@ -388,11 +399,56 @@ def start_cluster(
             _write_state(cluster)
             if name == "master":
                 _wait(cluster, lambda: _master_up(cluster), min(timeout, 180), logs / "master.log")
-        _wait(cluster, lambda: _ready(cluster, workers), timeout, logs / "connect.log")
+        _wait(cluster, lambda: _ready(cluster, workers), timeout, logs / ("connect.log" if connect else "master.log"))
     except BaseException:
         stop_cluster(state_dir)
         raise
     return cluster
+
+
+def spark_submit_command(
+    cluster: SparkCluster,
+    entry: Path | str,
+    arguments: Iterable[str] = (),
+    *,
+    py_files: Iterable[Path | str] = (),
+    executor_memory: str = "512m",
+    python: str | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """`spark-submit` of the Python script `entry` to the cluster (client mode: its driver runs
+    here, on 127.0.0.1), and its environment: tagged, so `stop_cluster` ends a driver left
+    behind. The cluster must have been started without Connect (which holds every core)."""
+    home = spark_home()
+    python = python or sys.executable
+    conf = {
+        "spark.driver.host": LOOPBACK,
+        "spark.driver.bindAddress": LOOPBACK,
+        "spark.ui.enabled": "false",
+        "spark.executor.memory": executor_memory,
+        "spark.cores.max": len(cluster.worker_uis),
+        "spark.dynamicAllocation.enabled": "false",
+        "spark.sql.shuffle.partitions": len(cluster.worker_uis) * 2,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.local.dir": str(Path(cluster.state_dir) / "tmp"),
+    }
+    files = ",".join(str(f) for f in py_files)
+    command = [
+        str(home / "bin" / "spark-submit"),
+        *("--master", cluster.master_url),
+        *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
+        *(("--py-files", files) if files else ()),
+        str(entry),
+        *arguments,
+    ]
+    env = {
+        **os.environ,
+        TAG: cluster.state_dir,
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": LOOPBACK,
+        "PYSPARK_PYTHON": python,
+        "PYSPARK_DRIVER_PYTHON": python,
+    }
+    return command, env
 
 
 def _master_up(cluster: SparkCluster) -> str | None:

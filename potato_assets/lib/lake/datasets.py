@@ -435,6 +435,32 @@ def current(root: str) -> DatasetRef | None:
     return _ref_from_manifest(location, _parse_json(raw_manifest, manifest_uri), manifest_uri, version)
 
 
+def manifest_listing(raw: bytes, uri: str, version: str) -> tuple[list[str], dict[str, str]]:
+    """A version's part paths (relative to the version directory) and its columns' arrow type
+    names, from its manifest ``raw`` at ``uri``, checked without pyarrow: what a Spark job needs
+    to read a dataset it was given by version (lib/engine/emr_job.py)."""
+    manifest = _parse_json(raw, uri)
+    _check_fields(manifest, uri, {"format": int, "version": str, "files": list, "columns": list})
+    _check_format(manifest, uri)
+    if manifest["version"] != version:
+        raise DatasetError(f"{uri}: describes version {manifest['version']}, but version {version} was asked for")
+    paths = []
+    for i, entry in enumerate(manifest["files"]):
+        if not isinstance(entry, dict) or not _PART_PATH.match(str(entry.get("path"))):
+            raise DatasetError(f"{uri}: files[{i}] is not a part (bucket=NN/part-NNNNN.parquet)")
+        paths.append(entry["path"])
+    columns = {}
+    for i, column in enumerate(manifest["columns"]):
+        if (
+            not isinstance(column, dict)
+            or not isinstance(column.get("name"), str)
+            or not isinstance(column.get("type"), str)
+        ):
+            raise DatasetError(f"{uri}: columns[{i}] is not an object with a name and a type")
+        columns[column["name"]] = column["type"]
+    return paths, columns
+
+
 def _parse_json(raw: bytes, uri: str) -> dict[str, Any]:
     try:
         value = json.loads(raw.decode("utf-8"))

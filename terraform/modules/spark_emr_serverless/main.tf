@@ -207,6 +207,13 @@ data "aws_iam_policy_document" "submit" {
     resources = [aws_emrserverless_application.spark.arn, "${aws_emrserverless_application.spark.arn}/jobruns/*"]
   }
 
+  # Dagster Pipes tags each job run it starts (tag on create: StartJobRun with tags).
+  statement {
+    sid       = "TagJobRunsOnStart"
+    actions   = ["emr-serverless:TagResource"]
+    resources = ["${aws_emrserverless_application.spark.arn}/jobruns/*"]
+  }
+
   # StartJobRun hands the job role to EMR Serverless, and nothing else to anyone.
   statement {
     sid       = "PassTheJobRole"
