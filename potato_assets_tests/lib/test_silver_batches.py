@@ -75,6 +75,20 @@ def build_all(refs: dict[str, DatasetRef], root: Path, engine: EmbeddedEngine) -
     return manifests, found
 
 
+def totals(found: dict[str, list]) -> dict[str, list[dict[str, int]]]:
+    """Each count query's rows added up over the batches."""
+    added: dict[str, list[dict[str, int]]] = {}
+    for name, per_query in found.items():
+        added[name] = []
+        for per_batch in per_query:
+            sums: dict[str, int] = {}
+            for row in (r for rows in per_batch for r in rows):
+                for key, value in row.items():
+                    sums[key] = sums.get(key, 0) + int(value)
+            added[name].append(sums)
+    return added
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_give_the_bits_of_one_batch_after_another(tmp_path: Path, workers: int) -> None:
     refs = bronze_refs(messy_bronze(5, subjects=120), tmp_path)
@@ -82,9 +96,11 @@ def test_workers_give_the_bits_of_one_batch_after_another(tmp_path: Path, worker
     want, want_found = build_all(refs, tmp_path / "one", EmbeddedEngine(batch_rows=BATCH_ROWS, workers=1))
     got, found = build_all(refs, tmp_path / "many", EmbeddedEngine(batch_rows=BATCH_ROWS, workers=workers))
     assert got == want
-    # The rows of the before/after queries, batch by batch in batch order (counts differ per batch).
-    assert found == want_found
-    assert len(found["weekly_features"][0]) > 2
+    # The rows of the before/after queries: the checks find nothing, the counts add up the same
+    # (workers hold smaller batches: at most 1/workers of the rows each).
+    assert totals(found) == totals(want_found)
+    assert not any(rows for name, before in BEFORE.items() for rows in found[name][0])
+    assert len(found["weekly_features"][0]) >= len(want_found["weekly_features"][0]) > 2
     assert not silver_threads()
     # And the parts themselves, byte for byte.
     for name in sql.QUERIES:
@@ -94,6 +110,27 @@ def test_workers_give_the_bits_of_one_batch_after_another(tmp_path: Path, worker
             strict=True,
         ):
             assert a.read_bytes() == b.read_bytes(), a
+
+
+def test_a_study_smaller_than_one_batch_gives_each_worker_a_batch(tmp_path: Path) -> None:
+    from potato_assets.lib.engine.buckets import run_batches
+
+    refs = bronze_refs(messy_bronze(5, subjects=120), tmp_path)
+    inputs = {n: refs[n] for n in sql.WEEKLY_FEATURES.reads if n in refs}
+    inputs["study_calendar"] = build_all(refs, tmp_path / "cal", EmbeddedEngine())[0] and datasets.current(
+        (tmp_path / "cal" / "study_calendar").as_uri()
+    )
+    rows = sum(f.rows for ref in inputs.values() for f in ref.files)
+    for workers, at_least in ((1, 1), (2, 2), (3, 3)):
+        engine = EmbeddedEngine(batch_rows=10 * rows, workers=workers)
+        batches = list(
+            run_batches(engine, sql.WEEKLY_FEATURES, inputs, buckets=BUCKETS, workers=workers, batch_rows=10 * rows)
+        )
+        assert len(batches) >= at_least and (workers > 1 or len(batches) == 1)
+        assert (
+            sum(b.table.num_rows for b in batches)
+            == datasets.current((tmp_path / "cal" / "weekly_features").as_uri()).row_count
+        )
 
 
 class Scripted(EmbeddedEngine):
@@ -143,7 +180,7 @@ def test_a_failing_batch_fails_the_build_at_once_commits_nothing_and_leaves_no_t
     started = time.monotonic()
     # build_table as the assets call it, with the scripted engine in place of the resource's.
     with pytest.raises(RuntimeError, match="this batch fails"), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SilverEngine, "engine", lambda self: engine)
+        patch.setattr(SilverEngine, "engine", lambda self, context=None: engine)
         build_table(sql.STUDY_CALENDAR, {"weight": refs["weight"], "fiber": refs["fiber"]}, lake, resource)
     assert time.monotonic() - started < 20
     assert not silver_threads()
@@ -222,6 +259,7 @@ def test_the_calendar_check_finds_what_recomputing_the_calendar_found(tmp_path: 
     # The asset's own function (invoking the asset would set up a Dagster instance).
     with pytest.raises(dg.Failure) as failure:
         study_calendar.op.compute_fn.decorated_fn(
+            context=None,  # the embedded engine needs no step context
             weight=refs["weight"],
             fiber=refs["fiber"],
             lake_datasets=lake,

@@ -210,15 +210,21 @@ def run_batches(
     read the batch's relations and its table (see ``run_batch``). Relations are the inputs plus
     the table: tables a query reads must be in ``inputs``.
 
-    With ``workers`` > 1 and more than one batch, up to that many batches are computed at once
-    on threads, each on an engine of its own (``engine.worker()``); at most
-    ``workers`` batches are in flight, counting the one the caller holds. Close the iterator
+    With ``workers`` > 1, batches hold at most 1/``workers`` of the input rows, and up to that
+    many batches are computed at once on threads, each on an engine of its own
+    (``engine.worker()``); at most ``workers`` batches are in flight, counting the one the
+    caller holds. Close the iterator
     (``contextlib.closing``) when not exhausting it: that stops and joins the threads."""
     missing = [name for name in query.reads if name not in inputs]
     if missing:
         raise ValueError(f"silver {query.table} reads {', '.join(missing)}, which the asset was not given")
     if query.table in query.reads:
         raise ValueError(f"silver {query.table} reads itself")
+    if workers > 1:
+        # A study smaller than the workers' batches still gives each worker one (a second core
+        # otherwise idles through a small study's every silver step).
+        rows = sum(f.rows for ref in inputs.values() for f in ref.files)
+        batch_rows = min(batch_rows, max(1, -(-rows // workers)))
     batches = bucket_batches(inputs, buckets, batch_rows)
     if workers <= 1 or len(batches) <= 1:
         # No thread at all: a small study is one batch.
