@@ -109,6 +109,14 @@ def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
     assert load_settings({"POTATO_SPARK_REMOTE": "sc://[::1]:15002"}).spark_remote == "sc://[::1]:15002"
 
 
+def test_contracts_run_in_the_step_unless_asked_to_run_on_silvers_spark_cluster():
+    assert load_settings({}).contract_engine == "step"
+    spark = {"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:15002"}
+    assert load_settings(spark).contract_engine == "step"
+    assert load_settings({**spark, "POTATO_CONTRACT_ENGINE": " Spark "}).contract_engine == "spark"
+    assert load_settings({**spark, "POTATO_CONTRACT_ENGINE": "step"}).contract_engine == "step"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -119,6 +127,12 @@ def test_engine_defaults_to_embedded_and_spark_takes_a_connect_url():
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1"}, "of the form sc://host:port"),
         ({"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:99999"}, "is not a Spark Connect URL"),
         ({"POTATO_SPARK_REMOTE": "sc://host:0"}, "is not a Spark Connect URL"),
+        ({"POTATO_CONTRACT_ENGINE": "cluster"}, "POTATO_CONTRACT_ENGINE='cluster' must be one of step, spark"),
+        (
+            {"POTATO_CONTRACT_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:15002"},
+            r"^POTATO_CONTRACT_ENGINE=spark runs the contract checks on silver's Spark cluster and needs "
+            r"POTATO_ENGINE=spark \(it is embedded\)$",
+        ),
     ],
 )
 def test_bad_engine_settings_are_named(env, message):
