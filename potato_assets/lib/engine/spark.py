@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
 
+    from potato_assets.lib.contracts import ContractResult
     from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.study.silver import SilverQuery
 
@@ -54,6 +55,10 @@ def sort_columns(query: SilverQuery) -> list[str]:
 
 def job_tag(table: str) -> str:
     return f"potato-silver-{table}"
+
+
+def contract_tag(suite: str) -> str:
+    return f"potato-contract-{suite}"
 
 
 def without_parameters(remote: str) -> str:
@@ -143,21 +148,37 @@ class SparkEngine:
         writer.adopt(staging)
         return checks + [[self.rows(sql)] for sql in after]
 
+    def contract(self, suite: dict[str, Any], ref: DatasetRef) -> ContractResult:
+        """The suite judged by GX's Spark engine on the cluster (contracts.run_contract_spark),
+        over the dataset's committed files and only the columns the suite reads; examples are the
+        smallest rows by the suite's example columns, as the in-step runner's are."""
+        from potato_assets.lib import contracts
+
+        spark = self.session()
+        tag = contract_tag(suite["name"])
+        spark.addTag(tag)
+        try:
+            wanted = [c for c in contracts.suite_columns(suite) if c in ref.columns]
+            examples = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in ref.columns]
+            return contracts.run_contract_spark(
+                suite, dataset_frame(spark, ref, wanted), columns=ref.columns, order_examples_by=examples
+            )
+        except Exception:
+            # GX and pyspark raise their own errors for a server gone mid-suite: say that plainly.
+            check_reachable(self.remote)
+            raise
+        finally:
+            spark.removeTag(tag)
+
     def rows(self, sql: str) -> list[dict[str, Any]]:
         """A small result (counts, a few examples) as plain dicts."""
         return [row.asDict() for row in self.session().sql(spark_sql(sql)).collect()]
 
     @staticmethod
     def _view(spark: SparkSession, name: str, ref: DatasetRef, columns: Sequence[str]) -> None:
-        """The dataset's committed files (its manifest's, not whatever lies in the folder) as the
-        temporary view ``name`` with the columns the query reads."""
-        uris = [f"{ref.version_uri}/{f.path}" for f in ref.files]
-        if uris:
-            frame = spark.read.parquet(*uris).select(*columns)
-        else:
-            # No rows: an empty frame of the dataset's types (Spark cannot infer them from no file).
-            frame = spark.createDataFrame(_spark_ready(ref.schema.empty_table().select(list(columns))))
-        frame.createOrReplaceTempView(name)
+        """The dataset's committed files as the temporary view ``name`` with the columns the
+        query reads."""
+        dataset_frame(spark, ref, columns).createOrReplaceTempView(name)
 
     @staticmethod
     def _typed(query: SilverQuery, frame: DataFrame, buckets: int) -> DataFrame:
@@ -177,6 +198,16 @@ class SparkEngine:
             columns.append(value.cast(SPARK_TYPES[dtype]).alias(column))
         columns.append(F.pmod(F.col("subject_id"), F.lit(buckets)).cast("int").alias("bucket"))
         return frame.select(*columns)
+
+
+def dataset_frame(spark: SparkSession, ref: DatasetRef, columns: Sequence[str]) -> DataFrame:
+    """The dataset's committed files (its manifest's, not whatever lies in the folder) with only
+    ``columns``, as the cluster reads them."""
+    uris = [f"{ref.version_uri}/{f.path}" for f in ref.files]
+    if uris:
+        return spark.read.parquet(*uris).select(*columns)
+    # No rows: an empty frame of the dataset's types (Spark cannot infer them from no file).
+    return spark.createDataFrame(_spark_ready(ref.schema.empty_table().select(list(columns))))
 
 
 def _spark_ready(table: pa.Table) -> pa.Table:
