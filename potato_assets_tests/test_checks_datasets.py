@@ -8,7 +8,14 @@ import pandas as pd
 
 from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.common import LakeDataset
-from potato_assets.defs.resources import LakeDatasets, LakeIOManager, SilverEngine, dataset_root
+from potato_assets.defs.resources import (
+    ContractEngine,
+    LakeDatasets,
+    LakeIOManager,
+    SilverEngine,
+    build_resources,
+    dataset_root,
+)
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.lib import contracts
 from potato_assets.lib.lake.datasets import DatasetWriter
@@ -18,7 +25,9 @@ WEIGHT_KEY = dg.AssetKey(["bronze", "weight"])
 FIBER_KEY = dg.AssetKey(["bronze", "fiber"])
 
 
-def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buckets: int = 4):
+def run_dataset_bronze(
+    tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buckets: int = 4, contract_engine: ContractEngine | None = None
+):
     lake = tmp_path.as_uri()
 
     def commit(key: dg.AssetKey, df: pd.DataFrame):
@@ -43,6 +52,7 @@ def run_dataset_bronze(tmp_path, weight: pd.DataFrame, fiber: pd.DataFrame, buck
             "io_manager": LakeIOManager(lake_uri=lake),
             "lake_datasets": LakeDatasets(lake_uri=lake, buckets=buckets),
             "silver_engine": SilverEngine(),
+            "contract_engine": contract_engine or ContractEngine(),
         },
         raise_on_error=False,
     )
@@ -83,11 +93,9 @@ def test_a_good_bronze_dataset_passes_and_silver_reads_it(sample_dir, tmp_path):
 
 
 def test_the_check_judges_a_dataset_in_the_processes_the_settings_say(sample_dir, tmp_path, monkeypatch):
-    from potato_assets.defs import contract_checks
     from potato_assets.settings import Settings
 
     settings = Settings(lake_uri=tmp_path.as_uri(), landing_uri=tmp_path.as_uri(), contract_processes=3)
-    monkeypatch.setattr(contract_checks, "get_settings", lambda: settings)
     asked: list[int] = []
     judge = contracts.run_contract_dataset
 
@@ -97,5 +105,30 @@ def test_the_check_judges_a_dataset_in_the_processes_the_settings_say(sample_dir
 
     monkeypatch.setattr(contracts, "run_contract_dataset", recording)
     tables = study_tables(sample_dir)
-    result = run_dataset_bronze(tmp_path, tables["bronze_weight"], tables["bronze_fiber"])
+    engine = build_resources(settings)["contract_engine"]
+    result = run_dataset_bronze(tmp_path, tables["bronze_weight"], tables["bronze_fiber"], contract_engine=engine)
     assert evaluation(result, WEIGHT_KEY).passed and asked == [3, 3]
+    assert evaluation(result, WEIGHT_KEY).metadata["contract_engine"].value == "step"
+
+
+def test_a_spark_contract_engine_that_does_not_answer_fails_the_check_in_one_sentence(sample_dir, tmp_path):
+    from potato_assets_tests.helpers import free_port
+
+    tables = study_tables(sample_dir)
+    # Nothing listens on a port just freed: the check fails at once, naming the server and setting.
+    remote = f"sc://127.0.0.1:{free_port()}"
+    result = run_dataset_bronze(
+        tmp_path,
+        tables["bronze_weight"],
+        tables["bronze_fiber"],
+        contract_engine=ContractEngine(kind="spark", spark_remote=remote),
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure and "contract" in (e.step_key or "")]
+    assert failures
+    for event in failures:
+        message = event.step_failure_data.user_failure_data.description
+        assert (
+            message.startswith("contract bronze_") and "could not run on Spark: the Spark Connect server at " in message
+        )
+        assert "(POTATO_SPARK_REMOTE) does not answer" in message and message.count(". ") == 0, message

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from upath import UPath
 
+    from potato_assets.lib.contracts import ContractResult
     from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.report.digest import FiberSample
     from potato_assets.study.fitting import ModelFit
@@ -270,6 +271,47 @@ class SilverEngine(dg.ConfigurableResource):
         return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows, workers=self.workers)
 
 
+class ContractEngine(dg.ConfigurableResource):
+    """Where the contract checks judge a bucketed dataset (POTATO_CONTRACT_ENGINE): ``step``, GX
+    on pandas in the check's own process, bucket batch by batch, a large dataset's rules shared
+    out among ``processes`` processes; or ``spark``, GX's Spark engine on the Connect server at
+    ``spark_remote`` (silver's), whose cluster reads the dataset's files: only metrics and a few
+    examples come back."""
+
+    kind: str = "step"
+    spark_remote: str | None = None
+    # POTATO_CONTRACT_PROCESSES, for the step.
+    processes: int = 1
+
+    def label(self) -> str:
+        """Where, for the UI: the Connect server's host and port, never its parameters."""
+        if self.kind == "spark" and self.spark_remote:
+            from potato_assets.lib.engine.spark import without_parameters
+
+            return f"spark ({without_parameters(self.spark_remote)})"
+        return self.kind
+
+    def judge(self, suite: dict[str, Any], ref: DatasetRef) -> ContractResult:
+        from potato_assets.lib import contracts
+
+        if self.kind == "step":
+            return contracts.run_contract_dataset(suite, ref, processes=self.processes)
+        if self.kind != "spark" or not self.spark_remote:
+            raise dg.Failure(
+                description=f"contract engine {self.kind!r} needs to be step, or spark with POTATO_SPARK_REMOTE"
+            )
+        from potato_assets.lib.engine import EngineUnreachable
+        from potato_assets.lib.engine.spark import SparkEngine
+
+        engine = SparkEngine(self.spark_remote)
+        try:
+            return engine.contract(suite, ref)
+        except EngineUnreachable as exc:
+            raise dg.Failure(description=f"contract {suite['name']} could not run on Spark: {exc}.") from None
+        finally:
+            engine.close()
+
+
 class LakeFiles(dg.ConfigurableResource):
     """Non-table lake objects (reports, figures) under the same lake root."""
 
@@ -510,6 +552,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             # A Connect URL may carry a token (sc://host:port/;token=...): kept out of run config.
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
             workers=settings.silver_workers,
+        ),
+        "contract_engine": ContractEngine(
+            kind=settings.contract_engine,
+            spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
+            processes=settings.contract_processes,
         ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
