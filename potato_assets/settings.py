@@ -84,6 +84,9 @@ class Settings:
     contract_processes: int = DEFAULT_CONTRACT_PROCESSES
     # Batches of subject buckets the embedded engine computes at once, one thread each.
     silver_workers: int = DEFAULT_SILVER_WORKERS
+    # Where the contract checks judge a bucketed dataset (#17): step (GX on pandas, in the check's
+    # own process, bucket batches) or spark (GX's Spark engine on POTATO_SPARK_REMOTE's cluster).
+    contract_engine: str = "step"
 
 
 def normalize_uri(value: str) -> str:
@@ -214,6 +217,19 @@ def _emr(env: Mapping[str, str], engine: str) -> dict[str, str | None]:
     return values
 
 
+CONTRACT_ENGINES = ("step", "spark")
+
+
+def _contract_engine(env: Mapping[str, str], engine: str) -> str:
+    value = _choice(env, "POTATO_CONTRACT_ENGINE", "step", CONTRACT_ENGINES)
+    if value == "spark" and engine != "spark":
+        raise ValueError(
+            "POTATO_CONTRACT_ENGINE=spark runs the contract checks on silver's Spark cluster and needs "
+            f"POTATO_ENGINE=spark (it is {engine})"
+        )
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     engine = _choice(env, "POTATO_ENGINE", "embedded", ENGINES)
@@ -248,6 +264,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         emr_log_group=emr["POTATO_EMR_LOG_GROUP"],
         contract_processes=_whole(env, "POTATO_CONTRACT_PROCESSES", DEFAULT_CONTRACT_PROCESSES, 1, 8),
         silver_workers=_whole(env, "POTATO_SILVER_WORKERS", DEFAULT_SILVER_WORKERS, 1, MAX_SILVER_WORKERS),
+        contract_engine=_contract_engine(env, engine),
     )
 
 

@@ -14,7 +14,7 @@ from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.common import LakeDataset
 from potato_assets.defs.gold import checks as gold_checks
 from potato_assets.defs.gold.assets import fit_models
-from potato_assets.defs.resources import ContractJudges, LakeDatasets, LakeIOManager, SilverEngine
+from potato_assets.defs.resources import ContractEngine, LakeDatasets, LakeIOManager, SilverEngine
 from potato_assets.defs.silver.assets import study_calendar
 from potato_assets.study import validation as mv
 from potato_assets.study.ingest import parse_landing_csv
@@ -72,7 +72,7 @@ def run_stub_bronze(tmp_path: Path, weight: pd.DataFrame, fiber: pd.DataFrame) -
             "io_manager": LakeIOManager(lake_uri=tmp_path.as_uri()),
             "lake_datasets": LakeDatasets(lake_uri=tmp_path.as_uri(), buckets=4),
             "silver_engine": SilverEngine(),
-            "contract_judges": ContractJudges(),
+            "contract_engine": ContractEngine(),
         },
         raise_on_error=False,
     )

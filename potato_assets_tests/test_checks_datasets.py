@@ -9,7 +9,7 @@ import pandas as pd
 from potato_assets.defs.bronze import checks as bronze_checks
 from potato_assets.defs.common import LakeDataset
 from potato_assets.defs.resources import (
-    ContractJudges,
+    ContractEngine,
     LakeDatasets,
     LakeIOManager,
     SilverEngine,
@@ -30,7 +30,7 @@ def run_dataset_bronze(
     weight: pd.DataFrame,
     fiber: pd.DataFrame,
     buckets: int = 4,
-    judges: ContractJudges | None = None,
+    contract_engine: ContractEngine | None = None,
     workers_seen: list[int] | None = None,
 ):
     """``workers_seen``: gets the number of live contract workers when the first step starts."""
@@ -60,7 +60,7 @@ def run_dataset_bronze(
             "io_manager": LakeIOManager(lake_uri=lake),
             "lake_datasets": LakeDatasets(lake_uri=lake, buckets=buckets),
             "silver_engine": SilverEngine(),
-            "contract_judges": judges or ContractJudges(),
+            "contract_engine": contract_engine or ContractEngine(),
         },
         raise_on_error=False,
     )
@@ -106,7 +106,7 @@ def test_the_checks_judge_in_the_resources_processes_started_with_the_run_and_en
     from potato_assets.settings import Settings
 
     settings = Settings(lake_uri=tmp_path.as_uri(), landing_uri=tmp_path.as_uri(), contract_processes=3)
-    assert build_resources(settings)["contract_judges"].processes == 3
+    assert build_resources(settings)["contract_engine"].processes == 3
     contract_workers.close_all()
     tables = study_tables(sample_dir)
     weight = tables["bronze_weight"].copy()
@@ -115,7 +115,7 @@ def test_the_checks_judge_in_the_resources_processes_started_with_the_run_and_en
     assert contract_workers._WORKERS == []
     seen: list[int] = []
     two = run_dataset_bronze(
-        tmp_path / "two", weight, tables["bronze_fiber"], judges=ContractJudges(processes=2), workers_seen=seen
+        tmp_path / "two", weight, tables["bronze_fiber"], contract_engine=ContractEngine(processes=2), workers_seen=seen
     )
     # one worker, up before the first step; gone after the run's last contract check
     assert seen == [1]
@@ -124,3 +124,27 @@ def test_the_checks_judge_in_the_resources_processes_started_with_the_run_and_en
         one_check, two_check = evaluation(alone, key), evaluation(two, key)
         assert (two_check.passed, two_check.description) == (one_check.passed, one_check.description)
         assert two_check.metadata["rules"] == one_check.metadata["rules"]
+        assert two_check.metadata["contract_engine"].value == "step"
+
+
+def test_a_spark_contract_engine_that_does_not_answer_fails_the_check_in_one_sentence(sample_dir, tmp_path):
+    from potato_assets_tests.helpers import free_port
+
+    tables = study_tables(sample_dir)
+    # Nothing listens on a port just freed: the check fails at once, naming the server and setting.
+    remote = f"sc://127.0.0.1:{free_port()}"
+    result = run_dataset_bronze(
+        tmp_path,
+        tables["bronze_weight"],
+        tables["bronze_fiber"],
+        contract_engine=ContractEngine(kind="spark", spark_remote=remote),
+    )
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure and "contract" in (e.step_key or "")]
+    assert failures
+    for event in failures:
+        message = event.step_failure_data.user_failure_data.description
+        assert (
+            message.startswith("contract bronze_") and "could not run on Spark: the Spark Connect server at " in message
+        )
+        assert "(POTATO_SPARK_REMOTE) does not answer" in message and message.count(". ") == 0, message

@@ -134,6 +134,14 @@ def test_emr_serverless_takes_its_four_settings_and_they_reach_the_engine():
     )
 
 
+def test_contracts_run_in_the_step_unless_asked_to_run_on_silvers_spark_cluster():
+    assert load_settings({}).contract_engine == "step"
+    spark = {"POTATO_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:15002"}
+    assert load_settings(spark).contract_engine == "step"
+    assert load_settings({**spark, "POTATO_CONTRACT_ENGINE": " Spark "}).contract_engine == "spark"
+    assert load_settings({**spark, "POTATO_CONTRACT_ENGINE": "step"}).contract_engine == "step"
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -148,6 +156,12 @@ def test_emr_serverless_takes_its_four_settings_and_they_reach_the_engine():
         ({**EMR, "POTATO_EMR_APPLICATION_ID": "app-1"}, "POTATO_EMR_APPLICATION_ID='app-1' is not an EMR Serverless"),
         ({**EMR, "POTATO_EMR_EXECUTION_ROLE_ARN": "potato-dev-spark-job"}, "is not an IAM role ARN"),
         ({**EMR, "POTATO_EMR_JOB_CODE_URI": "/tmp/spark-jobs"}, "is not an s3://bucket/prefix location"),
+        ({"POTATO_CONTRACT_ENGINE": "cluster"}, "POTATO_CONTRACT_ENGINE='cluster' must be one of step, spark"),
+        (
+            {"POTATO_CONTRACT_ENGINE": "spark", "POTATO_SPARK_REMOTE": "sc://127.0.0.1:15002"},
+            r"^POTATO_CONTRACT_ENGINE=spark runs the contract checks on silver's Spark cluster and needs "
+            r"POTATO_ENGINE=spark \(it is embedded\)$",
+        ),
     ],
 )
 def test_bad_engine_settings_are_named(env, message):

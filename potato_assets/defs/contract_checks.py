@@ -4,17 +4,19 @@ A broken hard rule ("critical") fails the check with severity ERROR, so a blocki
 everything downstream in the run; broken soft rules only ("warning") fail it with severity WARN,
 which shows in the UI but lets the run go on.
 
-The checked value is what the lake IO manager gives: a DatasetRef for a bucketed dataset (read in
-bucket batches, only the columns the suite names, lib/contracts.run_contract_dataset, in the
-processes of the contract_judges resource), or a DataFrame for an asset still stored as one
-parquet table.
+The checked value is what the lake IO manager gives: a DatasetRef for a bucketed dataset, judged
+where the contract_engine resource says (POTATO_CONTRACT_ENGINE): in the step, read in bucket
+batches, only the columns the suite names (lib/contracts.run_contract_dataset, in
+POTATO_CONTRACT_PROCESSES processes), or on silver's Spark cluster
+(lib/engine/spark.SparkEngine.contract); or a DataFrame for an asset still stored as one parquet
+table, judged in the step.
 """
 
 from typing import Any
 
 import dagster as dg
 
-from potato_assets.defs.resources import ContractJudges
+from potato_assets.defs.resources import ContractEngine
 from potato_assets.lib import contracts, markdown
 from potato_assets.settings import BUNDLED_CONTRACTS_DIR, PROJECT_DIR, get_settings
 
@@ -31,10 +33,14 @@ def contract_label(suite_name: str) -> str:
 OFFENDING_ROWS = 5
 
 
-def contract_check_result(result: contracts.ContractResult, source_file: str | None = None) -> dg.AssetCheckResult:
+def contract_check_result(
+    result: contracts.ContractResult, source_file: str | None = None, judged_on: str = "step"
+) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if result.hard_failures else dg.AssetCheckSeverity.WARN
     metadata: dict[str, Any] = {
         "contract": contract_label(result.suite),
+        # Where GX ran: step, or spark (sc://host:port).
+        "contract_engine": judged_on,
         "rows_checked": result.rows,
         # GX validations the table took (one per batch of buckets; 1 for a single frame).
         "batches": result.batches,
@@ -125,15 +131,15 @@ def contract_check(
         ),
     )
     def _contract(
-        context: dg.AssetCheckExecutionContext, value: Any, contract_judges: ContractJudges
+        context: dg.AssetCheckExecutionContext, value: Any, contract_engine: ContractEngine
     ) -> dg.AssetCheckResult:
         from potato_assets.lib.lake.datasets import DatasetRef
 
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
         if isinstance(value, DatasetRef):
-            result = contract_judges.judge(suite, value, context.op_execution_context.op_def.name)
-            return contract_check_result(result, source_file)
+            result = contract_engine.judge(suite, value, context.op_execution_context.op_def.name)
+            return contract_check_result(result, source_file, contract_engine.label())
         return contract_check_result(contracts.run_contract(suite, value), source_file)
 
     _CONTRACT_CHECK_STEPS.add(_contract.node_def.name)

@@ -1,5 +1,5 @@
 """Every resource, built from settings in one place: the lake IO manager, lake files, the landing
-zone, the silver engine, the contract judges, the experiment tracker and the alert sink."""
+zone, the silver engine, the contract engine, the experiment tracker and the alert sink."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from upath import UPath
 
+    from potato_assets.lib.contracts import ContractResult
     from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.report.digest import FiberSample
     from potato_assets.study.fitting import ModelFit
@@ -293,15 +294,22 @@ class SilverEngine(dg.ConfigurableResource):
         return EmbeddedEngine(memory_limit=self.memory_limit, batch_rows=self.batch_rows, workers=self.workers)
 
 
-class ContractJudges(dg.ConfigurableResource):
-    """Where the contract checks judge their suites (lib/contracts.run_contract_dataset): in
-    ``processes`` processes, the run's own and worker processes (POTATO_CONTRACT_PROCESSES).
+class ContractEngine(dg.ConfigurableResource):
+    """Where the contract checks judge a bucketed dataset (POTATO_CONTRACT_ENGINE): ``step``, GX
+    on pandas in the step's worker processes (``processes``, POTATO_CONTRACT_PROCESSES; see
+    lib/contracts.run_contract_dataset), bucket batch by batch; or ``spark``, GX's Spark engine
+    on the Connect server at ``spark_remote`` (silver's), whose cluster reads the dataset's
+    files: only metrics and a few examples come back.
 
-    The workers start with any run that has a contract check, before its first step (Dagster
-    sets a run's resources up at its start), so GX's seconds-long import overlaps ingest on the
-    other core instead of delaying the first check. They end after the run's last contract check
-    (its step keys are known at the start), so the steps after it have their memory."""
+    In the step, the workers start with any run that has a contract check, before its first
+    step (Dagster sets a run's resources up at its start), so GX's seconds-long import overlaps
+    ingest on the other core instead of delaying the first check; they end after the run's last
+    contract check (its step keys are known at the start), so the steps after it have their
+    memory."""
 
+    kind: str = "step"
+    spark_remote: str | None = None
+    # POTATO_CONTRACT_PROCESSES, for the step.
     processes: int = 1
     _checks_left: set[str] | None = PrivateAttr(default=None)
 
@@ -309,22 +317,48 @@ class ContractJudges(dg.ConfigurableResource):
         from potato_assets.defs.contract_checks import contract_check_steps
         from potato_assets.lib import contracts
 
+        if self.kind != "step":
+            return
         steps = context.run.step_keys_to_execute if context.run else None
         # Unknown (None): the workers stay until the process ends, as they would without this.
         self._checks_left = None if steps is None else set(steps) & contract_check_steps()
         if self._checks_left != set():
             contracts.start_workers(self.processes)
 
-    def judge(self, suite: dict[str, Any], ref: DatasetRef, step_key: str) -> Any:
+    def label(self) -> str:
+        """Where, for the UI: the Connect server's host and port, never its parameters."""
+        if self.kind == "spark" and self.spark_remote:
+            from potato_assets.lib.engine.spark import without_parameters
+
+            return f"spark ({without_parameters(self.spark_remote)})"
+        return self.kind
+
+    def judge(self, suite: dict[str, Any], ref: DatasetRef, step_key: str) -> ContractResult:
+        """The suite's result on ``ref``, for the contract check running as step ``step_key``."""
         from potato_assets.lib import contracts
 
+        if self.kind == "step":
+            try:
+                return contracts.run_contract_dataset(suite, ref, processes=self.processes)
+            finally:
+                if self._checks_left is not None:
+                    self._checks_left.discard(step_key)
+                    if not self._checks_left:
+                        contracts.stop_workers()
+        if self.kind != "spark" or not self.spark_remote:
+            raise dg.Failure(
+                description=f"contract engine {self.kind!r} needs to be step, or spark with POTATO_SPARK_REMOTE"
+            )
+        from potato_assets.lib.engine import EngineUnreachable
+        from potato_assets.lib.engine.spark import SparkEngine
+
+        engine = SparkEngine(self.spark_remote)
         try:
-            return contracts.run_contract_dataset(suite, ref, processes=self.processes)
+            return engine.contract(suite, ref)
+        except EngineUnreachable as exc:
+            raise dg.Failure(description=f"contract {suite['name']} could not run on Spark: {exc}.") from None
         finally:
-            if self._checks_left is not None:
-                self._checks_left.discard(step_key)
-                if not self._checks_left:
-                    contracts.stop_workers()
+            engine.close()
 
 
 class LakeFiles(dg.ConfigurableResource):
@@ -572,7 +606,11 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             emr_job_code_uri=settings.emr_job_code_uri,
             emr_log_group=settings.emr_log_group,
         ),
-        "contract_judges": ContractJudges(processes=settings.contract_processes),
+        "contract_engine": ContractEngine(
+            kind=settings.contract_engine,
+            spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
+            processes=settings.contract_processes,
+        ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
         "alerts_sink": AlertSink(webhook_url=from_environment("POTATO_ALERT_WEBHOOK_URL", settings.alert_webhook_url)),

@@ -349,37 +349,133 @@ def run_contract(suite: str | dict[str, Any], df: pd.DataFrame) -> ContractResul
     )
 
 
-def run_contract_spark(suite: str | dict[str, Any], df: Any) -> ContractResult:
+def run_contract_spark(
+    suite: str | dict[str, Any],
+    df: Any,
+    *,
+    columns: Sequence[str] | None = None,
+    order_examples_by: Sequence[str] | None = None,
+) -> ContractResult:
     """Validate a Spark DataFrame (classic or Spark Connect) against a suite with GX's Spark
     execution engine: every metric is a Spark job on the DataFrame's cluster, nothing is
     collected here but the metrics and the few unexpected examples.
 
     The same rules and the same ContractResult as run_contract: type rules name pandas dtypes
     (``int64``, ``Int64Dtype``, ``datetime64[ns]``, ...); they are checked against the Spark
-    types those dtypes become (SPARK_TYPES), and outcomes report the rule as the suite wrote it.
+    types those dtypes become (SPARK_TYPES), and outcomes report the rule as the suite wrote it
+    (their observed value is the Spark type).
+
+    ``columns``: the table's full column list when ``df`` holds only the columns the suite reads
+    (as run_contract_batches): the columns-set rules are judged on these names. ``order_examples_by``:
+    examples are the unexpected rows smallest by these columns, as run_contract_dataset's are
+    (_smallest_examples).
     """
     if isinstance(suite, str):
         suite = load_suite(suite)
     spark_suite = spark_types_suite(suite)
     example_columns = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in df.columns]
+    table_columns = set(df.columns if columns is None else columns)
+    named: dict[str, Any] = {}
+    if columns is not None:
+        import pandas as pd
+
+        # The columns-set rules on the table's names (an empty frame of them), as
+        # run_contract_batches judges them; GX on Spark judges the rest.
+        by_names = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
+        if by_names:
+            _, named = _validate(suite, pd.DataFrame(columns=list(columns)), by_names, [], "schema")
+        kept = [e for e in spark_suite["expectations"] if e["type"] != "expect_table_columns_to_match_set"]
+        spark_suite = {**spark_suite, "expectations": kept}
+    order = [c for c in order_examples_by or () if c in df.columns]
     runner = _runner()
     with runner.lock:
         datasource = runner.spark_datasource()
         batch_definition, gx_suite = runner.prepared(spark_suite, datasource)
+        # GX persists the frame on the cluster (its datasource's persist=True): the suite's
+        # metric jobs read the files once.
         batch = batch_definition.get_batch(batch_parameters={"dataframe": df})
         try:
             held, by_rule = _two_passes(runner, spark_suite, gx_suite, batch, example_columns)
-            rows = df.count()
+            rows = int(df.count())
+            outcomes = _outcomes(suite, held, {**by_rule, **named}, example_columns, table_columns)
+            if order:
+                outcomes = tuple(_smallest_examples(df, suite, o, order, example_columns) for o in outcomes)
         finally:
             runner.release_batches(datasource)
-            # GX persisted the frame on the cluster for its metrics; give the memory back.
+            # Give the cluster's memory back.
             with contextlib.suppress(Exception):
                 df.unpersist()
-    return ContractResult(
-        suite=suite["name"],
-        outcomes=_outcomes(suite, held, by_rule, example_columns, set(df.columns)),
-        rows=int(rows),
+    return ContractResult(suite=suite["name"], outcomes=outcomes, rows=rows)
+
+
+def _smallest_examples(
+    df: Any, suite: dict[str, Any], outcome: ExpectationOutcome, order: list[str], example_columns: list[str]
+) -> ExpectationOutcome:
+    """A row rule's examples, the smallest unexpected rows by ``order`` (as run_contract_dataset
+    shows them). GX's Spark engine returns the first few it meets, and which those are depends on
+    task timing (Connect collects a limit through a shuffle): with no more unexpected rows than
+    examples they are all of them, sorted here; with more, the smallest are looked up on the
+    cluster with the rule's own condition (GX's, for these five types)."""
+    if outcome.expectation not in ROW_RULE_TYPES or not outcome.unexpected_examples:
+        return outcome
+    exp = next(e for e in suite["expectations"] if e["meta"]["rule"] == outcome.rule)
+    # Keys in GX-on-pandas' order (the rule's first column, the example columns, its other
+    # columns): a one-line summary quotes the dicts as they are.
+    columns = _rule_columns(exp)
+    keys = list(dict.fromkeys([*columns[:1], *example_columns, *columns[1:]]))
+    examples = outcome.unexpected_examples
+    if (outcome.unexpected_count or 0) > EXAMPLE_COUNT:
+        from pyspark.sql import functions as F
+
+        rows = (
+            _unexpected_rows(df, exp)
+            .orderBy(*[F.col(c).asc_nulls_last() for c in order])
+            .select(*keys)
+            .limit(EXAMPLE_COUNT)
+            .collect()
+        )
+        examples = [_plain(row.asDict()) for row in rows]
+    ordered = sorted(examples, key=lambda e: _example_key(e, order))
+    return dataclasses.replace(
+        outcome,
+        unexpected_examples=[{k: e[k] for k in keys if k in e} if isinstance(e, dict) else e for e in ordered],
     )
+
+
+def _unexpected_rows(df: Any, exp: dict[str, Any]) -> Any:
+    """The rows a row rule finds unexpected, by GX's Spark conditions: column rules judge non-null
+    values only (not-null excepted), compound unique rules skip rows by ``ignore_row_if``."""
+    from functools import reduce
+
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    kind, kwargs = exp["type"], exp.get("kwargs") or {}
+    keys = _rule_columns(exp)
+    if kind == "expect_column_values_to_not_be_null":
+        return df.filter(F.col(keys[0]).isNull())
+    present = [F.col(c).isNotNull() for c in keys]
+    ignore = kwargs.get("ignore_row_if", "all_values_are_missing")
+    if kind != "expect_compound_columns_to_be_unique" or ignore == "any_value_is_missing":
+        judged = df.filter(reduce(lambda a, b: a & b, present))
+    elif ignore == "never":
+        judged = df
+    else:
+        judged = df.filter(reduce(lambda a, b: a | b, present))
+    column = F.col(keys[0])
+    if kind == "expect_column_values_to_be_between":
+        low, high = kwargs.get("min_value"), kwargs.get("max_value")
+        fine = F.lit(True)
+        if low is not None:
+            fine = fine & (column > low if kwargs.get("strict_min") else column >= low)
+        if high is not None:
+            fine = fine & (column < high if kwargs.get("strict_max") else column <= high)
+        return judged.filter(~fine)
+    if kind == "expect_column_values_to_be_in_set":
+        return judged.filter(~column.isin(list(kwargs.get("value_set") or [])))
+    # Unique rules: every row of a value that occurs more than once.
+    copies = F.count(F.lit(1)).over(Window.partitionBy(*keys))
+    return judged.withColumn("__copies", copies).filter(F.col("__copies") > 1).drop("__copies")
 
 
 # The Spark type (pyspark.sql.types class name) each pandas dtype name of the suites becomes

@@ -24,6 +24,7 @@ from potato_assets.lib.engine import EngineUnreachable
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+    from potato_assets.lib.contracts import ContractResult
     from potato_assets.lib.lake.datasets import DatasetRef, DatasetWriter
     from potato_assets.study.silver import SilverQuery
 
@@ -107,6 +108,10 @@ def job_tag(table: str) -> str:
     return f"potato-silver-{table}"
 
 
+def contract_tag(suite: str) -> str:
+    return f"potato-contract-{suite}"
+
+
 def without_parameters(remote: str) -> str:
     """``sc://host:port`` of a Connect URL, for the UI and logs: its ``/;key=value`` parameters
     may hold a token."""
@@ -184,6 +189,28 @@ class SparkEngine:
             writer.adopt(staging)
         return found
 
+    def contract(self, suite: dict[str, Any], ref: DatasetRef) -> ContractResult:
+        """The suite judged by GX's Spark engine on the cluster (contracts.run_contract_spark),
+        over the dataset's committed files and only the columns the suite reads; examples are the
+        smallest rows by the suite's example columns, as the in-step runner's are."""
+        from potato_assets.lib import contracts
+
+        spark = self.session()
+        tag = contract_tag(suite["name"])
+        spark.addTag(tag)
+        try:
+            wanted = [c for c in contracts.suite_columns(suite) if c in ref.columns]
+            examples = [c for c in (suite.get("meta") or {}).get("example_columns", []) if c in ref.columns]
+            return contracts.run_contract_spark(
+                suite, input_frame(spark, dataset_input(ref, wanted)), columns=ref.columns, order_examples_by=examples
+            )
+        except Exception:
+            # GX and pyspark raise their own errors for a server gone mid-suite: say that plainly.
+            check_reachable(self.remote)
+            raise
+        finally:
+            spark.removeTag(tag)
+
     def rows(self, sql: str) -> list[dict[str, Any]]:
         """A small result (counts, a few examples) as plain dicts."""
         return rows(self.session(), sql)
@@ -238,12 +265,15 @@ def rows(spark: SparkSession, sql: str) -> list[dict[str, Any]]:
 
 def _view(spark: SparkSession, name: str, source: SparkInput) -> None:
     """The input's files as the temporary view ``name`` with the columns the query reads."""
+    input_frame(spark, source).createOrReplaceTempView(name)
+
+
+def input_frame(spark: SparkSession, source: SparkInput) -> DataFrame:
+    """The input's files with only its columns, as the cluster reads them."""
     if source.uris:
-        frame = spark.read.parquet(*source.uris).select(*source.columns)
-    else:
-        # No rows: an empty frame of the dataset's types (Spark cannot infer them from no file).
-        frame = spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in source.columns.items()))
-    frame.createOrReplaceTempView(name)
+        return spark.read.parquet(*source.uris).select(*source.columns)
+    # No rows: an empty frame of the dataset's types (Spark cannot infer them from no file).
+    return spark.createDataFrame([], ", ".join(f"`{c}` {t}" for c, t in source.columns.items()))
 
 
 def _typed(query: SilverQuery, frame: DataFrame, buckets: int) -> DataFrame:
