@@ -14,7 +14,9 @@ from pydantic import PrivateAttr
 from potato_assets.defs.common import (
     DATA_FRAME_TYPE_NAME,
     DATA_VERSION_TAG,
+    FIGURE_LIBRARIES,
     LAKE_DATASET_TYPE_NAME,
+    MODEL_LIBRARIES,
     from_environment,
 )
 from potato_assets.lib.engine.embedded import DEFAULT_MEMORY_LIMIT
@@ -311,6 +313,9 @@ class ContractEngine(dg.ConfigurableResource):
     spark_remote: str | None = None
     # POTATO_CONTRACT_PROCESSES, for the step.
     processes: int = 1
+    # Imported by this process while a worker judges a whole suite (it would only wait): the
+    # libraries the run's later steps load anyway.
+    warm_imports: list[str] = []
     _checks_left: set[str] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -324,6 +329,11 @@ class ContractEngine(dg.ConfigurableResource):
         self._checks_left = None if steps is None else set(steps) & contract_check_steps()
         if self._checks_left != set():
             contracts.start_workers(self.processes)
+
+    def _warm_up(self) -> None:
+        from potato_assets.lib.process import preload
+
+        preload(*self.warm_imports)
 
     def label(self) -> str:
         """Where, for the UI: the Connect server's host and port, never its parameters."""
@@ -339,7 +349,9 @@ class ContractEngine(dg.ConfigurableResource):
 
         if self.kind == "step":
             try:
-                return contracts.run_contract_dataset(suite, ref, processes=self.processes)
+                return contracts.run_contract_dataset(
+                    suite, ref, processes=self.processes, meanwhile=self._warm_up if self.warm_imports else None
+                )
             finally:
                 if self._checks_left is not None:
                     self._checks_left.discard(step_key)
@@ -610,6 +622,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             kind=settings.contract_engine,
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
             processes=settings.contract_processes,
+            warm_imports=[*MODEL_LIBRARIES, *FIGURE_LIBRARIES],
         ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),

@@ -798,6 +798,7 @@ def run_contract_dataset(
     processes: int = 1,
     min_split_batches: int = SPLIT_MIN_BATCHES,
     rules: Collection[str] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> ContractResult:
     """Validate a committed lake dataset bucket by bucket (run_contract_batches), reading only the
     columns the suite names. Examples are the smallest by the suite's example columns (bronze:
@@ -811,7 +812,8 @@ def run_contract_dataset(
     columns; a smaller one is judged whole by one worker while this process waits (it never
     imports GX). Either way the result is the one a single process gives (each rule's outcome
     depends on no other rule: run_contract_batches's ``rules``). ``rules``: judge only these
-    (as run_contract_batches)."""
+    (as run_contract_batches). ``meanwhile``: called here while a worker judges the whole suite
+    (this process would only wait); an error in it is ignored."""
     if isinstance(suite, str):
         suite = load_suite(suite)
     check_batchable(suite)
@@ -820,7 +822,9 @@ def run_contract_dataset(
         groups = rule_groups(expectations, processes, text_columns(ref))
         if len(groups) > 1 and len(dataset_batches(ref, [], batch_rows)) >= min_split_batches:
             return _run_in_workers(suite, ref, batch_rows, groups[0], groups[1:], rules)
-        return _run_in_workers(suite, ref, batch_rows, None, [[e["meta"]["rule"] for e in expectations]], rules)
+        return _run_in_workers(
+            suite, ref, batch_rows, None, [[e["meta"]["rule"] for e in expectations]], rules, meanwhile
+        )
     return _judge_dataset(suite, ref, batch_rows, rules)
 
 
@@ -943,9 +947,10 @@ def _run_in_workers(
     mine: list[str] | None,
     theirs: list[list[str]],
     rules: Collection[str] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> ContractResult:
     """Each of ``theirs`` judged in a worker and ``mine`` here (None: nothing here, this process
-    waits), at the same time; the outcomes put back in suite order. Any error in any part: the
+    calls ``meanwhile`` and waits), at the same time; the outcomes put back in suite order. Any error in any part: the
     whole suite is judged once more here, in one process, so the error raised is exactly the one
     (the first one) a single run raises. A worker that dies fails the check with
     ContractWorkerDied (no result is made up). ``rules``: the rules the caller asked for (all for
@@ -967,6 +972,9 @@ def _run_in_workers(
         try:
             for worker, group in zip(pool, theirs, strict=True):
                 worker.submit(_judge_dataset, suite, ref, batch_rows, group)
+            if mine is None and meanwhile is not None:
+                with contextlib.suppress(Exception):  # its own work; the contract does not need it
+                    meanwhile()
             own = None if mine is None else _judge_dataset(suite, ref, batch_rows, mine, before_batch=others_go_on)
             for i, worker in enumerate(pool):
                 if i not in replies:

@@ -274,3 +274,25 @@ def test_a_worker_ends_when_its_parent_is_killed():
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     pytest.fail(f"worker {pid} outlived its killed parent by 10 s")
+
+
+def test_the_caller_does_its_meanwhile_work_while_a_worker_judges_and_its_errors_change_nothing(
+    sample_tables, tmp_path
+):
+    ref = write_dataset(tmp_path / "ds", sample_tables["bronze_weight"], 4)
+    one = contracts.run_contract_dataset("bronze_weight", ref)
+    worker_busy: list[bool] = []
+
+    def meanwhile() -> None:
+        worker_busy.append(any(w.busy for w in contract_workers._WORKERS))
+
+    def failing() -> None:
+        raise RuntimeError("a warm-up that failed")
+
+    assert contracts.run_contract_dataset("bronze_weight", ref, processes=2, meanwhile=meanwhile) == one
+    assert worker_busy == [True]
+    assert contracts.run_contract_dataset("bronze_weight", ref, processes=2, meanwhile=failing) == one
+    # one process, or a split (this process has its own share): no meanwhile
+    contracts.run_contract_dataset("bronze_weight", ref, processes=1, meanwhile=meanwhile)
+    contracts.run_contract_dataset("bronze_weight", ref, batch_rows=100, meanwhile=meanwhile, **SPLIT)
+    assert worker_busy == [True]

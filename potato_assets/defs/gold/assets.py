@@ -16,6 +16,7 @@ from potato_assets.defs.common import (
     CODE_VERSION,
     DOWNSTREAM_AUTOMATION,
     LAKE_POOL,
+    MODEL_LIBRARIES,
     SCIENCE_OWNERS,
     DataFrame,
     freshness_policy,
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
     from potato_assets.report.provenance import Provenance
 
 MODELS_PREFIX = ["gold", "models"]
-# What the study's fits import lazily; loaded (and frozen, lib/process.py) before the first fit.
-# statsmodels: MixedLM on small panels and scipy's laws for every fit; linearmodels is the tests' reference only.
-MODEL_LIBRARIES = ("statsmodels.api",)
 # Silver tables reach gold as references (a bucketed dataset's DatasetRef) and are read bucket by
 # bucket: never one DataFrame of the whole table. Typed Any so that the lake's IO manager hands
 # over the reference instead of reading the table (an input typed DataFrame gets the whole table).
