@@ -137,6 +137,6 @@ DOWNSTREAM_AUTOMATION = (
 # What gold's fits and figures import lazily (statsmodels: MixedLM on small panels and scipy's
 # laws for every fit; matplotlib's Agg canvas): loaded and frozen (lib/process.preload) before the
 # first fit, and earlier by a run's process that would only wait while a contract worker judges
-# (defs/resources.ContractEngine). linearmodels is the tests' reference only.
+# silver (defs/silver/checks.py). linearmodels is the tests' reference only.
 MODEL_LIBRARIES = ("statsmodels.api",)
 FIGURE_LIBRARIES = ("matplotlib.figure", "matplotlib.backends.backend_agg")

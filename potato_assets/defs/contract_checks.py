@@ -12,6 +12,7 @@ POTATO_CONTRACT_PROCESSES processes), or on silver's Spark cluster
 table, judged in the step.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -111,10 +112,16 @@ def _plural(n: int, noun: str) -> str:
 
 
 def contract_check(
-    asset_key: dg.AssetKey, suite_name: str, *, blocking: bool, source_file: str | None = None
+    asset_key: dg.AssetKey,
+    suite_name: str,
+    *,
+    blocking: bool,
+    source_file: str | None = None,
+    warm_imports: Sequence[str] = (),
 ) -> dg.AssetChecksDefinition:
     """An asset check named `contract` that validates the stored asset against its suite file
-    (`source_file`: the landing file the table's source_line refers to, for bronze)."""
+    (`source_file`: the landing file the table's source_line refers to, for bronze;
+    `warm_imports`: what the steps after it import, loaded while a contract worker judges)."""
     # Fail at load time on a malformed contract file.
     suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
     hard = sum(1 for e in suite["expectations"] if e.get("severity", "critical") == "critical")
@@ -138,7 +145,7 @@ def contract_check(
         # Read again at run time: the run judges the file as it is now.
         suite = contracts.load_suite(suite_name, get_settings().contracts_dir)
         if isinstance(value, DatasetRef):
-            result = contract_engine.judge(suite, value, context.op_execution_context.op_def.name)
+            result = contract_engine.judge(suite, value, context.op_execution_context.op_def.name, warm_imports)
             return contract_check_result(result, source_file, contract_engine.label())
         return contract_check_result(contracts.run_contract(suite, value), source_file)
 

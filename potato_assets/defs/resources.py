@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -14,9 +14,7 @@ from pydantic import PrivateAttr
 from potato_assets.defs.common import (
     DATA_FRAME_TYPE_NAME,
     DATA_VERSION_TAG,
-    FIGURE_LIBRARIES,
     LAKE_DATASET_TYPE_NAME,
-    MODEL_LIBRARIES,
     from_environment,
 )
 from potato_assets.lib.engine.embedded import DEFAULT_MEMORY_LIMIT
@@ -313,9 +311,6 @@ class ContractEngine(dg.ConfigurableResource):
     spark_remote: str | None = None
     # POTATO_CONTRACT_PROCESSES, for the step.
     processes: int = 1
-    # Imported by this process while a worker judges a whole suite (it would only wait): the
-    # libraries the run's later steps load anyway.
-    warm_imports: list[str] = []
     _checks_left: set[str] | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -330,11 +325,6 @@ class ContractEngine(dg.ConfigurableResource):
         if self._checks_left != set():
             contracts.start_workers(self.processes)
 
-    def _warm_up(self) -> None:
-        from potato_assets.lib.process import preload
-
-        preload(*self.warm_imports)
-
     def label(self) -> str:
         """Where, for the UI: the Connect server's host and port, never its parameters."""
         if self.kind == "spark" and self.spark_remote:
@@ -343,14 +333,19 @@ class ContractEngine(dg.ConfigurableResource):
             return f"spark ({without_parameters(self.spark_remote)})"
         return self.kind
 
-    def judge(self, suite: dict[str, Any], ref: DatasetRef, step_key: str) -> ContractResult:
-        """The suite's result on ``ref``, for the contract check running as step ``step_key``."""
+    def judge(
+        self, suite: dict[str, Any], ref: DatasetRef, step_key: str, warm_imports: Sequence[str] = ()
+    ) -> ContractResult:
+        """The suite's result on ``ref``, for the contract check running as step ``step_key``.
+        ``warm_imports``: modules the run's later steps load anyway, imported by this process
+        while a worker judges the whole suite (it would only wait)."""
         from potato_assets.lib import contracts
+        from potato_assets.lib.process import preload
 
         if self.kind == "step":
             try:
                 return contracts.run_contract_dataset(
-                    suite, ref, processes=self.processes, meanwhile=self._warm_up if self.warm_imports else None
+                    suite, ref, processes=self.processes, meanwhile=(lambda: preload(*warm_imports))
                 )
             finally:
                 if self._checks_left is not None:
@@ -622,7 +617,6 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             kind=settings.contract_engine,
             spark_remote=from_environment("POTATO_SPARK_REMOTE", settings.spark_remote),
             processes=settings.contract_processes,
-            warm_imports=[*MODEL_LIBRARIES, *FIGURE_LIBRARIES],
         ),
         "landing": LandingZone(landing_uri=settings.landing_uri, max_bytes=settings.max_landing_bytes),
         "experiment_tracker": build_tracker(settings),
