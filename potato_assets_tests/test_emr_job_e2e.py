@@ -70,7 +70,13 @@ class SubmittedSparkJobs(SilverEngine):
         return SparkJobEngine("spark-job", context, submit)
 
 
-def test_the_job_builds_the_embedded_engines_silver_and_reports_its_counts(job_cluster, bundle, seed_dir, tmp_path):
+def test_the_job_builds_the_embedded_engines_silver_and_reports_its_counts(
+    job_cluster, bundle, seed_dir, tmp_path, monkeypatch
+):
+    # What a process that used Spark Connect leaves in its environment (pyspark sets it), which
+    # the submitted job inherits: the job still runs on spark-submit's classic session.
+    monkeypatch.setenv("SPARK_CONNECT_MODE_ENABLED", "1")
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:1")
     entry, package, python = bundle
     embedded_lake, job_lake = tmp_path / "embedded", tmp_path / "job"
     embedded = materialize_all(seed_dir, embedded_lake)

@@ -34,6 +34,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from potato_assets.lib.engine.emr_job import CONNECT_ENVIRONMENT
+
 LOOPBACK = "127.0.0.1"
 TAG = "POTATO_SPARK_CLUSTER"
 STATE_FILE = "cluster.json"
@@ -433,6 +435,10 @@ def spark_submit_command(
     }
     files = ",".join(str(f) for f in py_files)
     command = [
+        # A classic job: Spark Connect settings of the submitting process go (spark-submit refuses
+        # a master beside SPARK_REMOTE, and a Pipes client passes its whole environment on).
+        "env",
+        *(arg for name in CONNECT_ENVIRONMENT for arg in ("-u", name)),
         str(home / "bin" / "spark-submit"),
         *("--master", cluster.master_url),
         *(arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")),
@@ -441,7 +447,7 @@ def spark_submit_command(
         *arguments,
     ]
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in CONNECT_ENVIRONMENT},
         TAG: cluster.state_dir,
         "SPARK_HOME": str(home),
         "SPARK_LOCAL_IP": LOOPBACK,
