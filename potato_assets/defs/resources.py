@@ -235,6 +235,14 @@ class LakeDatasets(dg.ConfigurableResource):
         return datasets.current(self.root(key))
 
 
+def spark_label(remote: str) -> str:
+    """``spark (sc://host:port)``: a Spark Connect server for the UI, never its URL's parameters
+    (a token may be one)."""
+    from potato_assets.lib.engine.spark import without_parameters
+
+    return f"spark ({without_parameters(remote)})"
+
+
 class SilverEngine(dg.ConfigurableResource):
     """Where silver's SQL (study/silver.py) runs (lib/engine/): ``embedded``, DuckDB in the step's
     own process, a batch of subject buckets at a time; ``spark``, the Spark Connect server at
@@ -258,9 +266,7 @@ class SilverEngine(dg.ConfigurableResource):
         """Which engine, for the UI: the Connect server's host and port, never its parameters
         (a token may be one); the EMR Serverless application's id."""
         if self.kind == "spark" and self.spark_remote:
-            from potato_assets.lib.engine.spark import without_parameters
-
-            return f"spark ({without_parameters(self.spark_remote)})"
+            return spark_label(self.spark_remote)
         if self.kind == "emr-serverless":
             return f"emr-serverless ({self.emr_application_id})"
         return self.kind
@@ -328,9 +334,7 @@ class ContractEngine(dg.ConfigurableResource):
     def label(self) -> str:
         """Where, for the UI: the Connect server's host and port, never its parameters."""
         if self.kind == "spark" and self.spark_remote:
-            from potato_assets.lib.engine.spark import without_parameters
-
-            return f"spark ({without_parameters(self.spark_remote)})"
+            return spark_label(self.spark_remote)
         return self.kind
 
     def judge(
@@ -344,9 +348,8 @@ class ContractEngine(dg.ConfigurableResource):
 
         if self.kind == "step":
             try:
-                return contracts.run_contract_dataset(
-                    suite, ref, processes=self.processes, meanwhile=(lambda: preload(*warm_imports))
-                )
+                warm_up = (lambda: preload(*warm_imports)) if warm_imports else None
+                return contracts.run_contract_dataset(suite, ref, processes=self.processes, meanwhile=warm_up)
             finally:
                 if self._checks_left is not None:
                     self._checks_left.discard(step_key)

@@ -950,11 +950,11 @@ def _run_in_workers(
     meanwhile: Callable[[], None] | None = None,
 ) -> ContractResult:
     """Each of ``theirs`` judged in a worker and ``mine`` here (None: nothing here, this process
-    calls ``meanwhile`` and waits), at the same time; the outcomes put back in suite order. Any error in any part: the
-    whole suite is judged once more here, in one process, so the error raised is exactly the one
-    (the first one) a single run raises. A worker that dies fails the check with
-    ContractWorkerDied (no result is made up). ``rules``: the rules the caller asked for (all for
-    None), which ``mine`` and ``theirs`` share out."""
+    calls ``meanwhile`` and waits), at the same time; the outcomes put back in suite order. Any
+    error in any part: the whole suite is judged once more here, in one process, so the error
+    raised is exactly the one (the first one) a single run raises. A worker that dies fails the
+    check with ContractWorkerDied (no result is made up). ``rules``: the rules the caller asked
+    for (all for None), which ``mine`` and ``theirs`` share out."""
     from potato_assets.lib import contract_workers
 
     with _SPLIT_LOCK:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -119,15 +119,21 @@ def subjects_in_order(table: pa.Table, columns: Sequence[str], buckets: int) -> 
 
     if table.num_rows < 2:
         return True
-    ids = table.column(SUBJECT_COL) if SUBJECT_COL in table.column_names else None
-    if not columns or columns[0] != SUBJECT_COL or ids is None or not pa.types.is_integer(ids.type) or ids.null_count:
+    if not columns or columns[0] != SUBJECT_COL:
         return False
-    keys = [bucket_of(ids.to_numpy(), buckets)]
-    for column in columns:
-        keys.extend(_sort_keys(table.column(column)))
+    ids = table.column(SUBJECT_COL)
+    if not pa.types.is_integer(ids.type) or ids.null_count:
+        return False
+
+    def keys() -> Iterator[Any]:
+        # Column by column, as the comparison needs them: it usually ends after subject and date.
+        yield bucket_of(ids.to_numpy(), buckets)
+        for column in columns:
+            yield from _sort_keys(table.column(column))
+
     # Row i and i+1 are in order when the first key where they differ grows.
     tied = np.ones(table.num_rows - 1, dtype=bool)
-    for key in keys:
+    for key in keys():
         before, after = key[:-1], key[1:]
         if np.any(tied & (after < before)):
             return False
@@ -213,8 +219,8 @@ def run_batches(
     With ``workers`` > 1, batches hold at most 1/``workers`` of the input rows, and up to that
     many batches are computed at once on threads, each on an engine of its own
     (``engine.worker()``); at most ``workers`` batches are in flight, counting the one the
-    caller holds. Close the iterator
-    (``contextlib.closing``) when not exhausting it: that stops and joins the threads."""
+    caller holds. Close the iterator (``contextlib.closing``) when not exhausting it: that stops
+    and joins the threads."""
     missing = [name for name in query.reads if name not in inputs]
     if missing:
         raise ValueError(f"silver {query.table} reads {', '.join(missing)}, which the asset was not given")

@@ -19,7 +19,6 @@ packs what it needs), and needs Python 3.11 or later.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,9 +27,6 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from potato_assets.lib.engine.spark import SparkInput
-
-# What makes pyspark's SparkSession.builder choose Spark Connect (pyspark/sql/session.py).
-CONNECT_ENVIRONMENT = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_API_MODE")
 
 # The materialisation's metadata the job reports and the step reads.
 FINDINGS_KEY = "silver/findings"
@@ -157,13 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    # A job runs on spark-submit's classic session. A Spark Connect setting inherited from the
-    # environment that submitted it (a process that used Connect sets these) would have
-    # getOrCreate look for a Connect server instead.
-    for name in CONNECT_ENVIRONMENT:
-        os.environ.pop(name, None)
     with open_dagster_pipes() as pipes:
-        spark = SparkSession.builder.config("spark.api.mode", "classic").getOrCreate()
+        spark = SparkSession.builder.getOrCreate()
         try:
             found, written = build(spark, argv)
         finally:

@@ -34,12 +34,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from potato_assets.lib.engine.emr_job import CONNECT_ENVIRONMENT
-
 LOOPBACK = "127.0.0.1"
 TAG = "POTATO_SPARK_CLUSTER"
 STATE_FILE = "cluster.json"
 CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+# What makes spark-submit and pyspark's SparkSession.builder use Spark Connect (a process that
+# used Connect has them set); a submitted classic job must not inherit them.
+CONNECT_ENVIRONMENT = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_API_MODE")
 
 
 class SparkClusterError(RuntimeError):
@@ -447,7 +448,7 @@ def spark_submit_command(
         *arguments,
     ]
     env = {
-        **{k: v for k, v in os.environ.items() if k not in CONNECT_ENVIRONMENT},
+        **os.environ,
         TAG: cluster.state_dir,
         "SPARK_HOME": str(home),
         "SPARK_LOCAL_IP": LOOPBACK,
